@@ -1,0 +1,34 @@
+# `make test` and `make demo` work on a fresh machine: each sets up what it needs first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The pinned stack that installs fast on our machines; pyproject.toml states ranges.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0
+
+.PHONY: setup system-deps test lint format
+
+setup: $(STAMP) system-deps
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PINS)
+	$(PY) -m pip install -q -e '.[dev]' $(TORCH_PINS)
+	touch $(STAMP)
+
+# espeak-ng synthesizes the training speech; its library is loaded in-process.
+system-deps:
+	@command -v espeak-ng >/dev/null 2>&1 || { \
+		echo "installing espeak-ng with apt"; \
+		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng; }
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .

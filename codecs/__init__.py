@@ -1,0 +1,1 @@
+"""Neural audio codecs (``suite.codecs``). Never import this folder as top-level ``codecs``."""

@@ -1,0 +1,1 @@
+"""Modality encoders (``suite.encoders``); importing this package registers every family."""

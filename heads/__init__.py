@@ -1,0 +1,1 @@
+"""Task heads shared by every encoder (``suite.heads``); importing registers every head."""

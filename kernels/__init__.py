@@ -1,0 +1,1 @@
+"""Kernels (``suite.kernels``): fused GPU paths, each beside its plain PyTorch reference."""

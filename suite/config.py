@@ -1,0 +1,252 @@
+"""Recipes: one YAML file with ``data:``, ``model:`` and ``train:`` loaded into typed dataclasses.
+
+``load_recipe(path, ["train.lr=1e-3", "model.encoder.preset=small"])`` applies dotted overrides
+to the YAML before validation, so overrides and files are checked the same way: an unknown key
+or a value of the wrong type is a :class:`ConfigError` naming the key and the valid choices.
+
+Component sections (``model.encoder`` and friends) are registry specs ``{name, preset, **kwargs}``;
+their keys are checked against the registered constructor's signature.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from suite import registry
+from suite.errors import UserError
+
+
+class ConfigError(UserError, ValueError):
+    """A recipe or override that does not fit the schema; the message says how to fix it."""
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation; all off by default except SpecAugment."""
+
+    specaugment: bool = True
+    speed_perturb: list[float] = field(default_factory=list)  # e.g. [0.9, 1.1]; [] is off
+    noise_prob: float = 0.0  # probability of mixing white/pink noise into a cut
+    noise_snr_db: list[float] = field(default_factory=lambda: [10.0, 30.0])
+
+
+@dataclass
+class DataConfig:
+    """Where the manifests are and how batches are drawn."""
+
+    corpus_dir: str = "data/espeak"
+    train: str = "espeak_cuts_train.jsonl.gz"  # relative paths resolve against corpus_dir
+    dev: str = "espeak_cuts_dev.jsonl.gz"
+    test: str = "espeak_cuts_test.jsonl.gz"
+    sample_rate: int = 16000
+    max_duration: float = 200.0  # seconds of audio per batch, before padding
+    sampler: dict[str, Any] = field(
+        default_factory=lambda: {"name": "dynamic_bucketing", "num_buckets": 30}
+    )
+    num_workers: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def manifest(self, split: str) -> Path:
+        """Path of the cut manifest of ``split`` (``train``, ``dev`` or ``test``)."""
+        path = Path(getattr(self, split))
+        return path if path.is_absolute() else Path(self.corpus_dir) / path
+
+
+@dataclass
+class ModelConfig:
+    """Registry specs of the parts a task model is composed from."""
+
+    frontend: dict[str, Any] = field(default_factory=lambda: {"name": "fbank"})
+    encoder: dict[str, Any] = field(default_factory=lambda: {"name": "conformer", "preset": "tiny"})
+    heads: dict[str, dict[str, Any]] = field(default_factory=lambda: {"ctc": {"name": "ctc"}})
+    tokenizer: dict[str, Any] = field(default_factory=lambda: {"name": "bpe", "vocab_size": 256})
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping."""
+
+    out_dir: str = "runs/asr"
+    seed: int = 0
+    max_steps: int = 1000
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+    warmup_steps: int = 100
+    grad_clip: float = 5.0
+    accum_grad: int = 1
+    precision: Literal["fp32", "bf16"] = "bf16"  # bf16 autocast is used on GPU only
+    ema_decay: float | None = None
+    val_every: int = 200
+    log_every: int = 20
+    keep_checkpoints: int = 2
+    device: str = "auto"
+
+
+@dataclass
+class Recipe:
+    """A whole recipe: what data, what model, how to train."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Sections whose values are registry specs, with the registry kind they are checked against.
+_COMPONENT_KINDS = {"frontend": "frontend", "encoder": "encoder", "tokenizer": "tokenizer"}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _check_value(value: Any, tp: Any, key: str) -> Any:
+    """Validate ``value`` against the annotation ``tp``; returns it (ints widened to float)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _from_dict(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in args:
+            if option is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _check_value(value, option, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(
+            f"'{key}' expects {' or '.join(_type_name(a) for a in args)}, got {value!r}"
+        )
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"'{key}' must be one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"'{key}' expects a list, got {value!r}")
+        return [_check_value(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{key}' expects a mapping, got {value!r}")
+        return {k: _check_value(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(value, tp):
+        return value
+    raise ConfigError(f"'{key}' expects {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def _from_dict(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"'{prefix or 'recipe'}' must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    values = {}
+    for key, value in raw.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"unknown key '{full}'; valid keys under '{prefix or 'recipe'}': "
+                f"{', '.join(valid)}.{hint}"
+            )
+        values[key] = _check_value(value, hints[key], full)
+    return cls(**values)
+
+
+def _check_components(model: ModelConfig) -> None:
+    specs = [(f"model.{s}", kind, getattr(model, s)) for s, kind in _COMPONENT_KINDS.items()]
+    specs += [(f"model.heads.{n}", "head", spec) for n, spec in model.heads.items()]
+    for key, kind, spec in specs:
+        if "name" not in spec:
+            raise ConfigError(f"'{key}' needs a 'name'; registered: {registry.names(kind)}")
+        options = {k: v for k, v in spec.items() if k not in ("name", "preset")}
+        try:
+            registry.resolve_options(kind, spec["name"], spec.get("preset"), **options)
+        except registry.RegistryError as e:
+            raise ConfigError(f"'{key}': {e}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into its key path and a YAML-parsed value."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form key.sub=value")
+    key, value = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override '{text}' has an empty key part")
+    return key.split("."), yaml.safe_load(value) if value != "" else ""
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``a.b=c`` override set (creating mappings as needed)."""
+    out = yaml.safe_load(yaml.safe_dump(raw))  # deep copy of plain data
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                dotted = ".".join(path[: i + 1])
+                raise ConfigError(f"override '{text}': '{dotted}' is {child!r}, not a mapping")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def recipe_from_dict(raw: dict[str, Any], check_components: bool = True) -> Recipe:
+    """Validate a plain mapping into a :class:`Recipe`."""
+    recipe = _from_dict(Recipe, raw or {}, "")
+    if check_components:
+        _check_components(recipe.model)
+    return recipe
+
+
+def load_recipe(
+    path: str | Path, overrides: list[str] | None = None, check_components: bool = True
+) -> Recipe:
+    """Load a recipe YAML, apply ``key.sub=value`` overrides, and validate the result."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe {path} does not exist; recipes live in recipes/<task>/*.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"recipe {path} is not valid YAML: {e}") from None
+    try:
+        return recipe_from_dict(apply_overrides(raw, overrides or []), check_components)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def save_recipe(recipe: Recipe, path: str | Path) -> None:
+    """Write the merged recipe as YAML (atomically) so a run records exactly what it used."""
+    from suite.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(recipe.to_dict(), sort_keys=False))

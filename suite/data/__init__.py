@@ -1,0 +1,1 @@
+"""Data: corpus synthesis and preparation, manifests, datasets and samplers."""

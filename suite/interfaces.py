@@ -1,0 +1,136 @@
+"""The contracts every component honours; tests in ``tests/test_contracts.py`` enforce them.
+
+Dims legend: B - batch, T - frames (time steps), D - model width, F - feature bins,
+S - audio samples, U - target tokens, C/H/W - image channels/height/width.
+
+Every public boundary is batch-first ``(B, T, D)`` plus ``lengths: (B,)`` int64.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+
+@dataclass
+class EncoderOutput:
+    """What an encoder returns: ``features (B, T, D)`` and valid ``lengths (B,)`` int64."""
+
+    features: Tensor
+    lengths: Tensor
+
+
+@dataclass
+class Batch:
+    """A training/evaluation batch, built by a dataset from lhotse cuts.
+
+    Attributes:
+        features: ``(B, T, F)`` features (or ``(B, C, H, W)`` images).
+        lengths: ``(B,)`` int64 valid frames per item.
+        targets: ``(B, U)`` int64 token ids, padded with 0.
+        target_lengths: ``(B,)`` int64 valid tokens per item.
+        texts: normalized reference texts.
+        ids: cut ids, in batch order.
+    """
+
+    features: Tensor
+    lengths: Tensor
+    targets: Tensor
+    target_lengths: Tensor
+    texts: list[str] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+
+    def to(self, device: Any) -> Batch:
+        """A copy with every tensor moved to ``device``."""
+        return Batch(
+            self.features.to(device),
+            self.lengths.to(device),
+            self.targets.to(device),
+            self.target_lengths.to(device),
+            list(self.texts),
+            list(self.ids),
+        )
+
+
+@dataclass
+class Hypothesis:
+    """One decoding result: token ids, their text, and the decoder's score (log-prob)."""
+
+    tokens: list[int]
+    text: str = ""
+    score: float = 0.0
+
+
+class Frontend(nn.Module):
+    """Turns raw signals into features.
+
+    Audio frontends take ``audio (B, S)`` float waveforms at ``sample_rate`` and ``lengths (B,)``
+    in samples, and return ``(features (B, T, F), lengths (B,))``.
+    """
+
+    output_dim: int
+    sample_rate: int
+
+    @abstractmethod
+    def forward(self, audio: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]: ...
+
+
+class Encoder(nn.Module):
+    """Maps ``x (B, T, F)`` with ``lengths (B,)`` to an :class:`EncoderOutput` of width
+    ``output_dim``."""
+
+    output_dim: int
+
+    @abstractmethod
+    def forward(self, x: Tensor, lengths: Tensor) -> EncoderOutput: ...
+
+
+class StreamingEncoder(Encoder):
+    """An encoder that also runs chunk by chunk with an explicit, documented state.
+
+    Concatenated ``streaming_forward`` outputs equal ``forward`` under the same context setting.
+    """
+
+    @abstractmethod
+    def init_state(self, batch_size: int, device: Any = None) -> Any: ...
+
+    @abstractmethod
+    def streaming_forward(
+        self, chunk: Tensor, chunk_lengths: Tensor, state: Any
+    ) -> tuple[EncoderOutput, Any]: ...
+
+
+class Head(nn.Module):
+    """A task head on top of any encoder: a training loss and a decoder."""
+
+    @abstractmethod
+    def loss(self, enc: EncoderOutput, batch: Batch) -> dict[str, Tensor]:
+        """Returns a dict of scalar tensors that holds at least ``"loss"``."""
+
+    @abstractmethod
+    def decode(self, enc: EncoderOutput, **options: Any) -> list[Hypothesis]:
+        """One hypothesis per batch item, in batch order."""
+
+
+class Tokenizer(ABC):
+    """Text to token ids and back. Id 0 is reserved for padding/blank in every tokenizer."""
+
+    blank_id: int = 0
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int: ...
+
+    @abstractmethod
+    def encode(self, text: str) -> list[int]: ...
+
+    @abstractmethod
+    def decode(self, ids: list[int]) -> str: ...
+
+    @abstractmethod
+    def save(self, directory: str | Path) -> None:
+        """Write the tokenizer's files into ``directory`` (no pickle)."""
