@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from suite.errors import UserError
 
@@ -30,6 +31,53 @@ def _prepare(args: argparse.Namespace) -> None:
     from suite.data.prepare import prepare_corpus
 
     prepare_corpus(args.corpus, args.corpus_dir, args.out_dir)
+
+
+def _train(args: argparse.Namespace) -> None:
+    from suite.config import load_recipe
+    from suite.train import train
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    package = train(recipe, resume=args.resume, progress=not args.quiet, save_every=args.save_every)
+    print(f"model package: {package}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from lhotse import CutSet
+
+    from suite.api import resolve
+    from suite.evaluate import evaluate_cuts, write_results
+    from suite.model import load_package
+
+    model = load_package(resolve(args.model))
+    manifest = Path(args.manifest)
+    if not manifest.is_file():
+        raise UserError(f"manifest {manifest} does not exist; pass a lhotse cuts .jsonl.gz")
+    scores = evaluate_cuts(model, CutSet.from_file(manifest), method=args.decoding)
+    out = Path(args.results or manifest.with_name(manifest.name.split(".")[0] + ".results.jsonl"))
+    write_results(scores, out)
+    print(
+        f"WER {scores.wer:.2%}  CER {scores.cer:.2%}  RTFx {scores.rtfx:.1f}  "
+        f"({scores.num_utterances} utterances, {scores.audio_seconds / 3600:.2f} h)"
+    )
+    print(f"per-utterance results: {out}")
+
+
+def _transcribe(args: argparse.Namespace) -> None:
+    import suite
+
+    asr = suite.load(args.model)
+    for path, text in zip(
+        args.files, asr.transcribe(args.files, method=args.decoding), strict=True
+    ):
+        print(f"{path}\t{text}")
+
+
+def _models(args: argparse.Namespace) -> None:
+    import suite
+
+    for name, task in suite.list_models().items():
+        print(f"{name}\t{task}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +107,30 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("corpus_dir")
     prepare.add_argument("out_dir")
     prepare.set_defaults(func=_prepare)
+
+    tr = commands.add_parser("train", help="train a recipe: suite train RECIPE key.sub=value ...")
+    tr.add_argument("recipe", help="a recipe YAML, e.g. recipes/asr/espeak_conformer_ctc.yaml")
+    tr.add_argument("overrides", nargs="*", help="overrides such as train.lr=1e-3")
+    tr.add_argument("--resume", action="store_true", help="continue the run in train.out_dir")
+    tr.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(func=_train)
+
+    ev = commands.add_parser("evaluate", help="WER, CER and RTFx of a model on a manifest")
+    ev.add_argument("model", help="a shipped model name or a package folder")
+    ev.add_argument("manifest", help="lhotse cuts (.jsonl.gz) with reference texts")
+    ev.add_argument("--results", default=None, help="per-utterance results (.jsonl)")
+    ev.add_argument("--decoding", default="greedy", choices=["greedy", "beam"])
+    ev.set_defaults(func=_evaluate)
+
+    tx = commands.add_parser("transcribe", help="transcribe audio files")
+    tx.add_argument("model", help="a shipped model name or a package folder")
+    tx.add_argument("files", nargs="+")
+    tx.add_argument("--decoding", default="greedy", choices=["greedy", "beam"])
+    tx.set_defaults(func=_transcribe)
+
+    models = commands.add_parser("models", help="list the shipped models")
+    models.set_defaults(func=_models)
     return parser
 
 

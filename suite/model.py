@@ -1,0 +1,149 @@
+"""The ASR task model, composed from registry parts, and the model-package format.
+
+A task model is ``Frontend + Encoder + Heads + Tokenizer`` (after icefall's ``AsrModel``):
+parts are passed in, never subclassed. A model package is a folder with ``config.yaml``
+(the recipe's ``model`` section and the sample rate), ``model.safetensors``, the tokenizer's
+files under ``tokenizer/`` and a ``README.md`` model card. Loading never unpickles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from suite import registry
+from suite.config import ModelConfig, recipe_from_dict
+from suite.errors import UserError
+from suite.interfaces import Batch, EncoderOutput, Frontend, Head, Hypothesis, Tokenizer
+from suite.io import atomic_path, atomic_write_text
+
+PACKAGE_FILES = ("config.yaml", "model.safetensors", "tokenizer")
+
+
+class AsrModel(nn.Module):
+    """Features in, encoder, then one or more heads. The first head decodes by default.
+
+    Args:
+        frontend: turns audio ``(B, S)`` into features ``(B, T, F)``.
+        encoder: any registered encoder.
+        heads: task heads by name (e.g. ``{"ctc": CtcHead(...)}``).
+        tokenizer: text <-> ids for every head.
+        config: the ``model`` section that built these parts (saved with the package).
+    """
+
+    def __init__(
+        self,
+        frontend: Frontend,
+        encoder: nn.Module,
+        heads: dict[str, Head],
+        tokenizer: Tokenizer,
+        config: ModelConfig,
+    ) -> None:
+        super().__init__()
+        if not heads:
+            raise ValueError("an AsrModel needs at least one head")
+        self.frontend = frontend
+        self.encoder = encoder
+        self.heads = nn.ModuleDict(heads)
+        self.tokenizer = tokenizer
+        self.config = config
+
+    @property
+    def sample_rate(self) -> int:
+        return self.frontend.sample_rate
+
+    def encode(self, features: Tensor, lengths: Tensor) -> EncoderOutput:
+        return self.encoder(features, lengths)
+
+    def loss(self, batch: Batch) -> dict[str, Tensor]:
+        """Sum of every head's loss (each head's own terms are reported beside it)."""
+        enc = self.encode(batch.features, batch.lengths)
+        out: dict[str, Tensor] = {}
+        total = 0
+        for name, head in self.heads.items():
+            terms = head.loss(enc, batch)
+            total = total + terms["loss"]
+            out.update({f"{name}_{k}": v.detach() for k, v in terms.items()})
+        out["loss"] = total
+        return out
+
+    @torch.inference_mode()
+    def recognize(
+        self, features: Tensor, lengths: Tensor, head: str | None = None, **options: Any
+    ) -> list[Hypothesis]:
+        """Decode a feature batch ``(B, T, F)`` into hypotheses with text."""
+        name = head or next(iter(self.heads))
+        enc = self.encode(features, lengths)
+        return self.heads[name].decode(enc, tokenizer=self.tokenizer, **options)
+
+    @torch.inference_mode()
+    def recognize_audio(
+        self, audio: Tensor, lengths: Tensor, head: str | None = None, **options: Any
+    ) -> list[Hypothesis]:
+        """Decode an audio batch ``(B, S)`` at ``sample_rate``."""
+        features, feat_lengths = self.frontend(audio, lengths)
+        return self.recognize(features, feat_lengths, head, **options)
+
+
+def build_model(config: ModelConfig, tokenizer: Tokenizer) -> AsrModel:
+    """Compose an :class:`AsrModel` from the recipe's ``model`` section."""
+    frontend = registry.create_from_spec("frontend", config.frontend)
+    encoder = registry.create_from_spec("encoder", config.encoder, input_dim=frontend.output_dim)
+    heads = {
+        name: registry.create_from_spec(
+            "head", spec, input_dim=encoder.output_dim, vocab_size=tokenizer.vocab_size
+        )
+        for name, spec in config.heads.items()
+    }
+    return AsrModel(frontend, encoder, heads, tokenizer, config)
+
+
+def save_package(
+    model: AsrModel,
+    directory: str | Path,
+    state: dict[str, Tensor] | None = None,
+    card: str | None = None,
+) -> Path:
+    """Write ``model`` as a package folder (each file atomically).
+
+    Args:
+        model: the model to save.
+        directory: the package folder (created).
+        state: weights to save instead of ``model.state_dict()`` (e.g. an EMA copy).
+        card: the model card's markdown; an existing card is kept when ``None``.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {"task": "asr", "model": dataclasses.asdict(model.config)}
+    atomic_write_text(directory / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    weights = {k: v.detach().cpu().contiguous() for k, v in (state or model.state_dict()).items()}
+    with atomic_path(directory / "model.safetensors") as tmp:
+        save_file(weights, str(tmp), metadata={"format": "pt"})
+    model.tokenizer.save(directory / "tokenizer")
+    if card is not None:
+        atomic_write_text(directory / "README.md", card)
+    return directory
+
+
+def load_package(directory: str | Path, device: str | torch.device = "cpu") -> AsrModel:
+    """Load a model package folder written by :func:`save_package` (no pickle)."""
+    from suite.tokenizers import load_tokenizer
+
+    directory = Path(directory)
+    missing = [name for name in PACKAGE_FILES if not (directory / name).exists()]
+    if missing:
+        raise UserError(
+            f"{directory} is not a model package: missing {', '.join(missing)}; a package holds "
+            f"{', '.join(PACKAGE_FILES)} (written by `suite train` into RUN/model)"
+        )
+    raw = yaml.safe_load((directory / "config.yaml").read_text())
+    config = recipe_from_dict({"model": raw["model"]}).model
+    model = build_model(config, load_tokenizer(directory / "tokenizer"))
+    model.load_state_dict(load_file(str(directory / "model.safetensors")))
+    return model.to(device).eval()

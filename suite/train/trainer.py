@@ -1,0 +1,344 @@
+"""The training loop: AdamW, warm-up then cosine decay, clipping, accumulation, bf16 on GPU,
+optional weight EMA, validation WER with best-model export, and exact resume.
+
+Exact resume: a checkpoint stores the weights, the optimizer, the global RNG states, the EMA
+weights and the sampler position as ``(epoch, batches consumed in that epoch)``. Samplers are
+seeded per epoch, so re-creating the epoch's sampler and skipping the consumed batches (no audio
+is read for them) continues the same batch order. On CPU with ``data.num_workers=0`` a run killed
+and resumed ends with the same weights as one that never stopped (``tests/test_train.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shlex
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lhotse import CutSet
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from suite import registry
+from suite.config import Recipe, save_recipe
+from suite.data.dataset import AsrDataset
+from suite.data.sampling import build_sampler
+from suite.errors import UserError
+from suite.evaluate import evaluate_cuts
+from suite.interfaces import Batch
+from suite.model import AsrModel, build_model, save_package
+from suite.tokenizers import load_tokenizer, train_tokenizer
+from suite.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def lr_at(step: int, peak: float, warmup: int, total: int, final_ratio: float = 0.05) -> float:
+    """Linear warm-up to ``peak`` over ``warmup`` steps, then cosine decay to
+    ``final_ratio * peak`` at ``total`` steps."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def load_cuts(path: Path, what: str) -> CutSet:
+    """Open a cut manifest, with an error that says how to make one."""
+    if not path.is_file():
+        raise UserError(
+            f"{what} manifest {path} does not exist; create a corpus with "
+            f"`suite data synth-speech --out {path.parent}` or set data.corpus_dir=..."
+        )
+    return CutSet.from_file(path)
+
+
+class _SkipFirst:
+    """Iterates ``sampler`` without its first ``skip`` batches (resuming mid-epoch)."""
+
+    def __init__(self, sampler: Iterable[Any], skip: int) -> None:
+        self.sampler, self.skip = sampler, skip
+
+    def __iter__(self) -> Iterator[Any]:
+        it = iter(self.sampler)
+        for _ in range(self.skip):
+            next(it, None)
+        return it
+
+
+class _MetricsLog:
+    """``metrics.jsonl`` (plus TensorBoard when it is installed)."""
+
+    def __init__(self, run_dir: Path, resume_step: int) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        if self.path.exists():  # drop what a killed run logged after its last checkpoint
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= resume_step
+            ]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        except ImportError:
+            self.tb = None
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, **values}) + "\n")
+        if self.tb is not None:
+            for key, value in values.items():
+                self.tb.add_scalar(key, value, step)
+
+
+class Trainer:
+    """Trains the recipe's model into ``train.out_dir``.
+
+    Args:
+        recipe: the merged recipe (saved as ``config.yaml`` in the run folder).
+        resume: continue from the run folder's latest checkpoint when there is one.
+        progress: show a progress bar.
+        save_every: checkpoint every N optimizer steps (default: ``train.val_every``).
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        resume: bool = False,
+        progress: bool = True,
+        save_every: int | None = None,
+    ) -> None:
+        self.recipe, self.cfg = recipe, recipe.train
+        self.run_dir = Path(self.cfg.out_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.progress = progress
+        self.save_every = save_every or self.cfg.val_every
+        latest = latest_checkpoint(self.ckpt_dir)
+        if latest is not None and not resume:
+            raise UserError(
+                f"{self.run_dir} already holds a training run; pass --resume to continue it, "
+                f"or set train.out_dir=... for a new run"
+            )
+        self.device = resolve_device(self.cfg.device)
+        self._seed_everything(self.cfg.seed)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_recipe(recipe, self.run_dir / "config.yaml")
+
+        self.train_cuts = load_cuts(recipe.data.manifest("train"), "training")
+        dev_path = recipe.data.manifest("dev")
+        self.dev_cuts = CutSet.from_file(dev_path) if dev_path.is_file() else None
+        self.tokenizer = self._tokenizer()
+        self.model: AsrModel = build_model(recipe.model, self.tokenizer).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=self.cfg.lr,
+            betas=(0.9, 0.98),
+            weight_decay=self.cfg.weight_decay,
+        )
+        self.ema: dict[str, torch.Tensor] | None = None
+        if self.cfg.ema_decay is not None:
+            self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.state: dict[str, Any] = {
+            "step": 0,
+            "epoch": 0,
+            "batches_in_epoch": 0,
+            "best_wer": None,
+            "best_step": None,
+        }
+        if latest is not None:
+            self._restore(latest)
+
+        frontend = registry.create_from_spec("frontend", recipe.model.frontend)
+        self.dataset = AsrDataset(self.tokenizer, frontend, recipe.data.augment, training=True)
+        self.sampler = build_sampler(
+            self.train_cuts,
+            recipe.data.sampler,
+            recipe.data.max_duration,
+            seed=self.cfg.seed,
+        )
+        self.metrics = _MetricsLog(self.run_dir, self.state["step"])
+        self.command = " ".join(shlex.quote(a) for a in ["suite", *sys.argv[1:]])
+
+    @staticmethod
+    def _seed_everything(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def _tokenizer(self):
+        directory = self.run_dir / "tokenizer"
+        if directory.is_dir():
+            return load_tokenizer(directory)
+        texts = (c.supervisions[0].text for c in self.train_cuts if c.supervisions)
+        return train_tokenizer(self.recipe.model.tokenizer, texts, directory)
+
+    def _restore(self, path: Path) -> None:
+        ck = load_checkpoint(path)
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.state = ck["trainer"]
+        if self.ema is not None:
+            self.ema = {k[len("ema.") :]: v.to(self.device) for k, v in ck["extra"].items()}
+        print(f"resumed from {path} at step {self.state['step']}", file=sys.stderr)
+
+    def _batches(self) -> Iterator[Batch]:
+        """Batches forever, epoch after epoch, tracking the position for exact resume."""
+        while True:
+            self.sampler.set_epoch(self.state["epoch"])
+            loader = DataLoader(
+                self.dataset,
+                sampler=_SkipFirst(self.sampler, self.state["batches_in_epoch"]),
+                batch_size=None,
+                num_workers=self.recipe.data.num_workers,
+            )
+            produced = False
+            for batch in loader:
+                produced = True
+                self.state["batches_in_epoch"] += 1
+                yield batch
+            if not produced and self.state["batches_in_epoch"] == 0:
+                raise UserError(
+                    f"the training manifest {self.recipe.data.manifest('train')} gave no batch; "
+                    f"is it empty, or is every cut longer than data.max_duration?"
+                )
+            self.state["epoch"] += 1
+            self.state["batches_in_epoch"] = 0
+
+    def _autocast(self):
+        if self.device.type == "cuda" and self.cfg.precision == "bf16":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _validate(self) -> dict[str, float]:
+        live = None
+        if self.ema is not None:  # validate (and export) the averaged weights
+            live = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.model.load_state_dict(self.ema)
+        scores = evaluate_cuts(self.model, self.dev_cuts, self.recipe.data.max_duration)
+        step = self.state["step"]
+        best = self.state["best_wer"]
+        if best is None or scores.wer <= best:
+            self.state["best_wer"], self.state["best_step"] = scores.wer, step
+            save_package(self.model, self.run_dir / "model", card=self._card(scores.wer, step))
+        if live is not None:
+            self.model.load_state_dict(live)
+        return {"dev_wer": scores.wer, "dev_cer": scores.cer, "dev_rtfx": scores.rtfx}
+
+    def _card(self, wer: float | None, step: int) -> str:
+        result = f"dev WER {wer:.2%} at step {step}" if wer is not None else "not validated"
+        return (
+            f"# Model trained by suite\n\n"
+            f"- Recipe command: `{self.command}`\n"
+            f"- Training data: `{self.recipe.data.manifest('train')}`\n"
+            f"- Encoder: `{self.recipe.model.encoder}`; heads: `{self.recipe.model.heads}`\n"
+            f"- Result: {result}\n\n"
+            f"The merged recipe is in `config.yaml` of the run folder.\n"
+        )
+
+    def _checkpoint(self) -> None:
+        extra = {f"ema.{k}": v for k, v in self.ema.items()} if self.ema is not None else None
+        save_checkpoint(
+            self.ckpt_dir,
+            self.state["step"],
+            self.model.state_dict(),
+            self.optimizer.state_dict(),
+            self.state,
+            extra,
+            keep=self.cfg.keep_checkpoints,
+        )
+
+    def train(self) -> Path:
+        """Run until ``train.max_steps``; returns the exported model package's folder."""
+        cfg = self.cfg
+        frame_seconds = self.dataset.frontend.hop_ms / 1000
+        batches = self._batches()
+        self.model.train()
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=self.state["step"],
+            disable=not self.progress,
+            dynamic_ncols=True,
+            desc="train",
+        )
+        audio_seconds, window_start, skipped = 0.0, time.perf_counter(), 0
+        while self.state["step"] < cfg.max_steps:
+            step = self.state["step"]
+            lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.optimizer.zero_grad(set_to_none=True)
+            losses = []
+            for _ in range(cfg.accum_grad):
+                batch = next(batches).to(self.device)
+                with self._autocast():
+                    out = self.model.loss(batch)
+                (out["loss"] / cfg.accum_grad).backward()
+                losses.append(out["loss"].item())
+                audio_seconds += batch.lengths.sum().item() * frame_seconds
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            if torch.isfinite(grad_norm):
+                self.optimizer.step()
+                if self.ema is not None:
+                    with torch.no_grad():
+                        for k, v in self.model.state_dict().items():
+                            if v.dtype.is_floating_point:
+                                self.ema[k].lerp_(v, 1 - cfg.ema_decay)
+                            else:
+                                self.ema[k].copy_(v)
+            else:  # a bad batch must not poison the weights
+                skipped += 1
+            self.state["step"] = step = step + 1
+            bar.update(1)
+            loss = sum(losses) / len(losses)
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                elapsed = time.perf_counter() - window_start
+                speed = audio_seconds / max(elapsed, 1e-9)
+                self.metrics.write(
+                    step,
+                    {
+                        "loss": loss,
+                        "lr": lr,
+                        "grad_norm": float(grad_norm),
+                        "audio_sec_per_sec": speed,
+                        "skipped_steps": skipped,
+                    },
+                )
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", audio_s_per_s=f"{speed:.0f}")
+                audio_seconds, window_start = 0.0, time.perf_counter()
+            if self.dev_cuts is not None and (step % cfg.val_every == 0 or step == cfg.max_steps):
+                val = self._validate()
+                self.metrics.write(step, val)
+                bar.write(f"step {step}: dev WER {val['dev_wer']:.2%} CER {val['dev_cer']:.2%}")
+                self.model.train()
+            if step % self.save_every == 0 or step == cfg.max_steps:
+                self._checkpoint()
+        bar.close()
+        if self.dev_cuts is None:  # nothing to select by: export the final weights
+            save_package(
+                self.model,
+                self.run_dir / "model",
+                state=self.ema,
+                card=self._card(None, self.state["step"]),
+            )
+        return self.run_dir / "model"
+
+
+def train(
+    recipe: Recipe, resume: bool = False, progress: bool = True, save_every: int | None = None
+) -> Path:
+    """Train ``recipe``; see :class:`Trainer`."""
+    return Trainer(recipe, resume=resume, progress=progress, save_every=save_every).train()
