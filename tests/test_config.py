@@ -108,8 +108,18 @@ def test_registry_errors_list_known_names():
 
 
 def test_cli_reports_user_errors_in_one_line(tmp_path, capsys):
-    code = main(["data", "synth-speech", "--out", str(tmp_path), "--hours", "0.01",
-                 "--text", str(tmp_path / "missing.txt")])
+    code = main(
+        [
+            "data",
+            "synth-speech",
+            "--out",
+            str(tmp_path),
+            "--hours",
+            "0.01",
+            "--text",
+            str(tmp_path / "missing.txt"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("suite: error:") and "missing.txt" in err
