@@ -1,1 +1,3 @@
 """Modality encoders (``suite.encoders``); importing this package registers every family."""
+
+from suite.encoders import conformer  # noqa: F401  (registers "conformer")

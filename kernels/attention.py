@@ -1,0 +1,105 @@
+"""Masked multi-head self-attention: the one attention function every encoder calls.
+
+Dims legend: B - batch, H - heads, T - frames, Dh - head width.
+
+``attention(q, k, v, lengths, context)`` is the seam where fused GPU kernels will plug in later:
+its inputs are plain tensors and integers (no module state), so a Triton kernel can replace the
+body and be checked against this reference with the same tests (``tests/test_attention.py``).
+
+Context follows "Stateful Conformer with Cache-based Inference" (Noroozi et al., 2024),
+chunked-limited variant: with ``context=(left, right)`` frames are cut into chunks of
+``right + 1`` frames; a frame sees every frame of its own chunk plus ``left // (right + 1)``
+earlier chunks (all of them when ``left == -1``). Unlike a sliding window, the look-ahead of a
+frame is bounded by its chunk's right edge, so stacking layers does not grow it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Context = tuple[int, int] | None
+
+
+def check_context(context: Context) -> None:
+    """Raise a ``ValueError`` that says how to fix a malformed attention context."""
+    if context is None:
+        return
+    if len(context) != 2:
+        raise ValueError(f"attention context must be (left, right) or None, got {context!r}")
+    left, right = context
+    if not (isinstance(left, int) and isinstance(right, int)) or left < -1 or right < 0:
+        raise ValueError(
+            f"attention context (left, right) needs integers left >= -1 (-1 = unlimited) and "
+            f"right >= 0, got {context!r}; e.g. (70, 13) for 14-frame chunks with 5 chunks back"
+        )
+
+
+@functools.lru_cache(maxsize=32)
+def _chunk_mask(T: int, left: int, right: int, device: torch.device) -> Tensor:
+    """``(T, T)`` bool, True where query frame i may attend to key frame j (cached: the same
+    few (T, context) pairs recur every step, and building the mask is O(T^2))."""
+    chunk = torch.arange(T, device=device) // (right + 1)  # (T,) chunk index of each frame
+    diff = chunk[:, None] - chunk[None, :]  # (T, T) query chunk minus key chunk
+    allowed = diff >= 0  # never a later chunk
+    if left >= 0:
+        allowed &= diff <= left // (right + 1)
+    return allowed
+
+
+def attention_mask(lengths: Tensor, T: int, context: Context = None) -> Tensor:
+    """Boolean attention mask for ``T`` frames of which the first ``lengths[b]`` are valid.
+
+    Args:
+        lengths: ``(B,)`` int64 valid frames per item.
+        T: padded number of frames.
+        context: ``None`` for full context, or ``(left, right)`` chunked-limited context in
+            frames (``left == -1`` is unlimited left context).
+
+    Returns:
+        ``(B, 1, T, T)`` bool, True where query i may attend to key j. Pad keys are masked.
+        Rows of pad queries are left all True so the softmax over them stays finite;
+        :func:`attention` zeros their outputs.
+    """
+    check_context(context)
+    frames = torch.arange(T, device=lengths.device)
+    valid = frames[None, :] < lengths[:, None]  # (B, T)
+    mask = valid[:, None, None, :]  # (B, 1, 1, T) pad keys masked
+    if context is not None:
+        mask = mask & _chunk_mask(T, context[0], context[1], lengths.device)  # (B, 1, T, T)
+    else:
+        mask = mask.expand(-1, -1, T, -1)
+    return mask | ~valid[:, None, :, None]  # pad query rows: all True
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, lengths: Tensor, context: Context = None) -> Tensor:
+    """Scaled dot-product self-attention over padded sequences.
+
+    Args:
+        q: ``(B, H, T, Dh)`` queries (already position-encoded, e.g. rotary).
+        k: ``(B, H, T, Dh)`` keys.
+        v: ``(B, H, T, Dh)`` values.
+        lengths: ``(B,)`` int64 valid frames per item; frames ``>= lengths[b]`` are padding.
+        context: ``None`` for full context, or ``(left, right)`` chunked-limited context in
+            frames: a frame sees its own chunk of ``right + 1`` frames plus
+            ``left // (right + 1)`` earlier chunks; ``left == -1`` means unlimited left.
+
+    Returns:
+        ``(B, H, T, Dh)`` attention outputs; rows of padded frames are exactly zero.
+    """
+    B, H, T, Dh = q.shape
+    if k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(
+            f"q, k, v must share one (B, H, T, Dh) shape, got {tuple(q.shape)}, "
+            f"{tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if lengths.shape != (B,):
+        raise ValueError(f"lengths must be ({B},) for a batch of {B}, got {tuple(lengths.shape)}")
+    lengths = lengths.to(q.device)
+    mask = attention_mask(lengths, T, context)  # (B, 1, T, T)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, Dh)
+    valid = torch.arange(T, device=q.device)[None, :] < lengths[:, None]  # (B, T)
+    return out * valid[:, None, :, None].to(out.dtype)

@@ -1,0 +1,192 @@
+"""Contract tests over every registered encoder and head (after timm's ``tests/test_models.py``).
+
+A new family gets all of these by registering itself with a ``tiny`` preset. Inputs are built
+from what an encoder declares:
+
+* sequence encoders (audio features) expose ``input_dim`` and take ``(B, T, input_dim)``;
+* image encoders expose ``input_size = (C, H, W)`` and take ``(B, C, H, W)`` with full lengths.
+
+Heads are built as ``create_head(name, input_dim=..., vocab_size=...)`` (plus their ``tiny``
+preset when they have one) on a tiny conformer.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+import suite
+from suite import registry
+from suite.interfaces import Batch, EncoderOutput, Hypothesis
+
+ENCODERS = suite.list_encoders()
+HEADS = suite.list_heads()
+LENGTHS = [96, 71, 40]  # distinct, odd and even, so every padding path is exercised
+VOCAB = 8
+
+
+def tiny_encoder(name: str, **kwargs) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return suite.create_encoder(name, preset="tiny", **kwargs)
+
+
+def example_input(encoder: torch.nn.Module, lengths: list[int]) -> tuple[torch.Tensor, ...]:
+    """``(x, lengths)`` for ``encoder``; items are zero beyond their length."""
+    g = torch.Generator().manual_seed(1)
+    if hasattr(encoder, "input_dim"):
+        x = torch.randn(len(lengths), max(lengths), encoder.input_dim, generator=g)
+        n = torch.tensor(lengths)
+        return x * (torch.arange(max(lengths))[None, :, None] < n[:, None, None]), n
+    if hasattr(encoder, "input_size"):
+        C, H, W = encoder.input_size
+        return torch.randn(len(lengths), C, H, W, generator=g), torch.full((len(lengths),), H)
+    raise AssertionError(
+        f"{type(encoder).__name__} declares no input: expose `input_dim` (sequence features "
+        f"(B, T, input_dim)) or `input_size = (C, H, W)` (images) so contract tests can feed it"
+    )
+
+
+def is_image(encoder: torch.nn.Module) -> bool:
+    return not hasattr(encoder, "input_dim")
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_encoder_output_shapes_and_lengths(name):
+    encoder = tiny_encoder(name).eval()
+    x, lengths = example_input(encoder, LENGTHS)
+    with torch.no_grad():
+        out = encoder(x, lengths)
+    assert isinstance(out, EncoderOutput)
+    B, T, D = out.features.shape
+    assert (B, D) == (len(LENGTHS), encoder.output_dim)
+    assert out.lengths.shape == (B,) and out.lengths.dtype == torch.int64
+    assert int(out.lengths.max()) == T  # the longest item fills the padded length
+    if is_image(encoder):
+        assert (out.lengths == T).all()
+    else:
+        assert out.lengths.tolist() == sorted(out.lengths.tolist(), reverse=True)
+        assert int(out.lengths.min()) >= 1
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_encoder_no_nan_and_every_parameter_gets_a_gradient(name):
+    encoder = tiny_encoder(name).train()
+    x, lengths = example_input(encoder, LENGTHS)
+    out = encoder(x, lengths)
+    assert torch.isfinite(out.features).all()
+    valid = torch.arange(out.features.shape[1])[None, :] < out.lengths[:, None]  # (B, T)
+    weights = torch.randn(out.features.shape, generator=torch.Generator().manual_seed(2))
+    (out.features * weights * valid[..., None]).sum().backward()
+    for pname, param in encoder.named_parameters():
+        assert param.grad is not None, f"{name}: parameter {pname} got no gradient"
+        assert torch.isfinite(param.grad).all(), f"{name}: non-finite gradient in {pname}"
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_encoder_padding_invariance(name):
+    encoder = tiny_encoder(name).eval()
+    if is_image(encoder):
+        pytest.skip("image encoders take full-size inputs; there is no padding")
+    x, lengths = example_input(encoder, LENGTHS)
+    with torch.no_grad():
+        batched = encoder(x, lengths)
+        for b, n in enumerate(LENGTHS):
+            alone = encoder(x[b : b + 1, :n], lengths[b : b + 1])
+            m = int(alone.lengths[0])
+            assert int(batched.lengths[b]) == m == alone.features.shape[1]
+            torch.testing.assert_close(
+                batched.features[b, :m], alone.features[0], atol=1e-4, rtol=0
+            )
+
+
+def takes(name: str, *options: str) -> bool:
+    params = inspect.signature(registry.lookup("encoder", name)).parameters
+    return all(o in params for o in options)
+
+
+def prefix_needed(encoder: torch.nn.Module, frames: int) -> int:
+    """Fewest input frames from which ``encoder`` emits ``frames`` output frames."""
+    n = 1
+    while int(encoder.output_lengths(torch.tensor([n]))) < frames:
+        n += 1
+    return n
+
+
+CHUNKED = [n for n in ENCODERS if takes(n, "causal", "att_context")]
+
+
+@pytest.mark.parametrize("context", [(4, 1), (-1, 2), (0, 3)])
+@pytest.mark.parametrize("name", CHUNKED)
+def test_chunked_context_has_no_look_ahead_leak(name, context):
+    """With causal convs and chunked attention, frame t sees no input past its chunk's edge."""
+    encoder = tiny_encoder(name, causal=True, att_context=context).eval()
+    x, lengths = example_input(encoder, [128])
+    with torch.no_grad():
+        base = encoder(x, lengths).features
+        chunk = context[1] + 1
+        for edge in range(chunk - 1, base.shape[1] - 1, chunk):  # last frame of each chunk
+            start = prefix_needed(encoder, edge + 1)  # inputs from here on are future
+            y = x.clone()
+            y[:, start:] = torch.randn_like(y[:, start:])
+            out = encoder(y, lengths).features
+            torch.testing.assert_close(out[:, : edge + 1], base[:, : edge + 1], atol=1e-5, rtol=0)
+            # The next chunk does change, so the check above has power.
+            assert (out[:, edge + 1] - base[:, edge + 1]).abs().max() > 1e-4
+
+
+def tiny_head(name: str, input_dim: int) -> torch.nn.Module:
+    preset = "tiny" if "tiny" in registry.presets("head", name) else None
+    torch.manual_seed(0)
+    return suite.create_head(name, preset=preset, input_dim=input_dim, vocab_size=VOCAB)
+
+
+def fixed_batch(encoder: torch.nn.Module) -> Batch:
+    x, lengths = example_input(encoder, [64, 48, 40])
+    target_lengths = torch.tensor([3, 2, 3])
+    targets = torch.tensor([[1, 2, 3], [4, 5, 0], [6, 7, 6]])
+    return Batch(x, lengths, targets, target_lengths)
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_head_loss_finite_falls_and_reaches_every_parameter(name):
+    encoder = tiny_encoder("conformer")
+    head = tiny_head(name, encoder.output_dim)
+    batch = fixed_batch(encoder)
+    params = [*encoder.parameters(), *head.parameters()]
+    opt = torch.optim.Adam(params, lr=3e-3)
+
+    def eval_loss() -> float:
+        encoder.eval(), head.eval()
+        with torch.no_grad():
+            return float(head.loss(encoder(batch.features, batch.lengths), batch)["loss"])
+
+    before = eval_loss()
+    encoder.train(), head.train()
+    for step in range(20):
+        losses = head.loss(encoder(batch.features, batch.lengths), batch)
+        loss = losses["loss"]
+        assert loss.dim() == 0 and torch.isfinite(loss), f"{name}: loss {loss} at step {step}"
+        opt.zero_grad()
+        loss.backward()
+        if step == 0:
+            for pname, param in head.named_parameters():
+                assert param.grad is not None, f"{name}: parameter {pname} got no gradient"
+                assert torch.isfinite(param.grad).all(), f"{name}: non-finite grad in {pname}"
+        opt.step()
+    after = eval_loss()
+    assert after < 0.8 * before, f"{name}: loss {before:.3f} -> {after:.3f} after 20 steps"
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_head_decode_returns_one_hypothesis_per_item(name):
+    encoder = tiny_encoder("conformer").eval()
+    head = tiny_head(name, encoder.output_dim).eval()
+    batch = fixed_batch(encoder)
+    with torch.no_grad():
+        hyps = head.decode(encoder(batch.features, batch.lengths))
+    assert len(hyps) == len(batch.lengths)
+    for hyp in hyps:
+        assert isinstance(hyp, Hypothesis)
+        assert all(isinstance(t, int) and 0 <= t < VOCAB for t in hyp.tokens)
