@@ -153,13 +153,26 @@ class SpecAugment:
             p=p,
         )
         self.min_frames = math.ceil(1.0 / max_frames_mask_fraction)
+        self.random = random.Random()
+
+    def reseed(self, seed: int) -> None:
+        """Restart this transform's own generator."""
+        self.random = random.Random(seed)
 
     def __call__(self, features: Tensor, lengths: Tensor) -> Tensor:
         """Augment ``features (B, T, F)`` within ``lengths (B,)``; padding is left as it was."""
         out = features.clone()
-        for i, length in enumerate(lengths.tolist()):
-            if length >= self.min_frames:
-                out[i, :length] = self.transform(features[i : i + 1, :length])[0]  # (T_i, F)
+        # lhotse draws from the global `random`; run it on our own generator's state so that
+        # seeding this transform fixes its draws and the caller's global state is untouched.
+        outer = random.getstate()
+        random.setstate(self.random.getstate())
+        try:
+            for i, length in enumerate(lengths.tolist()):
+                if length >= self.min_frames:
+                    out[i, :length] = self.transform(features[i : i + 1, :length])[0]  # (T_i, F)
+        finally:
+            self.random.setstate(random.getstate())
+            random.setstate(outer)
         return out
 
 
@@ -203,11 +216,13 @@ class Augmentation:
     spec_augment: SpecAugment | None = None
 
     def reseed(self, seed: int) -> None:
-        """Restart the seeded generators (speed and noise), e.g. once per DataLoader worker."""
+        """Restart every generator (speed, noise, SpecAugment) from ``seed``."""
+        if self.spec_augment is not None:
+            self.spec_augment.reseed(seed + 2)
         if self.speed is not None:
             self.speed.random = random.Random(seed)
         if self.noise is not None:
-            self.noise.reseed(seed)
+            self.noise.reseed(seed + 1)
 
     def transform_cuts(self, cuts: CutSet) -> CutSet:
         """Speed-perturb a batch of cuts (a lazy change: audio is resampled when loaded)."""
@@ -227,7 +242,7 @@ def build_augment(config: AugmentConfig, seed: int | None = None) -> Augmentatio
 
     Args:
         config: which transforms are on, and their ranges.
-        seed: seeds the speed and noise generators (SpecAugment uses the global generators).
+        seed: seeds every transform's generator.
 
     Returns:
         An :class:`Augmentation`; transforms that are off are ``None``.
@@ -237,8 +252,11 @@ def build_augment(config: AugmentConfig, seed: int | None = None) -> Augmentatio
         noise = NoiseMixer(config.noise_prob, tuple(config.noise_snr_db), seed=seed)
     elif not 0.0 <= config.noise_prob <= 1.0:
         raise ConfigError(f"'noise_prob' must lie in [0, 1], got {config.noise_prob}")
-    return Augmentation(
+    augmentation = Augmentation(
         speed=speed_perturbation(config.speed_perturb, seed),
         noise=noise,
         spec_augment=SpecAugment() if config.specaugment else None,
     )
+    if seed is not None:
+        augmentation.reseed(seed)
+    return augmentation

@@ -220,6 +220,24 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
+def _with_defaults(cls: type, raw: Any) -> Any:
+    """``raw`` laid over ``cls``'s defaults, section by section.
+
+    Dataclass sections merge key by key; any other value (a component spec, a list) given in
+    ``raw`` replaces the default whole. Overrides then apply to the complete tree, so
+    ``model.encoder.preset=small`` keeps the default encoder's name.
+    """
+    if not isinstance(raw, dict):
+        return raw  # validation reports the type error
+    hints = typing.get_type_hints(cls)
+    out = {f.name: getattr(cls(), f.name) for f in dataclasses.fields(cls)}
+    out = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in out.items()}
+    for key, value in raw.items():
+        tp = hints.get(key)
+        out[key] = _with_defaults(tp, value) if dataclasses.is_dataclass(tp) else value
+    return out
+
+
 def recipe_from_dict(raw: dict[str, Any], check_components: bool = True) -> Recipe:
     """Validate a plain mapping into a :class:`Recipe`."""
     recipe = _from_dict(Recipe, raw or {}, "")
@@ -240,7 +258,8 @@ def load_recipe(
     except yaml.YAMLError as e:
         raise ConfigError(f"recipe {path} is not valid YAML: {e}") from None
     try:
-        return recipe_from_dict(apply_overrides(raw, overrides or []), check_components)
+        full = _with_defaults(Recipe, raw)
+        return recipe_from_dict(apply_overrides(full, overrides or []), check_components)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
 

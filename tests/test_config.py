@@ -64,7 +64,7 @@ def test_overrides_do_not_mutate_the_input():
         ("train.max_steps=true", "'train.max_steps' expects int, got True"),
         ("train.precision=fp16", "'train.precision' must be one of 'fp32', 'bf16', got 'fp16'"),
         ("data.augment.speed_perturb=0.9", "'data.augment.speed_perturb' expects a list"),
-        ("train.lr.x=1", "'train.lr' expects float"),
+        ("train.lr.x=1", "'train.lr' is 0.001, not a mapping"),
         ("train.lr", "is not of the form key.sub=value"),
         ("model.encoder.name=transformerz", "registered encoders: conformer"),
         ("model.encoder.preset=huge", "encoder 'conformer' has no preset 'huge'; presets:"),

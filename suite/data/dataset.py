@@ -146,18 +146,23 @@ class AsrDataset(Dataset):
             self._seeded_worker = worker.id
         return True
 
-    def __getitem__(self, cuts: CutSet) -> Batch:
+    def __getitem__(self, item: CutSet | tuple[CutSet, int]) -> Batch:
         """Load, augment, featurize and tokenize one batch of cuts.
 
         Args:
-            cuts: the batch, as yielded by a lhotse sampler.
+            item: the batch, as yielded by a lhotse sampler, or ``(cuts, seed)``: a seed for
+                this batch's augmentation draws, so that a batch is augmented the same way in
+                any worker and after a resume (the trainer passes one per batch).
 
         Returns:
             A :class:`Batch` in the order of ``cuts``: ``features (B, T, F)``, ``lengths (B,)``,
             ``targets (B, U)`` padded with 0, ``target_lengths (B,)``, normalized texts and
             cut ids.
         """
+        cuts, seed = item if isinstance(item, tuple) else (item, None)
         augmenting = self._augmenting()
+        if augmenting and seed is not None:
+            self.augment.reseed(seed)
         if augmenting:
             cuts = self.augment.transform_cuts(cuts)
         cuts = list(cuts)

@@ -65,17 +65,20 @@ def load_cuts(path: Path, what: str) -> CutSet:
     return CutSet.from_file(path)
 
 
-class _SkipFirst:
-    """Iterates ``sampler`` without its first ``skip`` batches (resuming mid-epoch)."""
+class _EpochBatches:
+    """One epoch of ``sampler`` as ``(cuts, seed)``, without its first ``skip`` batches.
 
-    def __init__(self, sampler: Iterable[Any], skip: int) -> None:
-        self.sampler, self.skip = sampler, skip
+    The seed, a function of (run seed, epoch, batch index), fixes the batch's augmentation, so
+    a resumed run augments exactly as the uninterrupted one would, with any number of workers.
+    """
 
-    def __iter__(self) -> Iterator[Any]:
-        it = iter(self.sampler)
-        for _ in range(self.skip):
-            next(it, None)
-        return it
+    def __init__(self, sampler: Iterable[Any], skip: int, seed: int, epoch: int) -> None:
+        self.sampler, self.skip, self.seed, self.epoch = sampler, skip, seed, epoch
+
+    def __iter__(self) -> Iterator[tuple[Any, int]]:
+        for index, cuts in enumerate(self.sampler):
+            if index >= self.skip:
+                yield cuts, (self.seed * 1_000_003 + self.epoch) * 1_000_003 + index
 
 
 class _MetricsLog:
@@ -163,7 +166,9 @@ class Trainer:
             self._restore(latest)
 
         frontend = registry.create_from_spec("frontend", recipe.model.frontend)
-        self.dataset = AsrDataset(self.tokenizer, frontend, recipe.data.augment, training=True)
+        self.dataset = AsrDataset(
+            self.tokenizer, frontend, recipe.data.augment, training=True, seed=self.cfg.seed
+        )
         self.sampler = build_sampler(
             self.train_cuts,
             recipe.data.sampler,
@@ -201,7 +206,12 @@ class Trainer:
             self.sampler.set_epoch(self.state["epoch"])
             loader = DataLoader(
                 self.dataset,
-                sampler=_SkipFirst(self.sampler, self.state["batches_in_epoch"]),
+                sampler=_EpochBatches(
+                    self.sampler,
+                    self.state["batches_in_epoch"],
+                    self.cfg.seed,
+                    self.state["epoch"],
+                ),
                 batch_size=None,
                 num_workers=self.recipe.data.num_workers,
             )
