@@ -249,13 +249,16 @@ class ConformerBlock(nn.Module):
     presets={
         # Tests and smoke runs: 0.24M parameters.
         "tiny": {"d_model": 64, "num_layers": 2, "num_heads": 2, "subsampling_channels": 64},
-        # The shipped ASR model: 6.0M parameters, 24 MB in fp32 (with a CTC head over up to
-        # ~1k tokens), so the package stays under 25 MB without quantization.
+        # The shipped ASR model: 5.9M parameters, 23.5 MB in fp32 (with a CTC head over up to
+        # ~1k tokens), so the package stays under 25 MB without quantization. The subsampling
+        # convolutions run on 100 frames/s x 80 bins and are memory-bound on CPU: 64 channels
+        # instead of 128 halves a training step (4.4 s -> 2.1 s for 240 s of audio, 2 cores)
+        # for 2% fewer parameters.
         "small": {
             "d_model": 176,
             "num_layers": 8,
             "num_heads": 4,
-            "subsampling_channels": 128,
+            "subsampling_channels": 64,
         },
         # FastConformer-M widths (d_model 256, 16 layers): 25M parameters.
         "medium": {
