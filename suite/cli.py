@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from suite.bench import BENCHMARKS
 from suite.errors import UserError
 
 
@@ -80,6 +81,28 @@ def _models(args: argparse.Namespace) -> None:
         print(f"{name}\t{task}")
 
 
+def _estimate_buckets(args: argparse.Namespace) -> None:
+    from suite.data.bucketing import estimate_manifest_buckets
+
+    print(
+        estimate_manifest_buckets(
+            args.manifest,
+            num_buckets=args.buckets,
+            num_token_buckets=args.token_buckets,
+            tokenizer_dir=args.tokenizer,
+            max_duration=args.max_duration,
+            quadratic_duration=args.quadratic_duration,
+        ),
+        end="",
+    )
+
+
+def _bench(args: argparse.Namespace) -> None:
+    from suite.bench import run_benchmark
+
+    run_benchmark(args.name, json_output=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="suite", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -108,6 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("out_dir")
     prepare.set_defaults(func=_prepare)
 
+    est = data_commands.add_parser(
+        "estimate-buckets", help="duration (x token) bucket bins of a manifest, as recipe YAML"
+    )
+    est.add_argument("manifest", help="lhotse cuts (.jsonl.gz)")
+    est.add_argument("--buckets", type=int, default=100, help="duration buckets")
+    est.add_argument("--token-buckets", type=int, default=None, help="token buckets each (2D)")
+    est.add_argument("--tokenizer", default=None, help="tokenizer folder, to count tokens (2D)")
+    est.add_argument("--max-duration", type=float, default=None, help="also show batch sizes")
+    est.add_argument("--quadratic-duration", type=float, default=None, help="attention cost")
+    est.set_defaults(func=_estimate_buckets)
+
     tr = commands.add_parser("train", help="train a recipe: suite train RECIPE key.sub=value ...")
     tr.add_argument("recipe", help="a recipe YAML, e.g. recipes/asr/espeak_conformer_ctc.yaml")
     tr.add_argument("overrides", nargs="*", help="overrides such as train.lr=1e-3")
@@ -131,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list the shipped models")
     models.set_defaults(func=_models)
+
+    bench = commands.add_parser("bench", help="run a benchmark (results go in BENCHMARKS.md)")
+    bench.add_argument("name", choices=sorted(BENCHMARKS))
+    bench.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    bench.set_defaults(func=_bench)
     return parser
 
 

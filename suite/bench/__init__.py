@@ -1,0 +1,27 @@
+"""Benchmarks run by ``suite bench NAME [--json]``; results are recorded in BENCHMARKS.md.
+
+A benchmark registers here: a name and a function taking ``json_output`` that prints either a
+Markdown section (machine, command, date, table) or one JSON object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+def _sampler(json_output: bool) -> None:
+    from suite.bench.sampler import main
+
+    main(json_output)
+
+
+BENCHMARKS: dict[str, Callable[[bool], None]] = {"sampler": _sampler}
+
+
+def run_benchmark(name: str, json_output: bool = False) -> None:
+    """Run the benchmark ``name`` (one of :data:`BENCHMARKS`) and print its result."""
+    from suite.errors import UserError
+
+    if name not in BENCHMARKS:
+        raise UserError(f"unknown benchmark '{name}'; choose one of {', '.join(BENCHMARKS)}")
+    BENCHMARKS[name](json_output)

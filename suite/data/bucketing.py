@@ -1,0 +1,579 @@
+"""Length buckets for batching: bins estimated from data, padded-cost budgets, and the planner
+that turns one epoch of cut lengths into batches that carry almost no padding.
+
+Dims and units: N - cuts, K - duration buckets, J - token buckets inside one duration bucket,
+C - cells (all (duration, token) buckets, C = K in 1D). Durations are seconds; token counts are
+output tokens (a decoder's targets); costs are "effective seconds" of padded audio.
+
+Why: careless batching spends about half of the compute on padding ("Training and Inference
+Efficiency of Encoder-Decoder Speech Models", 2025). Like lhotse's
+``DynamicBucketingSampler``, cuts of similar length are batched together and a batch is filled
+until ``batch size x its longest cut`` reaches the budget. What differs:
+
+- bins are equal-count quantiles of the data, and many of them (100 by default: buckets near
+  the mode are a small fraction of a second wide), optionally split again by token count (2D);
+- cuts that are left over in a bucket (too few for a full batch, or for a full group of
+  ``world_size`` batches) roll over into the next longer bucket instead of forming a short
+  batch, so more buckets cost no extra batches; the 2D cells are visited in a snake order
+  (tokens up, then down in the next duration bucket) so a roll-over lands among similar cuts;
+- the whole epoch is planned with numpy from lengths alone, once per epoch and rank, with a
+  seeded generator, so every rank computes the same plan and a resume replays it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from lhotse.cut import Cut
+
+from suite.errors import UserError
+from suite.text import normalize_text
+
+Rows = np.ndarray  # (n,) int64 row indices into a window's length arrays
+
+
+def _ascending(values: Iterable[float]) -> bool:
+    return bool(np.all(np.diff(np.asarray(list(values), dtype=np.float64)) > 0))
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """Bucket edges: which cell a cut of a given duration (and token count) belongs to.
+
+    Args:
+        duration_bins: ascending upper edges in seconds; bucket ``k`` holds durations in
+            ``(duration_bins[k-1], duration_bins[k]]`` (the first starts at 0). The last edge is
+            the longest duration accepted; a longer cut is "too long" (see the sampler).
+        token_bins: for 2D buckets, one ascending list of token-count upper edges per duration
+            bucket; a cut with more tokens than a bucket's last edge goes to its last cell.
+    """
+
+    duration_bins: tuple[float, ...]
+    token_bins: tuple[tuple[int, ...], ...] | None = None
+
+    def __post_init__(self) -> None:
+        bins = [float(b) for b in self.duration_bins]
+        if not bins or bins[0] <= 0 or not _ascending(bins):
+            raise UserError(
+                f"duration_bins must be positive and strictly ascending seconds, got {bins}; "
+                "estimate them with `suite data estimate-buckets MANIFEST`"
+            )
+        object.__setattr__(self, "duration_bins", tuple(bins))
+        if self.token_bins is not None:
+            tokens = tuple(tuple(int(t) for t in row) for row in self.token_bins)
+            if len(tokens) != len(bins) or any(not row or not _ascending(row) for row in tokens):
+                raise UserError(
+                    f"token_bins needs one non-empty ascending list per duration bucket "
+                    f"({len(bins)} buckets), got {len(tokens)} lists: {tokens}"
+                )
+            object.__setattr__(self, "token_bins", tokens)
+
+    @property
+    def num_cells(self) -> int:
+        """C: the number of (duration, token) cells."""
+        if self.token_bins is None:
+            return len(self.duration_bins)
+        return sum(len(row) for row in self.token_bins)
+
+    def cell_edges(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Upper edges of each cell in roll-over order: ``(C,)`` seconds and ``(C,)`` tokens."""
+        if self.token_bins is None:
+            return np.asarray(self.duration_bins), None
+        durations, tokens = [], []
+        for k, row in enumerate(self.token_bins):
+            order = row if k % 2 == 0 else row[::-1]  # snake order, see the module docstring
+            durations += [self.duration_bins[k]] * len(row)
+            tokens += list(order)
+        return np.asarray(durations), np.asarray(tokens)
+
+    def cell_buckets(self) -> np.ndarray:
+        """``(C,)`` the duration bucket of each cell, in roll-over order."""
+        if self.token_bins is None:
+            return np.arange(len(self.duration_bins))
+        return np.repeat(np.arange(len(self.duration_bins)), [len(r) for r in self.token_bins])
+
+    def assign(self, durations: np.ndarray, tokens: np.ndarray | None = None) -> np.ndarray:
+        """Cell of each cut, numbered in roll-over order.
+
+        Args:
+            durations: ``(N,)`` seconds.
+            tokens: ``(N,)`` output-token counts; required for 2D buckets.
+
+        Returns:
+            ``(N,)`` int64 cells in ``[0, C)``; ``-1`` marks a cut longer than the last bin.
+        """
+        durations = np.asarray(durations, dtype=np.float64)
+        bucket = np.searchsorted(np.asarray(self.duration_bins), durations, side="left")
+        too_long = bucket >= len(self.duration_bins)
+        if self.token_bins is None:
+            return np.where(too_long, -1, bucket).astype(np.int64)
+        if tokens is None:
+            raise UserError("2D buckets (token_bins) need the token count of every cut")
+        tokens = np.asarray(tokens)
+        sizes = np.array([len(row) for row in self.token_bins])
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        cells = np.full(len(durations), -1, dtype=np.int64)
+        for k, row in enumerate(self.token_bins):
+            mask = bucket == k
+            j = np.searchsorted(np.asarray(row), tokens[mask], side="left")
+            j = np.minimum(j, len(row) - 1)  # more tokens than the last edge: the last cell
+            if k % 2 == 1:
+                j = len(row) - 1 - j
+            cells[mask] = offsets[k] + j
+        return cells
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for a recipe's ``data.sampler`` section."""
+        out: dict[str, Any] = {"duration_bins": list(self.duration_bins)}
+        if self.token_bins is not None:
+            out["token_bins"] = [list(row) for row in self.token_bins]
+        return out
+
+
+def _ceil_ms(seconds: float) -> float:
+    # Edges are rounded up to the millisecond so the YAML reads well and no cut changes side
+    # of its own bucket's upper edge.
+    return math.ceil(round(seconds * 1000, 6)) / 1000
+
+
+def _quantile_edges(values: np.ndarray, num: int) -> np.ndarray:
+    """Up to ``num`` ascending upper edges holding equal counts of ``values``; ties merge bins."""
+    levels = np.arange(1, num + 1) / num
+    return np.unique(np.quantile(values, levels, method="inverted_cdf"))
+
+
+def estimate_bins(
+    durations: np.ndarray,
+    num_buckets: int,
+    tokens: np.ndarray | None = None,
+    num_token_buckets: int | None = None,
+    duration_bins: Iterable[float] | None = None,
+) -> Buckets:
+    """Equal-count bins from length arrays (see :func:`estimate_buckets`).
+
+    Args:
+        durations: ``(N,)`` seconds.
+        num_buckets: K, the number of duration buckets (fewer when durations tie).
+        tokens: ``(N,)`` output-token counts, for 2D buckets.
+        num_token_buckets: J, token buckets per duration bucket; ``None`` gives 1D buckets.
+        duration_bins: keep these duration edges and estimate only the token edges.
+
+    Returns:
+        The buckets; the last duration edge is the longest duration seen.
+    """
+    durations = np.asarray(durations, dtype=np.float64)
+    if len(durations) == 0:
+        raise UserError("cannot estimate buckets from an empty cut set")
+    if num_buckets < 1:
+        raise UserError(f"num_buckets must be at least 1, got {num_buckets}")
+    if duration_bins is not None:
+        edges = np.asarray(Buckets(tuple(duration_bins)).duration_bins)
+    else:
+        edges = np.unique([_ceil_ms(e) for e in _quantile_edges(durations, num_buckets)])
+    if num_token_buckets is None:
+        return Buckets(tuple(edges))
+    if tokens is None:
+        raise UserError("2D buckets need token counts; pass a tokenizer or count_tokens")
+    if num_token_buckets < 1:
+        raise UserError(f"num_token_buckets must be at least 1, got {num_token_buckets}")
+    tokens = np.asarray(tokens)
+    bucket = np.searchsorted(edges, durations, side="left")
+    token_bins = []
+    for k in range(len(edges)):
+        inside = tokens[bucket == k]
+        row = _quantile_edges(inside, num_token_buckets) if len(inside) else np.array([1])
+        token_bins.append(tuple(int(t) for t in row))
+    return Buckets(tuple(edges), tuple(token_bins))
+
+
+class TokenCounter:
+    """Counts a cut's output tokens as the ASR dataset makes them (its supervisions' texts
+    joined and normalized, then encoded). A class rather than a closure so samplers pickle.
+
+    Args:
+        tokenizer: has ``encode(text) -> list[int]``.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    def __call__(self, cut: Cut) -> int:
+        texts = [s.text or "" for s in sorted(cut.supervisions, key=lambda s: s.start)]
+        return len(self.tokenizer.encode(normalize_text(" ".join(texts))))
+
+
+def token_counter(tokenizer: Any) -> Callable[[Cut], int]:
+    """A :class:`TokenCounter` for ``tokenizer``."""
+    return TokenCounter(tokenizer)
+
+
+def cut_lengths(
+    cuts: Iterable[Cut], count_tokens: Callable[[Cut], int] | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(N,)`` durations in seconds and, with ``count_tokens``, ``(N,)`` token counts."""
+    durations, tokens = [], []
+    for cut in cuts:
+        durations.append(cut.duration)
+        if count_tokens is not None:
+            tokens.append(count_tokens(cut))
+    token_array = np.asarray(tokens, dtype=np.int64) if count_tokens is not None else None
+    return np.asarray(durations, dtype=np.float64), token_array
+
+
+def estimate_buckets(
+    cuts: Iterable[Cut],
+    num_buckets: int = 100,
+    num_token_buckets: int | None = None,
+    tokenizer: Any = None,
+    count_tokens: Callable[[Cut], int] | None = None,
+) -> Buckets:
+    """Estimate bucket edges from a cut set (lazy manifests are read once).
+
+    1D buckets split the durations into ``num_buckets`` equal-count bins. 2D buckets then split
+    each duration bucket into ``num_token_buckets`` equal-count bins of output tokens, counted
+    with ``tokenizer`` (as the ASR dataset tokenizes) or with ``count_tokens(cut)``.
+
+    Args:
+        cuts: the cuts (any iterable of lhotse cuts).
+        num_buckets: K, duration buckets (fewer when many durations tie).
+        num_token_buckets: J, token buckets per duration bucket; ``None`` for 1D.
+        tokenizer: has ``encode(text) -> list[int]``; used when ``count_tokens`` is not given.
+        count_tokens: the number of output tokens of a cut.
+
+    Returns:
+        The buckets; ``Buckets.to_dict()`` is what a recipe's ``data.sampler`` takes.
+
+    Example::
+
+        >>> buckets = estimate_buckets(CutSet.from_file("cuts.jsonl.gz"), num_buckets=100)
+        >>> buckets.duration_bins[-1]  # the longest cut, in seconds
+    """
+    if count_tokens is None and tokenizer is not None:
+        count_tokens = token_counter(tokenizer)
+    if num_token_buckets is not None and count_tokens is None:
+        raise UserError("2D buckets (num_token_buckets) need a tokenizer or count_tokens")
+    durations, tokens = cut_lengths(cuts, count_tokens if num_token_buckets else None)
+    return estimate_bins(durations, num_buckets, tokens, num_token_buckets)
+
+
+def padded_cost(durations: np.ndarray, quadratic_duration: float | None = None) -> np.ndarray:
+    """Effective seconds a cut adds to a batch per slot: ``d`` or ``d + d**2 / q``.
+
+    A batch costs ``size x max cost``: its padded frames, plus with ``quadratic_duration=q`` the
+    attention term that doubles the cost of a ``q``-second cut (as in lhotse's TimeConstraint).
+    """
+    durations = np.asarray(durations, dtype=np.float64)
+    if quadratic_duration is None:
+        return durations
+    return durations + durations**2 / quadratic_duration
+
+
+def bucket_batch_sizes(
+    buckets: Buckets,
+    max_duration: float,
+    quadratic_duration: float | None = None,
+    max_tokens: int | None = None,
+) -> list[int]:
+    """The batch size each cell can always afford under the budgets (its longest cut padded).
+
+    Args:
+        buckets: the cells.
+        max_duration: padded (effective) seconds per batch.
+        quadratic_duration: see :func:`padded_cost`.
+        max_tokens: padded output tokens per batch (2D buckets only).
+
+    Returns:
+        ``(C,)`` batch sizes in roll-over order, at least 1. The sampler fills batches up to the
+        budget with the actual longest cut, so its batches are this size or larger.
+    """
+    upper_d, upper_t = buckets.cell_edges()
+    sizes = np.floor(max_duration / padded_cost(upper_d, quadratic_duration))
+    if max_tokens is not None and upper_t is not None:
+        sizes = np.minimum(sizes, np.floor(max_tokens / upper_t))
+    return [max(1, int(s)) for s in sizes]
+
+
+@dataclass
+class Budget:
+    """What one batch may hold: ``size x max cost <= max_cost`` (padded effective seconds),
+    ``size x max tokens <= max_tokens`` when set, and ``size <= caps[cell]`` when set."""
+
+    max_cost: float
+    max_tokens: int | None = None
+    caps: np.ndarray | None = None  # (C,) per-cell batch-size caps (e.g. measured on GPU)
+
+    def fits(self, rows: Rows, cost: np.ndarray, tokens: np.ndarray | None, cap: int) -> bool:
+        """Whether ``rows`` fit in one batch whose cap is ``cap``."""
+        n = len(rows)
+        if n > cap or n * cost[rows].max() > self.max_cost * (1 + 1e-9):
+            return False
+        if self.max_tokens is None or tokens is None:
+            return True
+        return n * tokens[rows].max() <= self.max_tokens
+
+
+def _fill(
+    pool: Rows,
+    start: int,
+    cost: np.ndarray,
+    tokens: np.ndarray | None,
+    budget: Budget,
+    limit: int,
+) -> int:
+    """Size of the largest batch ``pool[start:start+n]`` within the budget (at least 1)."""
+    window = pool[start : start + limit]
+    sizes = np.arange(1, len(window) + 1)
+    # size x running max never decreases, so the batches that fit are a prefix.
+    ok = sizes * np.maximum.accumulate(cost[window]) <= budget.max_cost * (1 + 1e-9)
+    if budget.max_tokens is not None and tokens is not None:
+        ok &= sizes * np.maximum.accumulate(tokens[window]) <= budget.max_tokens
+    return max(1, len(ok) if ok.all() else int(np.argmin(ok)))
+
+
+def _batches_in_pool(
+    pool: Rows,
+    cost: np.ndarray,
+    tokens: np.ndarray | None,
+    budget: Budget,
+    cap: int,
+    flush: bool,
+) -> tuple[list[Rows], Rows]:
+    """Greedy batches over ``pool``; returns them and the rows left for a later batch.
+
+    Without ``flush`` the last batch, which ran out of cuts before reaching the budget, is
+    left over (to roll over); with it, every row is batched.
+    """
+    # No batch can hold more than budget / cheapest cut, so that bounds the rows each fill reads.
+    reach = int(budget.max_cost / max(float(cost[pool].min()), 1e-9)) + 1 if len(pool) else 0
+    batches, start = [], 0
+    while start < len(pool):
+        n = _fill(pool, start, cost, tokens, budget, min(cap, reach, len(pool) - start))
+        if start + n >= len(pool) and not flush:
+            break
+        batches.append(pool[start : start + n])
+        start += n
+    return batches, pool[start:]
+
+
+def _finish(
+    rest: Rows,
+    groups: list[list[Rows]],
+    cost: np.ndarray,
+    tokens: np.ndarray | None,
+    budget: Budget,
+    cap: int,
+    world_size: int,
+) -> tuple[list[list[Rows]], Rows]:
+    """Turn the epoch's last rows into whole groups of ``world_size`` non-empty batches.
+
+    The rows are split into ``world_size``, ``2 x world_size``, ... equal parts until every part
+    fits the budget. With fewer rows than ranks, the last planned group is taken apart and
+    joins them. Returns the groups and the rows that could not be placed (only when every
+    batch would have to hold a single cut; the sampler reports them as dropped).
+    """
+    batches, _ = _batches_in_pool(rest, cost, tokens, budget, cap, flush=True)
+    if len(batches) % world_size == 0:
+        return [batches[i : i + world_size] for i in range(0, len(batches), world_size)], rest[:0]
+    while True:
+        parts = world_size * math.ceil(len(batches) / world_size)
+        while parts <= len(rest):
+            split = np.array_split(rest, parts)
+            if all(budget.fits(p, cost, tokens, cap) for p in split):
+                return [split[i : i + world_size] for i in range(0, parts, world_size)], rest[:0]
+            parts += world_size
+        if not groups:
+            return [], rest
+        rest = np.concatenate([*groups.pop(), rest])
+        batches = [rest]  # any further split starts from world_size parts
+
+
+def plan_window(
+    cells: np.ndarray,
+    cost: np.ndarray,
+    tokens: np.ndarray | None,
+    num_cells: int,
+    budget: Budget,
+    world_size: int = 1,
+    rng: np.random.Generator | None = None,
+    final: bool = True,
+    drop_last: bool = False,
+    cell_buckets: np.ndarray | None = None,
+) -> tuple[list[list[Rows]], Rows, Rows]:
+    """Plan the batches of one window of cuts (the whole epoch when nothing is streamed).
+
+    Args:
+        cells: ``(N,)`` cell of each row, in roll-over order (see :meth:`Buckets.assign`).
+        cost: ``(N,)`` effective seconds per batch slot (:func:`padded_cost`).
+        tokens: ``(N,)`` output tokens, or ``None``.
+        num_cells: C.
+        budget: the batch budget.
+        world_size: W; batches come in groups of W from the same cell, one per rank.
+        rng: shuffles rows inside each cell and the order of the groups; ``None`` keeps the
+            input order inside cells and visits the cells from short to long.
+        final: the last window of the epoch: left-over rows roll over from cell to cell and are
+            all placed at the end. Otherwise they are returned to join the next window.
+        drop_last: drop the epoch's last rows instead of splitting them into smaller batches.
+        cell_buckets: ``(C,)`` duration bucket of each cell (:meth:`Buckets.cell_buckets`);
+            by default every cell is its own bucket (1D).
+
+    Returns:
+        ``(groups, carry, dropped)``: each group is W arrays of rows (one batch per rank);
+        ``carry`` are the rows for the next window; ``dropped`` the rows left out.
+    """
+    if cell_buckets is None:
+        cell_buckets = np.arange(num_cells)
+    order = np.arange(len(cells))
+    if rng is not None:
+        order = rng.permutation(len(cells))
+    order = order[np.argsort(cells[order], kind="stable")]
+    bounds = np.searchsorted(cells[order], np.arange(num_cells + 1), side="left")
+    no_cap = np.iinfo(np.int64).max
+    groups: list[list[Rows]] = []
+    carried: list[Rows] = []
+    rolling = order[:0]
+    last_cap = no_cap
+    for c in range(num_cells):
+        members = order[bounds[c] : bounds[c + 1]]
+        pool = np.concatenate([rolling, members]) if final else members
+        if len(pool) == 0:
+            continue
+        if (
+            rng is not None
+            and len(rolling)
+            and cell_buckets[cells[rolling]].min() < cell_buckets[c]
+        ):
+            # Cuts rolled over from a shorter duration bucket are mixed into this cell's first
+            # group of batches (plus about W full batches of its own cuts), so that each batch
+            # of that group has its longest cut in this duration bucket: ranks step on equal
+            # lengths. Mixing them into only these batches pads fewer batches to their token
+            # counts (2D). Inside a duration bucket they stay together at the front.
+            per_batch = int(budget.max_cost / max(float(cost[members].max(initial=0.0)), 1e-9))
+            head = len(rolling) + world_size * max(1, per_batch)
+            pool[:head] = rng.permutation(pool[:head])
+        cap = int(budget.caps[c]) if budget.caps is not None else no_cap
+        last_cap = cap
+        batches, rest = _batches_in_pool(pool, cost, tokens, budget, cap, flush=False)
+        whole = len(batches) - len(batches) % world_size
+        groups += [batches[i : i + world_size] for i in range(0, whole, world_size)]
+        rest = np.concatenate([*batches[whole:], rest])
+        if final:
+            rolling = rest
+        else:
+            carried.append(rest)
+    dropped = order[:0]
+    if final and len(rolling):
+        if drop_last:
+            dropped = rolling
+        else:
+            tail, dropped = _finish(rolling, groups, cost, tokens, budget, last_cap, world_size)
+            groups += tail
+    if rng is not None:
+        groups = [groups[i] for i in rng.permutation(len(groups))]
+    carry = np.concatenate(carried) if carried else order[:0]
+    return groups, carry, dropped
+
+
+def search_batch_sizes(
+    buckets: Buckets,
+    fits: Callable[[float, int | None, int], bool],
+    max_batch_size: int = 4096,
+) -> list[int]:
+    """The largest batch size per cell for which ``fits(duration, tokens, batch_size)`` holds.
+
+    The search behind NeMo's OOMptimizer: for each cell, try a full training step on a batch of
+    its longest shape, doubling the size until it fails, then bisect. ``fits`` runs the step and
+    says whether it stayed under the memory cap (e.g. it catches a CUDA out-of-memory error, or
+    compares peak allocated memory with a cap). It is assumed monotone in ``batch_size``.
+
+    Args:
+        buckets: the cells; each is probed at its upper edges.
+        fits: the probe; ``tokens`` is ``None`` for 1D buckets.
+        max_batch_size: the search stops here.
+
+    Returns:
+        ``(C,)`` batch sizes in roll-over order, for the sampler's ``bucket_batch_size``.
+
+    Raises:
+        UserError: a cell cannot fit even one cut.
+    """
+    upper_d, upper_t = buckets.cell_edges()
+    sizes = []
+    for c, duration in enumerate(upper_d):
+        toks = None if upper_t is None else int(upper_t[c])
+
+        def probe(n: int, d: float = float(duration), t: int | None = toks) -> bool:
+            return fits(d, t, n)
+
+        if not probe(1):
+            raise UserError(
+                f"one cut of {duration:.2f} s does not fit the memory cap; lower the cap's "
+                "model size or drop cuts this long (data.sampler.too_long=drop)"
+            )
+        good, bad = 1, None
+        while bad is None and good < max_batch_size:
+            trial = min(2 * good, max_batch_size)
+            if probe(trial):
+                good = trial
+            else:
+                bad = trial
+        while bad is not None and bad - good > 1:
+            mid = (good + bad) // 2
+            good, bad = (mid, bad) if probe(mid) else (good, mid)
+        sizes.append(good)
+    return sizes
+
+
+def buckets_yaml(
+    buckets: Buckets,
+    max_duration: float | None = None,
+    quadratic_duration: float | None = None,
+) -> str:
+    """The ``data.sampler`` section selecting these buckets, to paste into a recipe.
+
+    With ``max_duration``, a comment lists the batch size each cell can always afford
+    (:func:`bucket_batch_sizes`); the sampler fills each batch to the budget by itself.
+    """
+    import yaml
+
+    spec: dict[str, Any] = {"name": "suite_bucketing", **buckets.to_dict()}
+    if quadratic_duration is not None:
+        spec["quadratic_duration"] = quadratic_duration
+    text = yaml.safe_dump({"data": {"sampler": spec}}, default_flow_style=None, sort_keys=False)
+    if max_duration is not None:
+        sizes = bucket_batch_sizes(buckets, max_duration, quadratic_duration)
+        text += f"# smallest batch per cell at data.max_duration={max_duration}: {sizes}\n"
+    return text
+
+
+def estimate_manifest_buckets(
+    manifest: str,
+    num_buckets: int = 100,
+    num_token_buckets: int | None = None,
+    tokenizer_dir: str | None = None,
+    max_duration: float | None = None,
+    quadratic_duration: float | None = None,
+) -> str:
+    """``suite data estimate-buckets``: the YAML of a manifest's bins (see :func:`buckets_yaml`)."""
+    from pathlib import Path
+
+    from lhotse import CutSet
+
+    if not Path(manifest).is_file():
+        raise UserError(f"manifest {manifest} does not exist; pass a lhotse cuts .jsonl.gz")
+    tokenizer = None
+    if num_token_buckets is not None:
+        if tokenizer_dir is None:
+            raise UserError(
+                "--token-buckets counts output tokens; pass --tokenizer DIR (a run's tokenizer/ "
+                "folder), or leave the token bins to the sampler, which estimates them at start"
+            )
+        from suite.tokenizers import load_tokenizer
+
+        tokenizer = load_tokenizer(tokenizer_dir)
+    cuts = CutSet.from_file(manifest)  # lazy for .jsonl(.gz): read once, never held
+    buckets = estimate_buckets(cuts, num_buckets, num_token_buckets, tokenizer=tokenizer)
+    return buckets_yaml(buckets, max_duration, quadratic_duration)
