@@ -174,6 +174,7 @@ class Trainer:
             recipe.data.sampler,
             recipe.data.max_duration,
             seed=self.cfg.seed,
+            tokenizer=self.tokenizer,  # 2D buckets count output tokens
         )
         self.metrics = _MetricsLog(self.run_dir, self.state["step"])
         self.command = " ".join(shlex.quote(a) for a in ["suite", *sys.argv[1:]])
