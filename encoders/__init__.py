@@ -1,3 +1,6 @@
 """Modality encoders (``suite.encoders``); importing this package registers every family."""
 
-from suite.encoders import conformer  # noqa: F401  (registers "conformer")
+from suite.encoders import (
+    conformer,  # noqa: F401  (registers "conformer")
+    squeezeformer,  # noqa: F401  (registers "squeezeformer")
+)

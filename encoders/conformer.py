@@ -30,180 +30,57 @@ What differs:
       no input beyond its attention chunk's right edge.
     * No dropout on attention probabilities: it would put randomness inside the attention seam
       (``suite.kernels.attention``); dropout is applied to each residual branch instead.
+
+Cache-aware streaming, as in the Stateful Conformer paper: ``att_contexts`` trains with several
+contexts at once (one sampled per training step), ``att_context`` picks the one used at
+inference, and ``init_state`` / ``streaming_forward`` run a causal model chunk by chunk with
+the state of :class:`ConformerState`. Concatenated streaming outputs equal :meth:`forward` with
+the same context (tested in ``tests/test_contracts.py``). What differs from the paper: the
+encoder buffers subsampled frames until their attention chunk is complete (the paper's runtime
+feeds whole chunks from outside), so callers may pass any number of feature frames per step;
+and the attention cache holds keys already rotated by their absolute positions. The shared
+blocks live in ``suite.encoders.blocks``.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from suite.interfaces import Encoder, EncoderOutput
-from suite.kernels.attention import Context, attention, check_context
+from suite.encoders.blocks import (
+    ConvModule,
+    ConvSubsampling,
+    FeedForward,
+    SelfAttention,
+    as_context,
+    cache_frames,
+    frame_mask,
+    rotate,
+    sample_context,
+    split_ready,
+    stream_context,
+)
+from suite.interfaces import EncoderOutput, StreamingEncoder
+from suite.kernels.attention import Context
 from suite.registry import register_encoder
 
-
-def frame_mask(lengths: Tensor, T: int) -> Tensor:
-    """``(B, T)`` bool, True on the first ``lengths[b]`` frames of each item."""
-    return torch.arange(T, device=lengths.device)[None, :] < lengths[:, None]
-
-
-class ConvSubsampling(nn.Module):
-    """Striding convolutions that shorten time (and frequency) by ``factor``, then map to D.
-
-    Each stage is a 3x3 convolution with stride 2 in time and frequency: the first a full
-    convolution from one input channel, the others depthwise + pointwise (cheaper, as in the
-    paper). Every stage maps ``L`` valid frames to ``ceil(L / 2)`` in both modes: non-causal
-    pads one frame on each side, causal pads two frames on the left so that output frame t
-    depends on input frames ``<= 2t`` only.
-
-    Args:
-        input_dim: F, feature bins per input frame.
-        d_model: D, output width.
-        channels: C, convolution channels.
-        factor: total time reduction, a power of two.
-        causal: pad time on the left only (a streaming cache then holds the last two input
-            frames of each stage).
-    """
-
-    def __init__(self, input_dim: int, d_model: int, channels: int, factor: int, causal: bool):
-        super().__init__()
-        if factor < 2 or factor & (factor - 1):
-            raise ValueError(f"subsampling_factor must be a power of two >= 2, got {factor}")
-        self.num_stages = int(math.log2(factor))
-        # (freq_left, freq_right, time_left, time_right) padding for F.pad on (B, C, T, F).
-        self.padding = (1, 1, 2, 0) if causal else (1, 1, 1, 1)
-        stages = [nn.Conv2d(1, channels, kernel_size=3, stride=2)]
-        for _ in range(self.num_stages - 1):
-            stages.append(
-                nn.Sequential(
-                    nn.Conv2d(channels, channels, kernel_size=3, stride=2, groups=channels),
-                    nn.Conv2d(channels, channels, kernel_size=1),
-                )
-            )
-        self.stages = nn.ModuleList(stages)
-        freq = input_dim
-        for _ in range(self.num_stages):
-            freq = (freq + 1) // 2
-        self.out = nn.Linear(channels * freq, d_model)
-
-    def output_lengths(self, lengths: Tensor) -> Tensor:
-        """Exact ``(B,)`` output lengths: ``ceil(L / 2)`` per stage."""
-        for _ in range(self.num_stages):
-            lengths = torch.div(lengths + 1, 2, rounding_mode="floor")
-        return lengths
-
-    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """Map ``x (B, T, F)`` with ``lengths (B,)`` to ``(B, T', D)`` and ``(B,)``."""
-        x = x.unsqueeze(1)  # (B, 1, T, F)
-        for stage in self.stages:
-            # Zero padding frames so valid outputs see the same zeros as an unpadded input.
-            x = x * frame_mask(lengths, x.shape[2])[:, None, :, None].to(x.dtype)
-            x = F.relu(stage(F.pad(x, self.padding)))  # (B, C, ceil(T/2), ceil(F/2))
-            lengths = torch.div(lengths + 1, 2, rounding_mode="floor")
-        B, C, T, Fq = x.shape
-        x = self.out(x.transpose(1, 2).reshape(B, T, C * Fq))  # (B, T', D)
-        return x, lengths
-
-
-def rotate(x: Tensor, positions: Tensor, inv_freq: Tensor) -> Tensor:
-    """Rotary position embedding (Su et al., RoFormer), "rotate half" layout.
-
-    Args:
-        x: ``(B, H, T, Dh)`` queries or keys; Dh even.
-        positions: ``(T,)`` absolute frame index of each row (a streaming cache passes offsets).
-        inv_freq: ``(Dh / 2,)`` rotation frequencies.
-
-    Returns:
-        ``x`` rotated, same shape and dtype.
-    """
-    # Angles in fp32: bf16 would lose whole radians at frame indices in the thousands.
-    angles = positions.float()[:, None] * inv_freq[None, :]  # (T, Dh/2)
-    cos = torch.cat([angles.cos(), angles.cos()], dim=-1).to(x.dtype)  # (T, Dh)
-    sin = torch.cat([angles.sin(), angles.sin()], dim=-1).to(x.dtype)  # (T, Dh)
-    x1, x2 = x.chunk(2, dim=-1)  # (B, H, T, Dh/2) each
-    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
-
-
-class SelfAttention(nn.Module):
-    """Pre-norm multi-head self-attention with rotary positions.
-
-    Args:
-        d_model: D.
-        num_heads: H; ``D / H`` must be even for the rotary pairs.
-        rope_base: rotary base period.
-    """
-
-    def __init__(self, d_model: int, num_heads: int, rope_base: float = 10000.0):
-        super().__init__()
-        if d_model % num_heads or (d_model // num_heads) % 2:
-            raise ValueError(
-                f"d_model ({d_model}) must split into num_heads ({num_heads}) heads of even "
-                f"width for rotary embedding; e.g. d_model=176 with 4 heads (width 44)"
-            )
-        self.num_heads = num_heads
-        head_dim = d_model // num_heads
-        self.norm = nn.LayerNorm(d_model)
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.proj = nn.Linear(d_model, d_model)
-        inv_freq = rope_base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-        # Not persistent: derived from the config, so checkpoints do not carry it.
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
-
-    def forward(self, x: Tensor, lengths: Tensor, context: Context) -> Tensor:
-        """``x (B, T, D)`` -> ``(B, T, D)``; pad frames are masked as keys."""
-        B, T, D = x.shape
-        qkv = self.qkv(self.norm(x)).view(B, T, 3, self.num_heads, D // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, H, T, Dh) each
-        positions = torch.arange(T, device=x.device)
-        q, k = rotate(q, positions, self.inv_freq), rotate(k, positions, self.inv_freq)
-        out = attention(q, k, v, lengths, context)  # (B, H, T, Dh)
-        return self.proj(out.transpose(1, 2).reshape(B, T, D))
-
-
-class ConvModule(nn.Module):
-    """Conformer convolution module: pointwise + GLU, depthwise, LayerNorm, SiLU, pointwise.
-
-    Args:
-        d_model: D.
-        kernel: K, odd depthwise kernel size.
-        causal: pad the depthwise convolution on the left by ``K - 1`` frames, so a frame
-            never sees later ones (a streaming cache then holds the last ``K - 1`` frames).
-    """
-
-    def __init__(self, d_model: int, kernel: int, causal: bool):
-        super().__init__()
-        if kernel < 1 or kernel % 2 == 0:
-            raise ValueError(f"conv_kernel must be odd (e.g. 9), got {kernel}")
-        self.padding = (kernel - 1, 0) if causal else ((kernel - 1) // 2, (kernel - 1) // 2)
-        self.norm_in = nn.LayerNorm(d_model)
-        self.pointwise_in = nn.Linear(d_model, 2 * d_model)
-        self.depthwise = nn.Conv1d(d_model, d_model, kernel, groups=d_model)
-        self.norm_mid = nn.LayerNorm(d_model)
-        self.pointwise_out = nn.Linear(d_model, d_model)
-
-    def forward(self, x: Tensor, valid: Tensor) -> Tensor:
-        """``x (B, T, D)`` with ``valid (B, T, 1)`` float frame mask -> ``(B, T, D)``."""
-        x = F.glu(self.pointwise_in(self.norm_in(x)), dim=-1)  # (B, T, D)
-        x = (x * valid).transpose(1, 2)  # (B, D, T); zeros stand in for padding
-        x = self.depthwise(F.pad(x, self.padding)).transpose(1, 2)  # (B, T, D)
-        return self.pointwise_out(F.silu(self.norm_mid(x)))
-
-
-class FeedForward(nn.Sequential):
-    """Pre-norm feed-forward: LayerNorm, Linear(D, mult*D), SiLU, dropout, Linear(mult*D, D)."""
-
-    def __init__(self, d_model: int, mult: int, dropout: float):
-        super().__init__(
-            nn.LayerNorm(d_model),
-            nn.Linear(d_model, mult * d_model),
-            nn.SiLU(),
-            nn.Dropout(dropout),
-            nn.Linear(mult * d_model, d_model),
-        )
+# Re-exported: these lived here before ``blocks.py`` and are imported from here.
+__all__ = [
+    "Conformer",
+    "ConformerBlock",
+    "ConformerState",
+    "ConvModule",
+    "ConvSubsampling",
+    "FeedForward",
+    "SelfAttention",
+    "frame_mask",
+    "rotate",
+]
 
 
 class ConformerBlock(nn.Module):
@@ -243,6 +120,147 @@ class ConformerBlock(nn.Module):
         x = x + 0.5 * self.dropout(self.ff2(x))
         return self.norm_out(x)
 
+    def streaming_forward(
+        self,
+        x: Tensor,
+        valid: Tensor,
+        positions: Tensor,
+        cache: tuple[Tensor, Tensor, Tensor],
+        context: Context,
+        stride: int = 1,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
+        """One block on new frames ``x (B, T, D)`` (``valid``/``positions`` ``(B, T)``).
+
+        ``cache`` is ``(keys, values, conv)`` as in :class:`ConformerState`; returns the output
+        and the advanced cache.
+        """
+        keys, values, conv = cache
+        x = x + 0.5 * self.dropout(self.ff1(x))
+        out, keys, values = self.attn.streaming_forward(
+            x, valid, positions, keys, values, context, stride
+        )
+        x = x + self.dropout(out)
+        out, conv = self.conv.streaming_forward(x, valid, conv)
+        x = x + self.dropout(out)
+        x = x + 0.5 * self.dropout(self.ff2(x))
+        return self.norm_out(x), (keys, values, conv)
+
+
+@dataclass
+class ConformerState:
+    """What :meth:`Conformer.streaming_forward` carries between steps, for B streams.
+
+    Every tensor is batch-first, so states of separate streams concatenate along dim 0
+    (``suite.streaming.concat_states``) and streams of different ages step together.
+    ``c = right + 1`` is the attention chunk and ``M = (left // c) * c`` the cached frames.
+
+    Attributes:
+        context: ``(left, right)`` chunked-limited context, in encoder frames, these streams
+            run with (fixed for a stream's life).
+        seen: ``(B,)`` int64 feature frames each stream has consumed.
+        subsampling: per subsampling stage, ``(B, C_s, 2, F_s)``: the stage's last two input
+            frames (its causal left padding; zeros for a fresh stream).
+        pending: ``(B, c - 1, D)`` subsampled frames waiting for their chunk to fill,
+            left-aligned; they start at a chunk boundary.
+        pending_lengths: ``(B,)`` int64 valid frames in ``pending``.
+        offsets: ``(B,)`` int64 encoder frames each stream has emitted (a multiple of ``c``
+            until its final step); the absolute position of its next frame.
+        keys: per layer, ``(B, H, M, Dh)`` keys of the stream's last M frames, already
+            rotated by their absolute positions, oldest first; slots before the stream's
+            first frame are ignored by the attention mask.
+        values: per layer, ``(B, H, M, Dh)``.
+        conv: per layer, ``(B, K - 1, D)`` the last inputs of the causal depthwise conv.
+    """
+
+    context: tuple[int, int]
+    seen: Tensor
+    subsampling: list[Tensor]
+    pending: Tensor
+    pending_lengths: Tensor
+    offsets: Tensor
+    keys: list[Tensor]
+    values: list[Tensor]
+    conv: list[Tensor]
+
+
+def front_state(
+    subsampling: ConvSubsampling, batch_size: int, context: tuple[int, int], device: Any
+) -> dict[str, Any]:
+    """The fields of a fresh :class:`ConformerState` that precede the layer caches."""
+    zeros = torch.zeros(batch_size, dtype=torch.long, device=device)
+    return {
+        "context": context,
+        "seen": zeros,
+        "subsampling": subsampling.init_cache(batch_size, device),
+        "pending": torch.zeros(batch_size, context[1], subsampling.out.out_features, device=device),
+        "pending_lengths": zeros,
+        "offsets": zeros,
+    }
+
+
+def layer_cache(
+    layer: nn.Module, batch_size: int, context: tuple[int, int], stride: int, device: Any
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Zero ``(keys, values, conv)`` caches of one block with ``attn`` and ``conv`` modules,
+    running at ``stride`` full-rate frames per frame."""
+    attn, conv = layer.attn, layer.conv
+    M = cache_frames(context, stride)
+    kv = (batch_size, attn.num_heads, M, attn.head_dim)
+    conv_shape = (batch_size, conv.kernel - 1, conv.depthwise.in_channels)
+    return (
+        torch.zeros(kv, device=device),
+        torch.zeros(kv, device=device),
+        torch.zeros(conv_shape, device=device),
+    )
+
+
+def stack_caches(caches: Sequence[tuple[Tensor, Tensor, Tensor]]) -> dict[str, list[Tensor]]:
+    """Per-layer ``(keys, values, conv)`` tuples as the state's ``keys``/``values``/``conv``."""
+    return {
+        "keys": [c[0] for c in caches],
+        "values": [c[1] for c in caches],
+        "conv": [c[2] for c in caches],
+    }
+
+
+def streaming_front(
+    subsampling: ConvSubsampling,
+    dropout: nn.Module,
+    chunk: Tensor,
+    chunk_lengths: Tensor,
+    state: ConformerState,
+    final: bool | Tensor,
+) -> tuple[Tensor, Tensor, dict[str, Any]]:
+    """The first half of a streaming step, shared by the encoders of this family.
+
+    Subsamples the new feature frames (causal, cached) and cuts the frames whose attention
+    chunk is complete (all of them for streams in ``final``).
+
+    Returns:
+        ``block (B, T', D)`` starting at each stream's ``state.offsets``, its valid
+        ``lengths (B,)``, and the new values of the state's non-layer fields.
+    """
+    if chunk.shape[0] != state.seen.shape[0]:
+        raise ValueError(
+            f"chunk holds {chunk.shape[0]} streams but the state {state.seen.shape[0]}; "
+            "build the state with init_state(batch_size=chunk.shape[0])"
+        )
+    device = state.seen.device
+    chunk, lengths = chunk.to(device), chunk_lengths.to(device).long()
+    x, n, cache = subsampling.streaming_forward(chunk, lengths, state.subsampling, state.seen)
+    flags = torch.as_tensor(final, dtype=torch.bool, device=device).expand(chunk.shape[0])
+    block, n, pending, pending_lengths = split_ready(
+        state.pending, state.pending_lengths, dropout(x), n, state.context[1] + 1, flags
+    )
+    front = {
+        "seen": state.seen + lengths,
+        "subsampling": cache,
+        "pending": pending,
+        "pending_lengths": pending_lengths,
+        "offsets": state.offsets + n,
+    }
+    return block, n, front
+
 
 @register_encoder(
     "conformer",
@@ -269,7 +287,7 @@ class ConformerBlock(nn.Module):
         },
     },
 )
-class Conformer(Encoder):
+class Conformer(StreamingEncoder):
     """FastConformer encoder: 8x conv subsampling, then macaron Conformer blocks.
 
     Args:
@@ -284,8 +302,12 @@ class Conformer(Encoder):
         dropout: dropout on residual branches, inside feed-forwards and after subsampling.
         causal: make every time convolution causal (left padding only); needed for streaming.
         att_context: ``None`` for full-context attention, or ``(left, right)`` in encoder
-            frames for chunked-limited attention (``left == -1``: unlimited left). May be
-            reassigned between calls to pick a context at inference.
+            frames for chunked-limited attention (``left == -1``: unlimited left). Used at
+            inference and streaming; may be reassigned between calls. Defaults to the first
+            of ``att_contexts`` when those are given.
+        att_contexts: contexts to train with, one drawn per training-mode ``forward`` call
+            with torch's global generator (entries may be ``None``: full context). ``None``
+            trains with ``att_context``.
     """
 
     def __init__(
@@ -301,11 +323,17 @@ class Conformer(Encoder):
         dropout: float = 0.1,
         causal: bool = False,
         att_context: Sequence[int] | None = None,
+        att_contexts: Sequence[Sequence[int] | None] | None = None,
     ):
         super().__init__()
         self.input_dim = input_dim
         self.output_dim = d_model
         self.causal = causal
+        self.att_contexts = None if att_contexts is None else [as_context(c) for c in att_contexts]
+        if self.att_contexts is not None and not self.att_contexts:
+            raise ValueError("att_contexts must list at least one context, or be None")
+        if att_context is None and self.att_contexts:
+            att_context = self.att_contexts[0]
         self.att_context = att_context  # validated by the property setter
         self.subsampling = ConvSubsampling(
             input_dim, d_model, subsampling_channels or d_model, subsampling_factor, causal
@@ -324,28 +352,101 @@ class Conformer(Encoder):
     @att_context.setter
     def att_context(self, value: Sequence[int] | None) -> None:
         # Recipes give YAML lists; keep a hashable tuple (the chunk mask is cached on it).
-        context = None if value is None else tuple(int(v) for v in value)
-        check_context(context)
-        self._att_context = context
+        self._att_context = as_context(value)
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         """Exact ``(B,)`` encoder lengths for ``(B,)`` input lengths (``ceil`` per stride-2)."""
         return self.subsampling.output_lengths(lengths)
 
+    def _check_features(self, x: Tensor) -> None:
+        if x.dim() != 3 or x.shape[-1] != self.input_dim:
+            raise ValueError(
+                f"{type(self).__name__} expects features (B, T, {self.input_dim}), got "
+                f"{tuple(x.shape)}; set input_dim to the frontend's feature size"
+            )
+
     def forward(self, x: Tensor, lengths: Tensor) -> EncoderOutput:
         """Encode ``x (B, T, F)`` with valid ``lengths (B,)``.
+
+        In training mode with ``att_contexts``, one of them is drawn for this call; otherwise
+        ``att_context`` applies.
 
         Returns:
             ``EncoderOutput(features (B, T', D), lengths (B,))``; padded frames are zero.
         """
-        if x.dim() != 3 or x.shape[-1] != self.input_dim:
-            raise ValueError(
-                f"Conformer expects features (B, T, {self.input_dim}), got {tuple(x.shape)}; "
-                f"set input_dim to the frontend's feature size"
-            )
+        self._check_features(x)
+        context = self.att_context
+        if self.training and self.att_contexts:
+            context = sample_context(self.att_contexts)
         x, lengths = self.subsampling(x, lengths)  # (B, T', D), (B,)
         x = self.dropout(x)
         valid = frame_mask(lengths, x.shape[1]).unsqueeze(-1).to(x.dtype)  # (B, T', 1)
         for layer in self.layers:
-            x = layer(x, lengths, valid, self.att_context)
+            x = layer(x, lengths, valid, context)
         return EncoderOutput(features=x * valid, lengths=lengths)
+
+    def init_state(
+        self,
+        batch_size: int,
+        device: Any = None,
+        att_context: Sequence[int] | None = None,
+    ) -> ConformerState:
+        """The state of ``batch_size`` fresh streams.
+
+        Args:
+            batch_size: B.
+            device: where the caches live (default: the model's device).
+            att_context: the ``(left, right)`` to stream with (default: ``self.att_context``);
+                needs ``causal=True`` and ``left >= 0``.
+        """
+        context = stream_context(
+            self.att_context if att_context is None else as_context(att_context),
+            self.causal,
+            type(self).__name__,
+        )
+        device = self.subsampling.out.weight.device if device is None else device
+        caches = [layer_cache(layer, batch_size, context, 1, device) for layer in self.layers]
+        return ConformerState(
+            **front_state(self.subsampling, batch_size, context, device),
+            **stack_caches(caches),
+        )
+
+    def streaming_forward(
+        self,
+        chunk: Tensor,
+        chunk_lengths: Tensor,
+        state: ConformerState,
+        final: bool | Tensor = False,
+    ) -> tuple[EncoderOutput, ConformerState]:
+        """Encode the next feature frames of B streams.
+
+        Streams may be of different ages and receive different numbers of frames (including
+        none). Encoder frames are emitted once their attention chunk is complete; ``final``
+        flushes a stream's last, partial chunk (the stream then ends). Concatenating each
+        stream's valid outputs over all steps equals :meth:`forward` on the whole stream with
+        ``att_context = state.context``.
+
+        Args:
+            chunk: ``(B, T, F)`` new feature frames, padded on the right.
+            chunk_lengths: ``(B,)`` valid new frames per stream.
+            state: from :meth:`init_state` or the previous step.
+            final: True (all streams) or a ``(B,)`` bool tensor: streams that end here.
+
+        Returns:
+            ``(EncoderOutput(features (B, T', D), lengths (B,)), new state)``; ``T'`` may be 0.
+        """
+        self._check_features(chunk)
+        block, n, front = streaming_front(
+            self.subsampling, self.dropout, chunk, chunk_lengths, state, final
+        )
+        caches = list(zip(state.keys, state.values, state.conv, strict=True))
+        if block.shape[1] > 0:
+            positions = state.offsets[:, None] + torch.arange(block.shape[1], device=n.device)
+            valid = frame_mask(n, block.shape[1])  # (B, T')
+            for i, layer in enumerate(self.layers):
+                block, caches[i] = layer.streaming_forward(
+                    block, valid, positions, caches[i], state.context
+                )
+            block = block * valid[..., None].to(block.dtype)
+        new_state = dataclasses.replace(state, **front, **stack_caches(caches))
+        return EncoderOutput(features=block, lengths=n), new_state

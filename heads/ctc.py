@@ -4,6 +4,11 @@ Implements Connectionist Temporal Classification (Graves et al., 2006) on top of
 with the CTC prefix beam search of Hannun et al. (2014, "First-Pass Large Vocabulary Continuous
 Speech Recognition using Bi-Directional Recurrent DNNs"), without a language model.
 
+Streaming: ``CtcHead.init_stream`` / ``CtcHead.streaming_decode`` run greedy decoding chunk by
+chunk with a :class:`CtcStreamState` (the last frame's label, so a token whose run of frames spans
+two chunks is emitted once). Partial hypotheses only grow, and after the last chunk they equal
+:func:`greedy_search` over the whole encoder output.
+
 Dims legend: B - batch, T - encoder frames, D - encoder width, V - vocabulary (incl. blank),
 U - target tokens.
 """
@@ -11,6 +16,7 @@ U - target tokens.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -64,6 +70,50 @@ def greedy_search(log_probs: Tensor, lengths: Tensor, blank_id: int = 0) -> list
     scores = best.masked_fill(~valid, 0.0).sum(dim=1).tolist()
     ids, keep = ids.cpu(), keep.cpu()
     return [Hypothesis(tokens=ids[b][keep[b]].tolist(), score=scores[b]) for b in range(B)]
+
+
+@dataclass
+class CtcStreamState:
+    """Greedy CTC decoding state of B streams, carried from chunk to chunk.
+
+    Attributes:
+        last: ``(B,)`` int64 best label of each stream's latest frame (blank before the first),
+            so a repeat continuing across a chunk boundary collapses as it would offline.
+        scores: ``(B,)`` float32 sum of the per-frame maxima so far (the best-path score).
+        tokens: per stream, the tokens emitted so far: the partial hypothesis.
+    """
+
+    last: Tensor
+    scores: Tensor
+    tokens: list[list[int]]
+
+
+def greedy_search_step(
+    log_probs: Tensor, lengths: Tensor, state: CtcStreamState, blank_id: int = 0
+) -> CtcStreamState:
+    """Extend greedy decoding of B streams by one chunk of frames.
+
+    Args:
+        log_probs: ``(B, T, V)`` log-probabilities of each stream's new frames.
+        lengths: ``(B,)`` valid new frames per stream (0 leaves a stream unchanged).
+        state: from :meth:`CtcHead.init_stream` or the previous step.
+        blank_id: index of the blank symbol.
+
+    Returns:
+        The new state; its ``tokens`` extend the old ones (new lists, the old are untouched).
+    """
+    B, T, _ = log_probs.shape
+    lengths = lengths.to(log_probs.device)
+    best, ids = log_probs.max(dim=-1)  # (B, T) each
+    valid = torch.arange(T, device=ids.device)[None, :] < lengths[:, None]
+    prev = torch.cat([state.last.to(ids.device)[:, None], ids[:, :-1]], dim=1)  # (B, T)
+    keep = valid & (ids != blank_id) & (ids != prev)  # first frame of each new token run
+    last_index = (lengths - 1).clamp(min=0)[:, None]
+    last = torch.where(lengths > 0, ids.gather(1, last_index)[:, 0], state.last.to(ids.device))
+    scores = state.scores.to(best.device) + best.masked_fill(~valid, 0.0).sum(dim=1)
+    ids, keep = ids.cpu(), keep.cpu()
+    tokens = [state.tokens[b] + ids[b][keep[b]].tolist() for b in range(B)]
+    return CtcStreamState(last=last, scores=scores, tokens=tokens)
 
 
 def prefix_beam_search(log_probs: Tensor, blank_id: int = 0, beam_size: int = 8) -> Hypothesis:
@@ -189,3 +239,39 @@ class CtcHead(Head):
             for hyp in hyps:
                 hyp.text = tokenizer.decode(hyp.tokens)
         return hyps
+
+    def init_stream(self, batch_size: int, device: Any = None) -> CtcStreamState:
+        """The greedy decoding state of ``batch_size`` fresh streams."""
+        device = self.proj.weight.device if device is None else device
+        return CtcStreamState(
+            last=torch.full((batch_size,), self.blank_id, dtype=torch.long, device=device),
+            scores=torch.zeros(batch_size, device=device),
+            tokens=[[] for _ in range(batch_size)],
+        )
+
+    @torch.no_grad()
+    def streaming_decode(
+        self, enc: EncoderOutput, state: CtcStreamState, tokenizer: Any = None
+    ) -> tuple[list[Hypothesis], CtcStreamState]:
+        """Greedy-decode the next chunk of encoder frames of B streams.
+
+        Args:
+            enc: the chunk's encoder output ``(B, T, D)`` with ``lengths (B,)`` (``T`` may be 0).
+            state: from :meth:`init_stream` or the previous call.
+            tokenizer: if given, ``Hypothesis.text`` is ``tokenizer.decode(tokens)``.
+
+        Returns:
+            The partial hypothesis of every stream (everything decoded so far; it only grows)
+            and the new state. After a stream's last chunk its hypothesis equals
+            ``decode(enc_whole, method="greedy")``.
+        """
+        if enc.features.shape[1] > 0:
+            state = greedy_search_step(self.log_probs(enc), enc.lengths, state, self.blank_id)
+        scores = state.scores.tolist()
+        hyps = [
+            Hypothesis(tokens=list(t), score=s) for t, s in zip(state.tokens, scores, strict=True)
+        ]
+        if tokenizer is not None:
+            for hyp in hyps:
+                hyp.text = tokenizer.decode(hyp.tokens)
+        return hyps, state

@@ -11,6 +11,11 @@ chunked-limited variant: with ``context=(left, right)`` frames are cut into chun
 ``right + 1`` frames; a frame sees every frame of its own chunk plus ``left // (right + 1)``
 earlier chunks (all of them when ``left == -1``). Unlike a sliding window, the look-ahead of a
 frame is bounded by its chunk's right edge, so stacking layers does not grow it.
+
+``cached_attention`` is the same rule written over explicit frame positions, for queries and keys
+that are not one shared ``0..T-1`` range: a streaming step whose keys are a cache of earlier frames
+followed by the new block, or a layer running at a lower frame rate (Squeezeformer's middle
+blocks), whose frame ``j`` belongs to the chunk of its first full-rate frame ``j * stride``.
 """
 
 from __future__ import annotations
@@ -103,3 +108,76 @@ def attention(q: Tensor, k: Tensor, v: Tensor, lengths: Tensor, context: Context
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, Dh)
     valid = torch.arange(T, device=q.device)[None, :] < lengths[:, None]  # (B, T)
     return out * valid[:, None, :, None].to(out.dtype)
+
+
+def cached_attention_mask(
+    q_pos: Tensor,
+    k_pos: Tensor,
+    q_valid: Tensor,
+    k_valid: Tensor,
+    context: Context,
+    stride: int = 1,
+) -> Tensor:
+    """Boolean mask for queries and keys at explicit per-item frame positions.
+
+    Args:
+        q_pos: ``(B, Tq)`` int64 absolute position of each query at this layer's frame rate.
+        k_pos: ``(B, Tk)`` int64 absolute position of each key.
+        q_valid: ``(B, Tq)`` bool, False on padding queries.
+        k_valid: ``(B, Tk)`` bool, False on padding keys and empty cache slots.
+        context: ``None`` (every valid key) or ``(left, right)`` in full-rate frames.
+        stride: full-rate frames per position (2 for a layer at half the frame rate); the frame
+            at position ``p`` belongs to chunk ``p * stride // (right + 1)``.
+
+    Returns:
+        ``(B, 1, Tq, Tk)`` bool, True where a query may attend to a key. Rows of padding
+        queries are all True so the softmax over them stays finite.
+    """
+    check_context(context)
+    allowed = k_valid[:, None, :]  # (B, 1, Tk)
+    if context is not None:
+        left, right = context
+        size = right + 1
+        q_chunk = torch.div(q_pos * stride, size, rounding_mode="floor")  # (B, Tq)
+        k_chunk = torch.div(k_pos * stride, size, rounding_mode="floor")  # (B, Tk)
+        diff = q_chunk[:, :, None] - k_chunk[:, None, :]  # (B, Tq, Tk)
+        allowed = allowed & (diff >= 0)
+        if left >= 0:
+            allowed = allowed & (diff <= left // size)
+    allowed = allowed | ~q_valid[:, :, None]  # (B, Tq, Tk); padding query rows: all True
+    return allowed[:, None]
+
+
+def cached_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    q_pos: Tensor,
+    k_pos: Tensor,
+    q_valid: Tensor,
+    k_valid: Tensor,
+    context: Context,
+    stride: int = 1,
+) -> Tensor:
+    """Chunked-limited attention between frames at explicit positions (see the module notes).
+
+    With ``q_pos == k_pos == arange(T)`` and ``stride == 1`` this equals :func:`attention`;
+    a streaming step passes keys ``[cache, block]`` and queries ``block`` instead.
+
+    Args:
+        q: ``(B, H, Tq, Dh)`` queries (already position-encoded).
+        k: ``(B, H, Tk, Dh)`` keys.
+        v: ``(B, H, Tk, Dh)`` values.
+        q_pos, k_pos, q_valid, k_valid, context, stride: as in :func:`cached_attention_mask`.
+
+    Returns:
+        ``(B, H, Tq, Dh)``; rows of padding queries are exactly zero.
+    """
+    if k.shape != v.shape or k.shape[:2] != q.shape[:2] or k.shape[3] != q.shape[3]:
+        raise ValueError(
+            f"expected q (B, H, Tq, Dh) and k, v (B, H, Tk, Dh), got {tuple(q.shape)}, "
+            f"{tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    mask = cached_attention_mask(q_pos, k_pos, q_valid, k_valid, context, stride)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, Tq, Dh)
+    return out * q_valid[:, None, :, None].to(out.dtype)

@@ -8,6 +8,9 @@ from what an encoder declares:
 
 Heads are built as ``create_head(name, input_dim=..., vocab_size=...)`` (plus their ``tiny``
 preset when they have one) on a tiny conformer.
+
+Streaming encoders (subclasses of ``StreamingEncoder``) also stream with ``causal=True`` and a
+chunked context: any chunking of a batch of streams of different ages reproduces ``forward``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch
 
 import suite
 from suite import registry
-from suite.interfaces import Batch, EncoderOutput, Hypothesis
+from suite.interfaces import Batch, EncoderOutput, Hypothesis, StreamingEncoder
 
 ENCODERS = suite.list_encoders()
 HEADS = suite.list_heads()
@@ -190,3 +193,120 @@ def test_head_decode_returns_one_hypothesis_per_item(name):
     for hyp in hyps:
         assert isinstance(hyp, Hypothesis)
         assert all(isinstance(t, int) and 0 <= t < VOCAB for t in hyp.tokens)
+
+
+# --- Streaming encoders: concatenated streaming_forward outputs equal forward -------------------
+
+
+def is_streaming(name: str) -> bool:
+    fn = registry.lookup("encoder", name)
+    return inspect.isclass(fn) and issubclass(fn, StreamingEncoder)
+
+
+STREAMING = [n for n in ENCODERS if is_streaming(n)]
+# Chunks of 2, 4, 3 and 1 frames (odd ones too); left context a multiple of the chunk, not a
+# multiple, and none at all.
+STREAM_CONTEXTS = [(4, 1), (7, 3), (0, 2), (2, 0)]
+
+
+def drive_streams(step, inputs, starts, sizes, ends_late):
+    """Feed ``inputs`` (per stream ``(S_b, ...)``) through ``step`` as one batch of streams.
+
+    Stream ``b`` joins at step ``starts[b]`` (it gets empty chunks before), then receives
+    ``sizes(b)`` items per step. Its last data carries ``final=True``, or, if ``ends_late[b]``,
+    a later empty step does. ``step(chunk, lengths, final) -> (out (B, T, D), out_lengths)``.
+
+    Returns:
+        Per stream, its outputs over all steps concatenated along time.
+    """
+    B = len(inputs)
+    pos, done, outs = [0] * B, [False] * B, [[] for _ in range(B)]
+    t = 0
+    while not all(done):
+        n, final = [0] * B, [False] * B
+        for b in range(B):
+            if done[b] or t < starts[b]:
+                continue
+            n[b] = min(sizes(b), len(inputs[b]) - pos[b])
+            at_end = pos[b] + n[b] == len(inputs[b])
+            final[b] = at_end and (not ends_late[b] or n[b] == 0)
+        chunk = inputs[0].new_zeros(B, max(n), *inputs[0].shape[1:])
+        for b in range(B):
+            chunk[b, : n[b]] = inputs[b][pos[b] : pos[b] + n[b]]
+        out, out_lengths = step(chunk, torch.tensor(n), torch.tensor(final))
+        for b in range(B):
+            outs[b].append(out[b, : int(out_lengths[b])])
+            pos[b] += n[b]
+            done[b] = done[b] or final[b]
+        t += 1
+    return [torch.cat(o) for o in outs]
+
+
+def subsampling_factor(encoder: torch.nn.Module) -> int:
+    return prefix_needed(encoder, 2) - 1
+
+
+@pytest.mark.parametrize("context", STREAM_CONTEXTS)
+@pytest.mark.parametrize("name", STREAMING)
+def test_streaming_forward_equals_forward(name, context):
+    """Random chunk sizes (multiples of the subsampling factor and not), streams of different
+    lengths joining at different steps, some ending on an empty final step."""
+    encoder = tiny_encoder(name, causal=True, att_context=context).eval()
+    lengths = [150, 97, 203, 40]
+    x, n = example_input(encoder, lengths)
+    factor = subsampling_factor(encoder)
+    g = torch.Generator().manual_seed(sum(context))
+
+    def sizes(b: int) -> int:
+        if torch.rand((), generator=g) < 0.5:
+            return factor * int(torch.randint(1, 5, (), generator=g))
+        return int(torch.randint(0, 3 * factor, (), generator=g))
+
+    state = encoder.init_state(len(lengths))
+
+    def step(chunk, chunk_lengths, final):
+        nonlocal state
+        out, state = encoder.streaming_forward(chunk, chunk_lengths, state, final=final)
+        assert out.features.shape[:2] == (len(lengths), int(out.lengths.max()))
+        return out.features, out.lengths
+
+    with torch.no_grad():
+        want = encoder(x, n)
+        got = drive_streams(
+            step, [x[b, :m] for b, m in enumerate(lengths)], [0, 3, 1, 6], sizes, [0, 1, 0, 1]
+        )
+    for b in range(len(lengths)):
+        expected = want.features[b, : int(want.lengths[b])]
+        assert got[b].shape == expected.shape, f"{name}: stream {b} emitted {got[b].shape[0]}"
+        assert (got[b] - expected).abs().max() <= 1e-4, f"{name}, stream {b}, {context}"
+
+
+@pytest.mark.parametrize("name", STREAMING)
+def test_streaming_with_chunked_fbank_equals_offline(name):
+    """Audio chunks of any size -> Fbank.streaming_forward -> encoder.streaming_forward equals
+    Fbank.forward -> encoder.forward."""
+    frontend = suite.create_frontend("fbank")
+    encoder = tiny_encoder(name, causal=True, att_context=(4, 1), input_dim=frontend.output_dim)
+    encoder.eval()
+    g = torch.Generator().manual_seed(3)
+    lengths = [16000, 9100, 12345]
+    audio = [torch.randn(m, generator=g) * torch.linspace(0.1, 1.0, m).sin().abs() for m in lengths]
+    fb_state, enc_state = frontend.init_state(len(lengths)), encoder.init_state(len(lengths))
+
+    def step(chunk, chunk_lengths, final):
+        nonlocal fb_state, enc_state
+        (feats, feat_lengths), fb_state = frontend.streaming_forward(chunk, chunk_lengths, fb_state)
+        out, enc_state = encoder.streaming_forward(feats, feat_lengths, enc_state, final=final)
+        return out.features, out.lengths
+
+    def sizes(b: int) -> int:
+        return int(torch.randint(0, 3000, (), generator=g))
+
+    with torch.no_grad():
+        padded = torch.nn.utils.rnn.pad_sequence(audio, batch_first=True)
+        want = encoder(*frontend(padded, torch.tensor(lengths)))
+        got = drive_streams(step, audio, [0, 2, 5], sizes, [1, 0, 0])
+    for b in range(len(lengths)):
+        expected = want.features[b, : int(want.lengths[b])]
+        assert got[b].shape == expected.shape
+        assert (got[b] - expected).abs().max() <= 1e-4, f"{name}, stream {b}"

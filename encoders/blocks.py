@@ -1,0 +1,477 @@
+"""Building blocks shared by the Conformer-family encoders, offline and cache-aware streaming.
+
+The pieces of FastConformer (``suite.encoders.conformer``) that Squeezeformer
+(``suite.encoders.squeezeformer``) reuses: causal conv subsampling, rotary self-attention, the
+convolution module, the feed-forward module; each with the ``streaming_forward`` of "Stateful
+Conformer with Cache-based Inference for Streaming ASR" (Noroozi et al., 2024), plus the few
+per-stream tensor helpers the caches need.
+
+Dims legend: B - batch (streams), T - frames, F - feature bins, C - channels, D - model width,
+H - heads, Dh - head width, K - depthwise kernel, M - cached frames.
+
+Streaming layout, shared by every block here: a step processes a *block* of new frames,
+``(B, T, D)`` with a ``valid (B, T)`` mask (streams of different ages receive different numbers of
+frames) and ``positions (B, T)``, each frame's absolute index in its stream. Caches are
+batch-first and hold each stream's newest frames right-aligned, oldest first, so that
+``[cache, block]`` is that stream's contiguous recent history. Every operation is causal, so
+padding frames after a stream's valid ones never reach a valid output.
+
+What differs from the paper: the attention cache holds keys already rotated by their absolute
+frame index (rotary positions, see ``conformer.py``) instead of un-encoded activations, so no
+relative-position term has to be recomputed per step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from suite.kernels.attention import Context, attention, cached_attention, check_context
+
+NormLayer = Callable[[int], nn.Module]
+
+
+def frame_mask(lengths: Tensor, T: int) -> Tensor:
+    """``(B, T)`` bool, True on the first ``lengths[b]`` frames of each item."""
+    return torch.arange(T, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def _time_mask(lengths: Tensor, x: Tensor, dim: int) -> Tensor:
+    """``frame_mask`` shaped to broadcast against ``x`` whose time axis is ``dim``."""
+    shape = [1] * x.dim()
+    shape[0], shape[dim] = x.shape[0], x.shape[dim]
+    return frame_mask(lengths, x.shape[dim]).view(shape).to(x.dtype)
+
+
+def take(x: Tensor, start: Tensor, size: int, dim: int) -> Tensor:
+    """Per-item windows: ``out[b] = x[b, ..., start[b] : start[b] + size, ...]`` along ``dim``.
+
+    Indices outside ``x`` are clamped to its edge, so the caller masks what lies beyond an
+    item's valid frames. This is how a cache keeps "the last M frames" when every stream ends
+    at its own frame.
+    """
+    if size == 0 or x.shape[dim] == 0:
+        shape = list(x.shape)
+        shape[dim] = size
+        return x.new_zeros(shape)
+    index = start[:, None] + torch.arange(size, device=x.device)  # (B, size)
+    index = index.clamp(0, x.shape[dim] - 1)
+    shape = [1] * x.dim()
+    shape[0], shape[dim] = x.shape[0], size
+    expanded = list(x.shape)
+    expanded[dim] = size
+    return x.gather(dim, index.view(shape).expand(expanded))
+
+
+def join(a: Tensor, a_lengths: Tensor, b: Tensor, b_lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """Per item, the valid frames of ``a (B, Ta, D)`` followed by those of ``b (B, Tb, D)``.
+
+    Returns:
+        ``(B, Ta + Tb, D)`` left-aligned and zero beyond each item's total, and the totals
+        ``(B,)``.
+    """
+    width = a.shape[1] + b.shape[1]
+    pos = torch.arange(width, device=a.device)[None, :]  # (1, Ta + Tb)
+    from_b = take(b, -a_lengths, width, dim=1)  # b shifted right by each item's a-length
+    from_a = F.pad(a, (0, 0, 0, b.shape[1]))
+    joined = torch.where((pos < a_lengths[:, None])[..., None], from_a, from_b)
+    total = a_lengths + b_lengths
+    return joined * frame_mask(total, width)[..., None].to(joined.dtype), total
+
+
+def split_ready(
+    pending: Tensor,
+    pending_lengths: Tensor,
+    new: Tensor,
+    new_lengths: Tensor,
+    chunk: int,
+    final: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Frames ready for the attention layers: whole chunks (every frame, where ``final``).
+
+    A frame's attention output depends on its whole chunk, so a step may only run the layers
+    on complete chunks; the rest waits in ``pending``. Pending frames always start at a chunk
+    boundary, so the block a step returns starts at one too, for every stream.
+
+    Args:
+        pending: ``(B, chunk - 1, D)`` frames left over from earlier steps, left-aligned.
+        pending_lengths: ``(B,)``.
+        new: ``(B, T, D)`` frames from this step.
+        new_lengths: ``(B,)``.
+        chunk: attention chunk size in frames.
+        final: ``(B,)`` bool, streams that end with this step (their last chunk may be partial).
+
+    Returns:
+        ``block (B, T', D)``, ``block_lengths (B,)``, and the new ``pending``,
+        ``pending_lengths``.
+    """
+    joined, total = join(pending, pending_lengths, new, new_lengths)  # (B, P + T, D)
+    ready = torch.where(final, total, torch.div(total, chunk, rounding_mode="floor") * chunk)
+    width = int(ready.max()) if ready.numel() else 0
+    rest_lengths = total - ready
+    rest = take(joined, ready, chunk - 1, dim=1)  # (B, chunk - 1, D)
+    rest = rest * frame_mask(rest_lengths, chunk - 1)[..., None].to(rest.dtype)
+    return joined[:, :width], ready, rest, rest_lengths
+
+
+def causal_stride2_step(
+    conv: Callable[[Tensor], Tensor],
+    x: Tensor,
+    lengths: Tensor,
+    cache: Tensor,
+    consumed: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One streaming step of a causal, kernel-3, stride-2 convolution over time (dim 2).
+
+    Offline, output ``t`` sees inputs ``2t - 2 .. 2t`` (two zero frames pad the left). A stream
+    that has consumed ``n`` inputs has emitted ``ceil(n / 2)`` outputs; its next output starts
+    at input ``n - 2`` when ``n`` is even and ``n - 1`` when odd. So the cache keeps the last
+    two inputs, and odd-aged streams drop the older one; rows are shifted per stream so that
+    one batched convolution serves streams of every age.
+
+    Args:
+        conv: the convolution without time padding, ``(B, C, W, ...) -> (B, C', (W - 1) // 2,
+            ...)``.
+        x: ``(B, C, T, ...)`` new inputs, time on dim 2; ``T >= 1``.
+        lengths: ``(B,)`` valid new inputs per stream.
+        cache: ``(B, C, 2, ...)`` each stream's last two inputs (zeros before its start).
+        consumed: ``(B,)`` inputs each stream had consumed before this step.
+
+    Returns:
+        ``(outputs (B, C', (T + 1) // 2, ...), output lengths (B,), new cache)``.
+    """
+    x = x * _time_mask(lengths, x, 2)
+    joined = torch.cat([cache, x], dim=2)  # (B, C, 2 + T, ...)
+    new_cache = take(joined, lengths, 2, dim=2)  # inputs n + L - 2, n + L - 1
+    parity = consumed % 2
+    total = 2 - parity + lengths  # (B,) frames in each shifted row
+    joined = take(joined, parity, joined.shape[2], dim=2)
+    joined = joined * _time_mask(total, joined, 2)
+    out_lengths = torch.div(total - 1, 2, rounding_mode="floor")
+    return conv(joined), out_lengths, new_cache
+
+
+class ConvSubsampling(nn.Module):
+    """Striding convolutions that shorten time (and frequency) by ``factor``, then map to D.
+
+    Each stage is a 3x3 convolution with stride 2 in time and frequency: the first a full
+    convolution from one input channel, the others depthwise + pointwise (cheaper, as in the
+    paper). Every stage maps ``L`` valid frames to ``ceil(L / 2)`` in both modes: non-causal
+    pads one frame on each side, causal pads two frames on the left so that output frame t
+    depends on input frames ``<= 2t`` only.
+
+    Args:
+        input_dim: F, feature bins per input frame.
+        d_model: D, output width.
+        channels: C, convolution channels.
+        factor: total time reduction, a power of two.
+        causal: pad time on the left only (a streaming cache then holds the last two input
+            frames of each stage).
+    """
+
+    def __init__(self, input_dim: int, d_model: int, channels: int, factor: int, causal: bool):
+        super().__init__()
+        if factor < 2 or factor & (factor - 1):
+            raise ValueError(f"subsampling_factor must be a power of two >= 2, got {factor}")
+        self.num_stages = int(math.log2(factor))
+        self.causal = causal
+        # (freq_left, freq_right, time_left, time_right) padding for F.pad on (B, C, T, F).
+        self.padding = (1, 1, 2, 0) if causal else (1, 1, 1, 1)
+        stages = [nn.Conv2d(1, channels, kernel_size=3, stride=2)]
+        for _ in range(self.num_stages - 1):
+            stages.append(
+                nn.Sequential(
+                    nn.Conv2d(channels, channels, kernel_size=3, stride=2, groups=channels),
+                    nn.Conv2d(channels, channels, kernel_size=1),
+                )
+            )
+        self.stages = nn.ModuleList(stages)
+        # (channels, bins) entering each stage: the streaming cache shapes.
+        self.stage_inputs = [(1, input_dim)]
+        freq = input_dim
+        for _ in range(self.num_stages):
+            freq = (freq + 1) // 2
+            self.stage_inputs.append((channels, freq))
+        self.stage_inputs.pop()
+        self.out = nn.Linear(channels * freq, d_model)
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        """Exact ``(B,)`` output lengths: ``ceil(L / 2)`` per stage."""
+        for _ in range(self.num_stages):
+            lengths = torch.div(lengths + 1, 2, rounding_mode="floor")
+        return lengths
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Map ``x (B, T, F)`` with ``lengths (B,)`` to ``(B, T', D)`` and ``(B,)``."""
+        x = x.unsqueeze(1)  # (B, 1, T, F)
+        for stage in self.stages:
+            # Zero padding frames so valid outputs see the same zeros as an unpadded input.
+            x = x * frame_mask(lengths, x.shape[2])[:, None, :, None].to(x.dtype)
+            x = F.relu(stage(F.pad(x, self.padding)))  # (B, C, ceil(T/2), ceil(F/2))
+            lengths = torch.div(lengths + 1, 2, rounding_mode="floor")
+        B, C, T, Fq = x.shape
+        x = self.out(x.transpose(1, 2).reshape(B, T, C * Fq))  # (B, T', D)
+        return x, lengths
+
+    def init_cache(self, batch_size: int, device: torch.device | None = None) -> list[Tensor]:
+        """Per stage ``(B, C_s, 2, F_s)`` zeros: the left padding a fresh stream starts with."""
+        return [torch.zeros(batch_size, c, 2, f, device=device) for c, f in self.stage_inputs]
+
+    def streaming_forward(
+        self, x: Tensor, lengths: Tensor, cache: Sequence[Tensor], seen: Tensor
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Subsample the new frames of each stream (causal mode only).
+
+        Args:
+            x: ``(B, T, F)`` new feature frames; ``lengths (B,)`` valid per stream.
+            lengths: ``(B,)``.
+            cache: from :meth:`init_cache` or the previous step.
+            seen: ``(B,)`` input frames each stream consumed before this step.
+
+        Returns:
+            ``(frames (B, T', D), lengths (B,), new cache)``; concatenated over steps, each
+            stream's valid frames equal :meth:`forward` on the whole stream.
+        """
+        B = x.shape[0]
+        h = x.unsqueeze(1)  # (B, 1, T, F)
+        consumed = seen
+        new_cache: list[Tensor] = []
+        for i, stage in enumerate(self.stages):
+            if h.shape[2] == 0:  # nothing new reaches this stage: later caches are unchanged
+                new_cache.extend(cache[i:])
+                return h.new_zeros(B, 0, self.out.out_features), lengths, new_cache
+
+            def conv(rows: Tensor, stage: nn.Module = stage) -> Tensor:
+                return F.relu(stage(F.pad(rows, self.padding[:2])))  # pad frequency only
+
+            h, out_lengths, stage_cache = causal_stride2_step(
+                conv, h, lengths, cache[i], consumed
+            )  # (B, C, (T+1)//2, F')
+            new_cache.append(stage_cache)
+            consumed = torch.div(consumed + 1, 2, rounding_mode="floor")  # this stage's outputs
+            lengths = out_lengths
+        _, C, T, Fq = h.shape
+        return self.out(h.transpose(1, 2).reshape(B, T, C * Fq)), lengths, new_cache
+
+
+def rotate(x: Tensor, positions: Tensor, inv_freq: Tensor) -> Tensor:
+    """Rotary position embedding (Su et al., RoFormer), "rotate half" layout.
+
+    Args:
+        x: ``(B, H, T, Dh)`` queries or keys; Dh even.
+        positions: ``(T,)`` absolute frame index of each row, or ``(B, 1, T)`` per stream (a
+            streaming step passes each stream's offsets).
+        inv_freq: ``(Dh / 2,)`` rotation frequencies.
+
+    Returns:
+        ``x`` rotated, same shape and dtype.
+    """
+    # Angles in fp32: bf16 would lose whole radians at frame indices in the thousands.
+    angles = positions.float()[..., None] * inv_freq  # (T, Dh/2) or (B, 1, T, Dh/2)
+    cos = torch.cat([angles.cos(), angles.cos()], dim=-1).to(x.dtype)  # (..., T, Dh)
+    sin = torch.cat([angles.sin(), angles.sin()], dim=-1).to(x.dtype)  # (..., T, Dh)
+    x1, x2 = x.chunk(2, dim=-1)  # (B, H, T, Dh/2) each
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+class SelfAttention(nn.Module):
+    """Pre-norm multi-head self-attention with rotary positions.
+
+    Args:
+        d_model: D.
+        num_heads: H; ``D / H`` must be even for the rotary pairs.
+        rope_base: rotary base period.
+        norm_layer: the input normalization (Squeezeformer passes a learned scale and bias).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        rope_base: float = 10000.0,
+        norm_layer: NormLayer = nn.LayerNorm,
+    ):
+        super().__init__()
+        if d_model % num_heads or (d_model // num_heads) % 2:
+            raise ValueError(
+                f"d_model ({d_model}) must split into num_heads ({num_heads}) heads of even "
+                f"width for rotary embedding; e.g. d_model=176 with 4 heads (width 44)"
+            )
+        self.num_heads = num_heads
+        self.head_dim = d_model // num_heads
+        self.norm = norm_layer(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        inv_freq = rope_base ** (
+            -torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim
+        )
+        # Not persistent: derived from the config, so checkpoints do not carry it.
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        B, T, D = x.shape
+        qkv = self.qkv(self.norm(x)).view(B, T, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, H, T, Dh) each
+        return q, k, v
+
+    def forward(self, x: Tensor, lengths: Tensor, context: Context, stride: int = 1) -> Tensor:
+        """``x (B, T, D)`` -> ``(B, T, D)``; pad frames are masked as keys.
+
+        ``stride`` is the full-rate frames per frame of ``x`` (2 in Squeezeformer's middle
+        blocks): chunked contexts count full-rate frames.
+        """
+        B, T, D = x.shape
+        q, k, v = self._qkv(x)
+        positions = torch.arange(T, device=x.device)
+        q, k = rotate(q, positions, self.inv_freq), rotate(k, positions, self.inv_freq)
+        if stride == 1 or context is None:
+            out = attention(q, k, v, lengths, context)  # (B, H, T, Dh)
+        else:
+            pos = positions.expand(B, T)
+            valid = frame_mask(lengths.to(x.device), T)
+            out = cached_attention(q, k, v, pos, pos, valid, valid, context, stride)
+        return self.proj(out.transpose(1, 2).reshape(B, T, D))
+
+    def streaming_forward(
+        self,
+        x: Tensor,
+        valid: Tensor,
+        positions: Tensor,
+        keys: Tensor,
+        values: Tensor,
+        context: Context,
+        stride: int = 1,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Attend from a block of new frames to ``[cache, block]``.
+
+        Args:
+            x: ``(B, T, D)`` new frames; ``valid (B, T)`` marks each stream's real ones.
+            valid: ``(B, T)`` bool.
+            positions: ``(B, T)`` absolute frame index of each new frame (contiguous per stream).
+            keys: ``(B, H, M, Dh)`` rotated keys of each stream's last M frames, oldest first;
+                slots before the stream's first frame (position < 0) are ignored.
+            values: ``(B, H, M, Dh)``.
+            context: ``(left, right)`` chunked-limited context; ``stride`` as in :meth:`forward`.
+            stride: full-rate frames per frame of ``x``.
+
+        Returns:
+            ``(out (B, T, D), keys, values)`` with the caches advanced past the valid frames.
+        """
+        B, T, D = x.shape
+        q, k, v = self._qkv(x)
+        q = rotate(q, positions[:, None], self.inv_freq)  # (B, H, T, Dh)
+        k = rotate(k, positions[:, None], self.inv_freq)
+        M = keys.shape[2]
+        cache_pos = positions[:, :1] - M + torch.arange(M, device=x.device)  # (B, M)
+        k_all, v_all = torch.cat([keys, k], dim=2), torch.cat([values, v], dim=2)  # (B,H,M+T,Dh)
+        k_pos = torch.cat([cache_pos, positions], dim=1)  # (B, M + T)
+        k_valid = torch.cat([cache_pos >= 0, valid], dim=1)
+        out = cached_attention(q, k_all, v_all, positions, k_pos, valid, k_valid, context, stride)
+        n = valid.sum(dim=1)  # (B,) the cache's newest slot becomes each stream's last frame
+        keys, values = take(k_all, n, M, dim=2), take(v_all, n, M, dim=2)
+        return self.proj(out.transpose(1, 2).reshape(B, T, D)), keys, values
+
+
+class ConvModule(nn.Module):
+    """Conformer convolution module: pointwise + GLU, depthwise, LayerNorm, SiLU, pointwise.
+
+    Args:
+        d_model: D.
+        kernel: K, odd depthwise kernel size.
+        causal: pad the depthwise convolution on the left by ``K - 1`` frames, so a frame
+            never sees later ones (a streaming cache then holds the last ``K - 1`` frames).
+        norm_layer: the input normalization (Squeezeformer passes a learned scale and bias).
+    """
+
+    def __init__(
+        self, d_model: int, kernel: int, causal: bool, norm_layer: NormLayer = nn.LayerNorm
+    ):
+        super().__init__()
+        if kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"conv_kernel must be odd (e.g. 9), got {kernel}")
+        self.kernel = kernel
+        self.padding = (kernel - 1, 0) if causal else ((kernel - 1) // 2, (kernel - 1) // 2)
+        self.norm_in = norm_layer(d_model)
+        self.pointwise_in = nn.Linear(d_model, 2 * d_model)
+        self.depthwise = nn.Conv1d(d_model, d_model, kernel, groups=d_model)
+        self.norm_mid = nn.LayerNorm(d_model)
+        self.pointwise_out = nn.Linear(d_model, d_model)
+
+    def forward(self, x: Tensor, valid: Tensor) -> Tensor:
+        """``x (B, T, D)`` with ``valid (B, T, 1)`` float frame mask -> ``(B, T, D)``."""
+        x = F.glu(self.pointwise_in(self.norm_in(x)), dim=-1)  # (B, T, D)
+        x = (x * valid).transpose(1, 2)  # (B, D, T); zeros stand in for padding
+        x = self.depthwise(F.pad(x, self.padding)).transpose(1, 2)  # (B, T, D)
+        return self.pointwise_out(F.silu(self.norm_mid(x)))
+
+    def streaming_forward(self, x: Tensor, valid: Tensor, cache: Tensor) -> tuple[Tensor, Tensor]:
+        """Causal mode only: ``x (B, T, D)``, ``valid (B, T)`` bool, ``cache (B, K - 1, D)``
+        the last depthwise inputs -> ``(out (B, T, D), new cache)``."""
+        x = F.glu(self.pointwise_in(self.norm_in(x)), dim=-1)  # (B, T, D)
+        x = x * valid[..., None].to(x.dtype)
+        joined = torch.cat([cache, x], dim=1)  # (B, K - 1 + T, D)
+        out = self.depthwise(joined.transpose(1, 2)).transpose(1, 2)  # (B, T, D)
+        cache = take(joined, valid.sum(dim=1), self.kernel - 1, dim=1)
+        return self.pointwise_out(F.silu(self.norm_mid(out))), cache
+
+
+class FeedForward(nn.Sequential):
+    """Pre-norm feed-forward: norm, Linear(D, mult*D), SiLU, dropout, Linear(mult*D, D).
+
+    ``norm_layer`` is the input normalization (LayerNorm; Squeezeformer: scale and bias).
+    """
+
+    def __init__(
+        self, d_model: int, mult: int, dropout: float, norm_layer: NormLayer = nn.LayerNorm
+    ):
+        super().__init__(
+            norm_layer(d_model),
+            nn.Linear(d_model, mult * d_model),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            nn.Linear(mult * d_model, d_model),
+        )
+
+
+def as_context(value: Sequence[int] | None) -> Context:
+    """A validated, hashable ``(left, right)`` (recipes give YAML lists) or ``None``."""
+    context = None if value is None else tuple(int(v) for v in value)
+    check_context(context)
+    return context
+
+
+def sample_context(contexts: Sequence[Context]) -> Context:
+    """One of ``contexts``, drawn with torch's global generator (seeded by the trainer)."""
+    return contexts[int(torch.randint(len(contexts), ()))]
+
+
+def stream_context(context: Context, causal: bool, who: str) -> tuple[int, int]:
+    """The ``(left, right)`` a stream runs with; explains what makes a model unstreamable."""
+    if not causal:
+        raise ValueError(
+            f"{who} was built with causal=False: its convolutions look at future frames, so "
+            "streaming could not match offline results; train (or build) it with causal=True"
+        )
+    if context is None or context[0] < 0:
+        raise ValueError(
+            f"{who} streams with a chunked context of finite left size, got att_context="
+            f"{context}; pass att_context=(left, right) with left >= 0, e.g. (70, 13) for "
+            "14-frame chunks and 5 chunks of history (the context the model was trained with)"
+        )
+    return context
+
+
+def cache_frames(context: tuple[int, int], stride: int = 1) -> int:
+    """Frames an attention cache keeps at a layer of ``stride`` full-rate frames per frame.
+
+    Chunked-limited attention reaches back ``left // (right + 1)`` whole chunks; at half the
+    frame rate those chunks hold ``ceil(... / 2)`` frames at most.
+    """
+    left, right = context
+    size = right + 1
+    frames = (left // size) * size  # full-rate frames in the reachable earlier chunks
+    return (frames + stride - 1) // stride
