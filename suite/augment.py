@@ -119,7 +119,11 @@ class SpecAugment:
     DataLoader seeds per worker.
 
     Args:
-        time_warp_factor: maximum warp in frames; ``None`` or 0 disables warping.
+        time_warp_factor: maximum warp in frames; ``None`` (the default) or 0 disables
+            warping. Off by default, as in NeMo: on our 2-5 s utterances lhotse's warp of up
+            to 80 frames left the warped features correlated only 0.2-0.5 with the originals,
+            and a Conformer-CTC trained with it never left the CTC plateau (dev WER stayed
+            near 100% after 3200 steps), while the same run without it learned.
         num_feature_masks: frequency masks per item.
         features_mask_size: maximum width of a frequency mask in bins.
         num_frame_masks: time masks per item (at most; the fraction below may allow fewer).
@@ -130,7 +134,7 @@ class SpecAugment:
 
     def __init__(
         self,
-        time_warp_factor: int | None = 80,
+        time_warp_factor: int | None = None,
         num_feature_masks: int = 2,
         features_mask_size: int = 27,
         num_frame_masks: int = 10,

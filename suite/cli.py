@@ -43,6 +43,37 @@ def _train(args: argparse.Namespace) -> None:
     print(f"model package: {package}")
 
 
+def _stream(args: argparse.Namespace) -> None:
+    import suite
+    from suite.audio import load_audio
+    from suite.streaming import microphone_chunks, stream_audio
+
+    asr = suite.load(args.model)
+    session = asr.stream(att_context=args.context)
+    chunk_seconds = args.chunk_ms / 1000
+    if args.mic:
+        print("listening (Ctrl-C to stop) ...", file=sys.stderr)
+        try:
+            for chunk in microphone_chunks(asr.sample_rate, chunk_seconds):
+                print(f"\r{session.accept(chunk, asr.sample_rate)}", end="", flush=True)
+        except KeyboardInterrupt:
+            pass
+        print(f"\r{session.finish()}")
+        return
+    audio = load_audio(args.wav, target_sample_rate=asr.sample_rate)
+    latencies = []
+    for p in stream_audio(session, audio, chunk_seconds, realtime=not args.fast):
+        latencies.append(p.latency)
+        tag = "final" if p.final else f"{p.seconds:6.2f}s"
+        print(f"[{tag} {p.latency * 1000:5.1f} ms] {p.text}", flush=True)
+    ms = sorted(x * 1000 for x in latencies)
+    print(
+        f"per-chunk latency p50 {ms[len(ms) // 2]:.1f} ms, "
+        f"p95 {ms[min(len(ms) - 1, int(0.95 * len(ms)))]:.1f} ms ({len(ms)} chunks)",
+        file=sys.stderr,
+    )
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     from lhotse import CutSet
 
@@ -163,6 +194,23 @@ def build_parser() -> argparse.ArgumentParser:
     tx.add_argument("--decoding", default="greedy", choices=["greedy", "beam"])
     tx.set_defaults(func=_transcribe)
 
+    st = commands.add_parser("stream", help="stream a file or the microphone, printing partials")
+    st.add_argument("model", help="a shipped model name or a package folder (streaming-trained)")
+    source = st.add_mutually_exclusive_group(required=True)
+    source.add_argument("--wav", help="an audio file, fed in real time")
+    source.add_argument("--mic", action="store_true", help="the default input device")
+    st.add_argument("--chunk-ms", type=float, default=160.0, help="audio per fed chunk")
+    st.add_argument(
+        "--context",
+        type=int,
+        nargs=2,
+        metavar=("LEFT", "RIGHT"),
+        default=None,
+        help="attention context in encoder frames (default: the model's lowest-latency one)",
+    )
+    st.add_argument("--fast", action="store_true", help="--wav as fast as possible, not paced")
+    st.set_defaults(func=_stream)
+
     models = commands.add_parser("models", help="list the shipped models")
     models.set_defaults(func=_models)
 
@@ -174,7 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse ends a `nargs="*"` positional at the first flag, so `suite train R --quiet a=b`
+    # would leave `a=b` over; overrides may come anywhere after the recipe.
+    if extra and getattr(args, "command", None) == "train" and all("=" in e for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     func: Callable[[argparse.Namespace], int | None] = args.func
     try:
         return func(args) or 0

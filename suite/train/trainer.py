@@ -16,7 +16,7 @@ import random
 import shlex
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -65,20 +65,46 @@ def load_cuts(path: Path, what: str) -> CutSet:
     return CutSet.from_file(path)
 
 
-class _EpochBatches:
-    """One epoch of ``sampler`` as ``(cuts, seed)``, without its first ``skip`` batches.
+class _RunBatches:
+    """The run's batches, epoch after epoch, from position ``(epoch, skip)`` on.
 
-    The seed, a function of (run seed, epoch, batch index), fixes the batch's augmentation, so
-    a resumed run augments exactly as the uninterrupted one would, with any number of workers.
+    Yields ``(cuts, seed, (epoch, batches done in that epoch))``. The seed, a function of
+    (run seed, epoch, batch index), fixes the batch's augmentation, so a resumed run augments
+    exactly as the uninterrupted one would, with any number of workers. One iterator spans all
+    epochs, so the data loader's workers start once per run rather than once per epoch.
     """
 
-    def __init__(self, sampler: Iterable[Any], skip: int, seed: int, epoch: int) -> None:
-        self.sampler, self.skip, self.seed, self.epoch = sampler, skip, seed, epoch
+    def __init__(self, sampler: Any, epoch: int, skip: int, seed: int, manifest: Any) -> None:
+        self.sampler, self.epoch, self.skip, self.seed = sampler, epoch, skip, seed
+        self.manifest = manifest
 
-    def __iter__(self) -> Iterator[tuple[Any, int]]:
-        for index, cuts in enumerate(self.sampler):
-            if index >= self.skip:
-                yield cuts, (self.seed * 1_000_003 + self.epoch) * 1_000_003 + index
+    def __iter__(self) -> Iterator[tuple[Any, int, tuple[int, int]]]:
+        epoch, skip = self.epoch, self.skip
+        while True:
+            self.sampler.set_epoch(epoch)
+            produced = 0
+            for index, cuts in enumerate(self.sampler):
+                produced += 1
+                if index >= skip:
+                    seed = (self.seed * 1_000_003 + epoch) * 1_000_003 + index
+                    yield cuts, seed, (epoch, index + 1)
+            if produced == 0:
+                raise UserError(
+                    f"the training manifest {self.manifest} gave no batch; "
+                    f"is it empty, or is every cut longer than data.max_duration?"
+                )
+            epoch, skip = epoch + 1, 0
+
+
+class _Positioned(torch.utils.data.Dataset):
+    """Passes a batch's sampler position through the data loader beside the batch."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __getitem__(self, item: tuple[Any, int, tuple[int, int]]) -> tuple[Any, tuple[int, int]]:
+        cuts, seed, position = item
+        return self.dataset[(cuts, seed)], position
 
 
 class _MetricsLog:
@@ -203,31 +229,27 @@ class Trainer:
 
     def _batches(self) -> Iterator[Batch]:
         """Batches forever, epoch after epoch, tracking the position for exact resume."""
-        while True:
-            self.sampler.set_epoch(self.state["epoch"])
-            loader = DataLoader(
-                self.dataset,
-                sampler=_EpochBatches(
-                    self.sampler,
-                    self.state["batches_in_epoch"],
-                    self.cfg.seed,
-                    self.state["epoch"],
-                ),
-                batch_size=None,
-                num_workers=self.recipe.data.num_workers,
-            )
-            produced = False
-            for batch in loader:
-                produced = True
-                self.state["batches_in_epoch"] += 1
-                yield batch
-            if not produced and self.state["batches_in_epoch"] == 0:
-                raise UserError(
-                    f"the training manifest {self.recipe.data.manifest('train')} gave no batch; "
-                    f"is it empty, or is every cut longer than data.max_duration?"
-                )
-            self.state["epoch"] += 1
-            self.state["batches_in_epoch"] = 0
+        workers = self.recipe.data.num_workers
+        loader = DataLoader(
+            _Positioned(self.dataset),
+            sampler=_RunBatches(
+                self.sampler,
+                self.state["epoch"],
+                self.state["batches_in_epoch"],
+                self.cfg.seed,
+                self.recipe.data.manifest("train"),
+            ),
+            batch_size=None,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if workers > 0 else None,
+            # Its own generator for the workers' base seed: drawing it from the global one
+            # would shift the global RNG (dropout) of a resumed run against an uninterrupted one.
+            generator=torch.Generator().manual_seed(self.cfg.seed),
+        )
+        for batch, (epoch, done) in loader:
+            self.state["epoch"], self.state["batches_in_epoch"] = epoch, done
+            yield batch
 
     def _autocast(self):
         if self.device.type == "cuda" and self.cfg.precision == "bf16":

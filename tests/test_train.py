@@ -1,0 +1,178 @@
+"""End-to-end training: loss falls and WER drops, a SIGKILLed run resumes to the same weights,
+and the exported package loads through ``suite.load`` without pickle."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from lhotse import CutSet
+from safetensors.torch import load_file
+
+import suite
+from suite.config import load_recipe
+from suite.errors import UserError
+from suite.evaluate import evaluate_cuts
+from suite.model import load_package
+from suite.train import Trainer
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes/asr/espeak_conformer_ctc.yaml"
+
+
+def tiny_overrides(corpus: Path, out: Path, steps: int, **more: object) -> list[str]:
+    """A tiny model on the tiny corpus: char tokens need 4x subsampling to fit CTC."""
+    values = {
+        "data.corpus_dir": str(corpus),
+        "data.max_duration": 40,
+        "data.num_workers": 0,
+        "data.augment.specaugment": False,
+        "model.encoder.preset": "tiny",
+        "model.encoder.subsampling_factor": 4,
+        "model.tokenizer": {"name": "char"},
+        "train.out_dir": str(out),
+        "train.max_steps": steps,
+        "train.warmup_steps": 10,
+        "train.lr": 3e-3,
+        "train.val_every": 1000,
+        "train.log_every": 5,
+        "train.ema_decay": None,
+        "train.device": "cpu",
+        **more,
+    }
+    return [f"{k}={json.dumps(v)}" for k, v in values.items()]
+
+
+def test_loss_falls_and_training_wer_drops(tiny_corpus, tmp_path):
+    # Eight utterances, seen again and again: enough to see learning in a minute on CPU.
+    cuts = CutSet.from_file(tiny_corpus / "espeak_cuts_train.jsonl.gz").subset(first=8)
+    cuts.to_file(tmp_path / "train8.jsonl.gz")
+    overrides = tiny_overrides(
+        tiny_corpus,
+        tmp_path / "run",
+        steps=120,
+        **{"data.train": str(tmp_path / "train8.jsonl.gz")},
+    )
+    recipe = load_recipe(RECIPE, overrides)
+    trainer = Trainer(recipe, progress=False)
+    train_cuts = CutSet.from_file(recipe.data.manifest("train")).to_eager()
+    before = evaluate_cuts(trainer.model, train_cuts).wer
+    package = trainer.train()
+    after = evaluate_cuts(load_package(package), train_cuts)
+
+    losses = [
+        row["loss"]
+        for row in map(json.loads, (tmp_path / "run/metrics.jsonl").read_text().splitlines())
+        if "loss" in row
+    ]
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert before > 0.95
+    assert after.wer < 0.8 * before, (before, after.wer)
+    assert (tmp_path / "run/config.yaml").is_file()
+    assert yaml.safe_load((tmp_path / "run/config.yaml").read_text())["train"]["max_steps"] == 120
+
+
+def run_cli(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "suite.cli", "train", str(RECIPE), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_corpus, tmp_path):
+    steps = 24
+    augment = {
+        "data.augment.specaugment": True,
+        "data.augment.noise_prob": 0.5,
+        "train.ema_decay": 0.9,
+    }
+    straight = run_cli(
+        [
+            *tiny_overrides(tiny_corpus, tmp_path / "a", steps, **augment),
+            "--save-every",
+            "4",
+            "--quiet",
+        ]
+    )
+    assert straight.wait(timeout=600) == 0, straight.stdout.read()
+
+    killed = run_cli(
+        [
+            *tiny_overrides(tiny_corpus, tmp_path / "b", steps, **augment),
+            "--save-every",
+            "4",
+            "--quiet",
+        ]
+    )
+    checkpoints = tmp_path / "b/checkpoints"
+    deadline = time.time() + 600
+    while not (checkpoints / "step-00000012").is_dir():
+        assert killed.poll() is None, killed.stdout.read()
+        assert time.time() < deadline
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+
+    resumed = run_cli(
+        [
+            *tiny_overrides(tiny_corpus, tmp_path / "b", steps, **augment),
+            "--save-every",
+            "4",
+            "--quiet",
+            "--resume",
+        ]
+    )
+    output = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, output
+    assert "resumed from" in output
+
+    a = load_file(str(tmp_path / "a/checkpoints/step-00000024/model.safetensors"))
+    b = load_file(str(tmp_path / "b/checkpoints/step-00000024/model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    assert not list(checkpoints.glob(".tmp-*"))
+
+
+def test_a_second_run_into_the_same_folder_needs_resume(tiny_corpus, tmp_path):
+    overrides = tiny_overrides(tiny_corpus, tmp_path / "run", steps=2)
+    Trainer(load_recipe(RECIPE, overrides), progress=False, save_every=1).train()
+    with pytest.raises(UserError, match="already holds a training run; pass --resume"):
+        Trainer(load_recipe(RECIPE, overrides), progress=False)
+
+
+def test_package_loads_and_transcribes_files_and_arrays(tiny_corpus, tmp_path):
+    overrides = tiny_overrides(tiny_corpus, tmp_path / "run", steps=2)
+    package = Trainer(load_recipe(RECIPE, overrides), progress=False).train()
+    assert sorted(p.name for p in package.iterdir()) == [
+        "README.md",
+        "config.yaml",
+        "model.safetensors",
+        "tokenizer",
+    ]
+    asr = suite.load(package)
+    cuts = CutSet.from_file(tiny_corpus / "espeak_cuts_train.jsonl.gz").to_eager()
+    paths = [c.recording.sources[0].source for c in cuts][:3]
+    texts = asr.transcribe(paths)
+    assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+    audio = [cuts[i].load_audio()[0] for i in range(3)]
+    assert asr.transcribe(audio, sample_rate=16000) == texts  # arrays equal files, same order
+    assert asr.transcribe(list(reversed(paths))) == list(reversed(texts))
+
+
+def test_missing_manifest_is_a_clear_error(tmp_path):
+    overrides = tiny_overrides(tmp_path / "nowhere", tmp_path / "run", steps=2)
+    with pytest.raises(UserError, match="synth-speech"):
+        Trainer(load_recipe(RECIPE, overrides), progress=False)
