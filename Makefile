@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The pinned stack that installs fast on our machines; pyproject.toml states ranges.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0
 
-.PHONY: setup system-deps test lint format
+.PHONY: setup system-deps test lint format demo
 
 setup: $(STAMP) system-deps
 
@@ -23,6 +23,10 @@ system-deps:
 	@command -v espeak-ng >/dev/null 2>&1 || { \
 		echo "installing espeak-ng with apt"; \
 		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng; }
+
+# Speaks sentences never used in training, transcribes them with the shipped default-asr.
+demo: setup
+	$(PY) -m suite.demo
 
 test: setup
 	$(PY) -m pytest -q

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -17,6 +17,9 @@ import yaml
 from suite.audio import load_audio
 from suite.errors import UserError
 from suite.model import AsrModel, load_package
+
+if TYPE_CHECKING:
+    from suite.streaming import StreamingSession
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
@@ -98,6 +101,39 @@ class Transcriber:
             for i, hyp in zip(index, hyps, strict=True):
                 texts[i] = hyp.text
         return texts
+
+    def stream(
+        self, att_context: Sequence[int] | None = None, head: str | None = None
+    ) -> StreamingSession:
+        """A live :class:`~suite.streaming.StreamingSession`: ``accept(chunk)`` returns the
+        partial text, ``finish()`` the final one (equal to offline decoding with the same
+        context). Needs a model trained for streaming (causal, with chunked contexts).
+
+        Args:
+            att_context: ``(left, right)`` in encoder frames (default: the model's first
+                trained chunked context); chunks are ``right + 1`` frames.
+            head: which head decodes (default: the first).
+        """
+        from suite.streaming import StreamingSession
+
+        if att_context is None:
+            att_context = default_stream_context(self.model)
+        return StreamingSession(self.model, att_context=att_context, head=head)
+
+
+def default_stream_context(model: AsrModel) -> tuple[int, int]:
+    """The smallest-latency chunked context ``model`` was trained with, e.g. ``(64, 1)``."""
+    encoder = model.encoder
+    trained = [c for c in (getattr(encoder, "att_contexts", None) or []) if c is not None]
+    current = getattr(encoder, "att_context", None)
+    if current is not None and current[0] >= 0:
+        trained.append(current)
+    if not getattr(encoder, "causal", False) or not trained:
+        raise UserError(
+            "this model was not trained for streaming (it needs causal=True and chunked "
+            "att_contexts in its recipe, e.g. recipes/asr/espeak_conformer_ctc_streaming.yaml)"
+        )
+    return min(trained, key=lambda c: (c[1], -c[0]))
 
 
 def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> Transcriber:

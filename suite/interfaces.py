@@ -9,6 +9,7 @@ Every public boundary is batch-first ``(B, T, D)`` plus ``lengths: (B,)`` int64.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,15 +94,20 @@ class StreamingEncoder(Encoder):
     """An encoder that also runs chunk by chunk with an explicit, documented state.
 
     Concatenated ``streaming_forward`` outputs equal ``forward`` under the same context setting.
+    The state is batch-first, so the states of separate streams concatenate along dim 0.
     """
 
     @abstractmethod
-    def init_state(self, batch_size: int, device: Any = None) -> Any: ...
+    def init_state(
+        self, batch_size: int, device: Any = None, att_context: Sequence[int] | None = None
+    ) -> Any:
+        """Fresh state for ``batch_size`` streams with chunked context ``(left, right)``."""
 
     @abstractmethod
     def streaming_forward(
-        self, chunk: Tensor, chunk_lengths: Tensor, state: Any
-    ) -> tuple[EncoderOutput, Any]: ...
+        self, chunk: Tensor, chunk_lengths: Tensor, state: Any, final: bool | Tensor = False
+    ) -> tuple[EncoderOutput, Any]:
+        """Encode new feature frames ``(B, T, F)``; ``final`` flushes what waits for context."""
 
 
 class Head(nn.Module):

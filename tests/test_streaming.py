@@ -348,3 +348,44 @@ def test_stream_audio_yields_partials_then_the_final_text():
 def test_microphone_without_sounddevice_or_device_is_explained():
     with pytest.raises(UserError, match="sounddevice|input device"):
         next(microphone_chunks())
+
+
+def test_transcriber_stream_uses_the_lowest_latency_trained_context(tmp_path):
+    model = tiny_model(context=None)
+    model.encoder.att_contexts = [None, (8, 3), (8, 1)]
+    session = Transcriber(model).stream()
+    audio = tones(1.5, seed=4)
+    for chunk in random_chunks(audio, seed=5):
+        session.accept(chunk, sample_rate=SR)
+    model.encoder.att_context = (8, 1)
+    assert session.finish() == Transcriber(model).transcribe(audio, sample_rate=SR)[0]
+
+
+def test_stream_of_an_offline_model_is_explained():
+    model = tiny_model(context=None)
+    model.encoder.causal = False
+    with pytest.raises(UserError, match="not trained for streaming"):
+        Transcriber(model).stream()
+
+
+def test_stream_cli_prints_partials_and_the_offline_text(tmp_path, capsys):
+    import soundfile as sf
+
+    from suite.cli import main
+    from suite.model import save_package
+
+    model = tiny_model(context=(4, 1))
+    model.config = ModelConfig(
+        encoder={"name": "conformer", "preset": "tiny", "causal": True, "att_context": [4, 1]},
+        tokenizer={"name": "char"},
+    )
+    package = save_package(model, tmp_path / "pkg", card="# tiny\n")
+    audio = tones(1.0, seed=2)
+    sf.write(tmp_path / "a.wav", audio, SR)
+    assert main(["stream", str(package), "--wav", str(tmp_path / "a.wav"), "--fast"]) == 0
+    out, err = capsys.readouterr()
+    lines = out.strip().splitlines()
+    assert lines[-1].startswith("[final")
+    offline = Transcriber(model).transcribe(audio, sample_rate=SR)[0]
+    assert lines[-1].endswith(f"] {offline}")
+    assert "per-chunk latency p50" in err

@@ -15,7 +15,13 @@ def _sampler(json_output: bool) -> None:
     main(json_output)
 
 
-BENCHMARKS: dict[str, Callable[[bool], None]] = {"sampler": _sampler}
+def _encoder(json_output: bool) -> None:
+    from suite.bench.encoder import main
+
+    main(json_output)
+
+
+BENCHMARKS: dict[str, Callable[[bool], None]] = {"sampler": _sampler, "encoder": _encoder}
 
 
 def run_benchmark(name: str, json_output: bool = False) -> None:

@@ -1,0 +1,122 @@
+"""``suite bench encoder``: our Conformer blocks against ``torchaudio.models.Conformer``, on CPU.
+
+Both stacks get the same already-subsampled input ``(B, T', D)`` with the same valid lengths, at
+matched width, depth, heads, feed-forward size and depthwise kernel (the ``small`` preset), in
+inference mode. Measured: frames per second through the block stack (median of several timed
+passes after warm-up, the two models interleaved so that machine noise hits both alike), and the
+ratio ours / torchaudio's. Parameters are counted too: ours also has rotary attention (no
+parameters) and LayerNorm instead of BatchNorm in the convolution module.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+
+import torch
+import torchaudio
+
+from suite.encoders.blocks import frame_mask
+from suite.encoders.conformer import Conformer
+
+BATCH, FRAMES = 16, 250  # 16 utterances of 20 s after 8x subsampling (80 ms frames)
+REPEATS, WARMUP = 7, 2
+
+
+def _ours(d_model: int, num_layers: int, num_heads: int, kernel: int) -> torch.nn.Module:
+    encoder = Conformer(
+        d_model=d_model, num_layers=num_layers, num_heads=num_heads, conv_kernel=kernel
+    )
+    return encoder.eval()
+
+
+def _run_ours(encoder: Conformer, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    valid = frame_mask(lengths, x.shape[1]).unsqueeze(-1).to(x.dtype)  # (B, T', 1)
+    for layer in encoder.layers:
+        x = layer(x, lengths, valid, None)
+    return x
+
+
+def measure() -> dict:
+    """Throughput of both block stacks; returns the figures as a dict."""
+    torch.manual_seed(0)
+    d_model, num_layers, num_heads, kernel, ff_mult = 176, 8, 4, 9, 4
+    ours = _ours(d_model, num_layers, num_heads, kernel)
+    theirs = torchaudio.models.Conformer(
+        input_dim=d_model,
+        num_heads=num_heads,
+        ffn_dim=ff_mult * d_model,
+        num_layers=num_layers,
+        depthwise_conv_kernel_size=kernel,
+        dropout=0.0,
+    ).eval()
+    x = torch.randn(BATCH, FRAMES, d_model)
+    lengths = torch.randint(FRAMES // 2, FRAMES + 1, (BATCH,))
+    lengths[0] = FRAMES
+    runs = {"ours": lambda: _run_ours(ours, x, lengths), "torchaudio": lambda: theirs(x, lengths)}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    with torch.inference_mode():
+        for _ in range(WARMUP):
+            for fn in runs.values():
+                fn()
+        for _ in range(REPEATS):
+            for name, fn in runs.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    frames = int(lengths.sum())
+    result: dict = {
+        "config": {
+            "d_model": d_model,
+            "num_layers": num_layers,
+            "num_heads": num_heads,
+            "ffn_dim": ff_mult * d_model,
+            "kernel": kernel,
+            "batch": BATCH,
+            "frames": FRAMES,
+            "threads": torch.get_num_threads(),
+        }
+    }
+    for name, model in (("ours", ours.layers), ("torchaudio", theirs)):
+        median = statistics.median(times[name])
+        result[name] = {
+            "seconds": median,
+            "frames_per_second": frames / median,
+            "parameters": sum(p.numel() for p in model.parameters()),
+        }
+    result["throughput_ratio"] = (
+        result["ours"]["frames_per_second"] / result["torchaudio"]["frames_per_second"]
+    )
+    return result
+
+
+def main(json_output: bool = False) -> None:
+    result = measure()
+    if json_output:
+        print(json.dumps(result))
+        return
+    c = result["config"]
+    print("## Encoder: Conformer blocks vs torchaudio.models.Conformer (`suite bench encoder`)\n")
+    print(
+        f"- Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__}, {c['threads']} threads"
+    )
+    print("- Command: `suite bench encoder` (and `--json`)")
+    print(f"- Date: {datetime.date.today().isoformat()}")
+    print(
+        f"- Input: ({c['batch']}, {c['frames']}, {c['d_model']}) subsampled frames, random "
+        f"lengths; {c['num_layers']} layers, {c['num_heads']} heads, FF {c['ffn_dim']}, "
+        f"kernel {c['kernel']}; inference mode, median of {REPEATS} interleaved passes\n"
+    )
+    print("| encoder | parameters | pass (s) | frames/s |")
+    print("|---|---:|---:|---:|")
+    for name in ("ours", "torchaudio"):
+        r = result[name]
+        print(
+            f"| {name} | {r['parameters']:,} | {r['seconds']:.3f} | {r['frames_per_second']:,.0f} |"
+        )
+    print(f"\nThroughput ratio (ours / torchaudio): **{result['throughput_ratio']:.2f}**")
