@@ -270,10 +270,20 @@ def rotate(x: Tensor, positions: Tensor, inv_freq: Tensor) -> Tensor:
     Returns:
         ``x`` rotated, same shape and dtype.
     """
+    return apply_rotary(x, *rotary_tables(positions, inv_freq, x.dtype))
+
+
+def rotary_tables(positions: Tensor, inv_freq: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """``(cos, sin)``, each ``(..., T, Dh)``, for :func:`apply_rotary`; queries and keys at the
+    same positions share them (computing them once per layer halves the trig work)."""
     # Angles in fp32: bf16 would lose whole radians at frame indices in the thousands.
     angles = positions.float()[..., None] * inv_freq  # (T, Dh/2) or (B, 1, T, Dh/2)
-    cos = torch.cat([angles.cos(), angles.cos()], dim=-1).to(x.dtype)  # (..., T, Dh)
-    sin = torch.cat([angles.sin(), angles.sin()], dim=-1).to(x.dtype)  # (..., T, Dh)
+    angles = torch.cat([angles, angles], dim=-1)  # (..., T, Dh)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate ``x (B, H, T, Dh)`` by precomputed :func:`rotary_tables`."""
     x1, x2 = x.chunk(2, dim=-1)  # (B, H, T, Dh/2) each
     return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
@@ -327,7 +337,8 @@ class SelfAttention(nn.Module):
         B, T, D = x.shape
         q, k, v = self._qkv(x)
         positions = torch.arange(T, device=x.device)
-        q, k = rotate(q, positions, self.inv_freq), rotate(k, positions, self.inv_freq)
+        cos, sin = rotary_tables(positions, self.inv_freq, q.dtype)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if stride == 1 or context is None:
             out = attention(q, k, v, lengths, context)  # (B, H, T, Dh)
         else:
@@ -363,8 +374,8 @@ class SelfAttention(nn.Module):
         """
         B, T, D = x.shape
         q, k, v = self._qkv(x)
-        q = rotate(q, positions[:, None], self.inv_freq)  # (B, H, T, Dh)
-        k = rotate(k, positions[:, None], self.inv_freq)
+        cos, sin = rotary_tables(positions[:, None], self.inv_freq, q.dtype)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # (B, H, T, Dh)
         M = keys.shape[2]
         cache_pos = positions[:, :1] - M + torch.arange(M, device=x.device)  # (B, M)
         k_all, v_all = torch.cat([keys, k], dim=2), torch.cat([values, v], dim=2)  # (B,H,M+T,Dh)
