@@ -124,3 +124,14 @@ def test_cli_reports_user_errors_in_one_line(tmp_path, capsys):
     assert code == 2
     assert err.startswith("suite: error:") and "missing.txt" in err
     assert "Traceback" not in err
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    import os
+
+    from suite.io import atomic_write_text
+
+    atomic_write_text(tmp_path / "a.txt", "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask
