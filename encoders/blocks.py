@@ -274,18 +274,23 @@ def rotate(x: Tensor, positions: Tensor, inv_freq: Tensor) -> Tensor:
 
 
 def rotary_tables(positions: Tensor, inv_freq: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """``(cos, sin)``, each ``(..., T, Dh)``, for :func:`apply_rotary`; queries and keys at the
-    same positions share them (computing them once per layer halves the trig work)."""
+    """``(cos, signed_sin)``, each ``(..., T, Dh)``, for :func:`apply_rotary`; queries and keys at
+    the same positions share them (computing them once per layer halves the trig work).
+
+    ``signed_sin`` is ``[-sin, sin]`` over the two halves: "rotate half" (``[-x2, x1]``) is then a
+    roll of ``x`` times it, one copy instead of a split, a negation and a concatenation.
+    """
     # Angles in fp32: bf16 would lose whole radians at frame indices in the thousands.
     angles = positions.float()[..., None] * inv_freq  # (T, Dh/2) or (B, 1, T, Dh/2)
-    angles = torch.cat([angles, angles], dim=-1)  # (..., T, Dh)
-    return angles.cos().to(dtype), angles.sin().to(dtype)
+    sin = angles.sin()
+    cos = torch.cat([angles.cos()] * 2, dim=-1)  # (..., T, Dh)
+    return cos.to(dtype), torch.cat([-sin, sin], dim=-1).to(dtype)
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate ``x (B, H, T, Dh)`` by precomputed :func:`rotary_tables`."""
-    x1, x2 = x.chunk(2, dim=-1)  # (B, H, T, Dh/2) each
-    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+    """Rotate ``x (..., Dh)`` by :func:`rotary_tables` broadcast against it (e.g. ``x (B, H, T,
+    Dh)`` with tables ``(T, Dh)``): ``x * cos + [-x2, x1] * sin``."""
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), sin)
 
 
 class SelfAttention(nn.Module):
@@ -335,10 +340,13 @@ class SelfAttention(nn.Module):
         blocks): chunked contexts count full-rate frames.
         """
         B, T, D = x.shape
-        q, k, v = self._qkv(x)
+        qkv = self.qkv(self.norm(x)).view(B, T, 3, self.num_heads, self.head_dim)
         positions = torch.arange(T, device=x.device)
-        cos, sin = rotary_tables(positions, self.inv_freq, q.dtype)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        cos, sin = rotary_tables(positions, self.inv_freq, qkv.dtype)  # (T, Dh)
+        # Queries and keys rotated in one pass, before the heads move ahead of time.
+        qk = apply_rotary(qkv[:, :, :2], cos[:, None, None], sin[:, None, None])
+        q, k = qk.permute(2, 0, 3, 1, 4)  # (B, H, T, Dh) each
+        v = qkv[:, :, 2].transpose(1, 2)  # (B, H, T, Dh)
         if stride == 1 or context is None:
             out = attention(q, k, v, lengths, context)  # (B, H, T, Dh)
         else:

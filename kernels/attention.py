@@ -104,9 +104,14 @@ def attention(q: Tensor, k: Tensor, v: Tensor, lengths: Tensor, context: Context
     if lengths.shape != (B,):
         raise ValueError(f"lengths must be ({B},) for a batch of {B}, got {tuple(lengths.shape)}")
     lengths = lengths.to(q.device)
-    mask = attention_mask(lengths, T, context)  # (B, 1, T, T)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, Dh)
     valid = torch.arange(T, device=q.device)[None, :] < lengths[:, None]  # (B, T)
+    if context is None:
+        # Every query sees the same keys: a (B, 1, 1, T) key mask broadcasts and never builds
+        # (B, 1, T, T). An empty item opens all its keys so that its softmax stays finite.
+        mask = (valid | (lengths == 0)[:, None])[:, None, None, :]
+    else:
+        mask = attention_mask(lengths, T, context)  # (B, 1, T, T)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, Dh)
     return out * valid[:, None, :, None].to(out.dtype)
 
 
