@@ -78,7 +78,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from lhotse import CutSet
 
     from suite.api import resolve
-    from suite.evaluate import evaluate_cuts, write_results
+    from suite.evaluate import by_group, evaluate_cuts, write_results
     from suite.model import load_package
 
     model = load_package(resolve(args.model))
@@ -92,6 +92,11 @@ def _evaluate(args: argparse.Namespace) -> None:
         f"WER {scores.wer:.2%}  CER {scores.cer:.2%}  RTFx {scores.rtfx:.1f}  "
         f"({scores.num_utterances} utterances, {scores.audio_seconds / 3600:.2f} h)"
     )
+    groups = by_group(scores, "voice_seen_in_train")
+    for seen, label in ((True, "voices used in training"), (False, "voices held out")):
+        if seen in groups:
+            g = groups[seen]
+            print(f"  {label}: WER {g.wer:.2%}  CER {g.cer:.2%}  ({g.num_utterances} utterances)")
     print(f"per-utterance results: {out}")
 
 

@@ -57,13 +57,43 @@ def score(references: list[str], hypotheses: list[str]) -> Scores:
             we, ce = len(hyp.split()), len(hyp)
         word_errors, words = word_errors + we, words + len(ref.split())
         char_errors, chars = char_errors + ce, chars + len(ref)
-        per_utt.append({"ref": ref, "hyp": hyp, "word_errors": we, "words": len(ref.split())})
+        per_utt.append(
+            {
+                "ref": ref,
+                "hyp": hyp,
+                "word_errors": we,
+                "words": len(ref.split()),
+                "char_errors": ce,
+                "chars": len(ref),
+            }
+        )
     return Scores(
         wer=word_errors / max(words, 1),
         cer=char_errors / max(chars, 1),
         num_utterances=len(refs),
         per_utterance=per_utt,
     )
+
+
+def by_group(scores: Scores, key: str) -> dict[Any, Scores]:
+    """Error rates per value of the per-utterance field ``key`` (rows without it are skipped).
+
+    E.g. ``by_group(scores, "voice_seen_in_train")`` splits a synthetic test set into voices
+    used in training and voices held out of it.
+    """
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for row in scores.per_utterance:
+        if key in row:
+            groups.setdefault(row[key], []).append(row)
+    return {
+        value: Scores(
+            wer=sum(r["word_errors"] for r in rows) / max(sum(r["words"] for r in rows), 1),
+            cer=sum(r["char_errors"] for r in rows) / max(sum(r["chars"] for r in rows), 1),
+            num_utterances=len(rows),
+            per_utterance=rows,
+        )
+        for value, rows in groups.items()
+    }
 
 
 def evaluate_cuts(
@@ -90,7 +120,7 @@ def evaluate_cuts(
             audio_seconds += sum(c.duration for c in batch_cuts)
             refs += batch.texts
             hyps += [h.text for h in hyp]
-            rows += [{"id": i} for i in batch.ids]
+            rows += [_row(cut) for cut in batch_cuts]
     wall = time.perf_counter() - start
     model.train(was_training)
     scores = score(refs, hyps)
@@ -99,6 +129,16 @@ def evaluate_cuts(
     scores.per_utterance = rows
     scores.audio_seconds, scores.wall_seconds = audio_seconds, wall
     return scores
+
+
+def _row(cut: Any) -> dict[str, Any]:
+    """The per-utterance row's identity: the cut id, and where the corpus marks it, whether its
+    voice configuration was used in training."""
+    row: dict[str, Any] = {"id": cut.id}
+    custom = (cut.supervisions[0].custom or {}) if cut.supervisions else {}
+    if "voice_seen_in_train" in custom:
+        row["voice_seen_in_train"] = bool(custom["voice_seen_in_train"])
+    return row
 
 
 def write_results(scores: Scores, path: str | Path) -> None:

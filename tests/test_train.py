@@ -18,9 +18,10 @@ from lhotse import CutSet
 from safetensors.torch import load_file
 
 import suite
+from suite.cli import main
 from suite.config import load_recipe
 from suite.errors import UserError
-from suite.evaluate import evaluate_cuts
+from suite.evaluate import Scores, by_group, evaluate_cuts, score
 from suite.model import load_package
 from suite.train import Trainer
 
@@ -176,3 +177,26 @@ def test_missing_manifest_is_a_clear_error(tmp_path):
     overrides = tiny_overrides(tmp_path / "nowhere", tmp_path / "run", steps=2)
     with pytest.raises(UserError, match="synth-speech"):
         Trainer(load_recipe(RECIPE, overrides), progress=False)
+
+
+def test_evaluate_reports_seen_and_held_out_voices(tiny_corpus, tmp_path, capsys):
+    overrides = tiny_overrides(tiny_corpus, tmp_path / "run", steps=2)
+    package = Trainer(load_recipe(RECIPE, overrides), progress=False).train()
+    manifest = tiny_corpus / "espeak_cuts_test.jsonl.gz"
+    results = tmp_path / "results.jsonl"
+    assert main(["evaluate", str(package), str(manifest), "--results", str(results)]) == 0
+    printed = capsys.readouterr().out
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    seen = {
+        c.id: c.supervisions[0].custom["voice_seen_in_train"] for c in CutSet.from_file(manifest)
+    }
+    assert {r["id"]: r["voice_seen_in_train"] for r in rows} == seen
+    assert set(seen.values()) == {True, False}  # the test split holds both kinds of voice
+    assert "voices used in training: WER" in printed and "voices held out: WER" in printed
+    scores = score([r["ref"] for r in rows], [r["hyp"] for r in rows])
+    groups = by_group(
+        Scores(scores.wer, scores.cer, len(rows), per_utterance=rows), "voice_seen_in_train"
+    )
+    assert sum(g.num_utterances for g in groups.values()) == len(rows)
+    errors = sum(g.wer * sum(r["words"] for r in g.per_utterance) for g in groups.values())
+    assert errors == pytest.approx(scores.wer * sum(r["words"] for r in rows))
