@@ -21,7 +21,17 @@ def _encoder(json_output: bool) -> None:
     main(json_output)
 
 
-BENCHMARKS: dict[str, Callable[[bool], None]] = {"sampler": _sampler, "encoder": _encoder}
+def _streaming(json_output: bool) -> None:
+    from suite.bench.streaming import main
+
+    main(json_output)
+
+
+BENCHMARKS: dict[str, Callable[[bool], None]] = {
+    "sampler": _sampler,
+    "encoder": _encoder,
+    "streaming": _streaming,
+}
 
 
 def run_benchmark(name: str, json_output: bool = False) -> None:

@@ -1,0 +1,230 @@
+"""``suite bench streaming``: chunk latency, streaming against offline speed, concurrent streams,
+and the cache-aware Conformer against ``torchaudio.models.Emformer``, on CPU.
+
+The model is the streaming recipe's (``recipes/asr/espeak_conformer_ctc_streaming.yaml``: small
+preset, causal, 4x subsampling) with random weights: the work per chunk does not depend on the
+weights, so speed is measured without a trained model (error rates need one; none is shipped
+yet). The input is 20 s of low-level noise at 16 kHz. Measured per trained chunked context:
+
+- per-chunk compute latency (p50/p95) of one stream fed chunk by chunk through
+  :class:`~suite.streaming.StreamingSession` (frontend, encoder, greedy CTC);
+- streaming RTFx (audio seconds / compute seconds) against offline RTFx of the same model and
+  context on the whole utterance (``recognize_audio``), and their ratio;
+- concurrent real-time streams: the largest power of two of streams that one
+  :class:`~suite.streaming.StreamBatcher` steps, one chunk each, faster than the chunk lasts;
+- against Emformer at matched width, depth, heads, feed-forward parameters (one feed-forward
+  twice as wide as each of our macaron pair), segment (= our chunk) and left context, both fed
+  the same feature chunks of one stream through the same subsampling convolution: encoder
+  frames per second, and the ratio ours / Emformer.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchaudio
+
+from suite.config import load_recipe
+from suite.model import AsrModel, build_model
+from suite.streaming import StreamBatcher, StreamingSession
+from suite.tokenizers import CharTokenizer
+
+RECIPE = Path(__file__).resolve().parents[2] / "recipes/asr/espeak_conformer_ctc_streaming.yaml"
+SECONDS, SAMPLE_RATE = 20.0, 16000
+MAX_STREAMS = 64
+
+
+def _model() -> AsrModel:
+    torch.manual_seed(0)
+    # Characters stand in for the recipe's BPE-256 (training one needs the corpus); the CTC
+    # projection is a small part of the work either way.
+    return build_model(load_recipe(RECIPE).model, CharTokenizer()).eval()
+
+
+def _chunk_seconds(model: AsrModel, context: tuple[int, int]) -> float:
+    factor = 2**model.encoder.subsampling.num_stages
+    return (context[1] + 1) * factor * model.frontend.hop_ms / 1000
+
+
+def _stream_latencies(model: AsrModel, audio: np.ndarray, context: tuple[int, int], chunk: int):
+    session = StreamingSession(model, att_context=context)
+    latencies = []
+    for start in range(0, len(audio), chunk):
+        begin = time.perf_counter()
+        session.accept(audio[start : start + chunk], sample_rate=SAMPLE_RATE)
+        latencies.append(time.perf_counter() - begin)
+    begin = time.perf_counter()
+    session.finish()
+    return latencies, sum(latencies) + time.perf_counter() - begin
+
+
+def _offline_seconds(model: AsrModel, audio: np.ndarray, context: tuple[int, int]) -> float:
+    model.encoder.att_context = context
+    samples = torch.from_numpy(audio)[None]
+    lengths = torch.tensor([len(audio)])
+    model.recognize_audio(samples, lengths)  # warm-up
+    times = []
+    for _ in range(3):
+        begin = time.perf_counter()
+        model.recognize_audio(samples, lengths)
+        times.append(time.perf_counter() - begin)
+    return statistics.median(times)
+
+
+def _concurrent_streams(model: AsrModel, audio: np.ndarray, context: tuple[int, int], chunk: int):
+    """Largest power-of-two number of streams stepped faster than real time, and step times."""
+    budget = chunk / SAMPLE_RATE
+    best, steps = 0, {}
+    count = 1
+    while count <= MAX_STREAMS:
+        batcher = StreamBatcher(model, att_context=context)
+        ids = [batcher.open() for _ in range(count)]
+        times = []
+        for step in range(8):
+            piece = audio[step * chunk : (step + 1) * chunk]
+            for i in ids:
+                batcher.accept(i, piece, sample_rate=SAMPLE_RATE)
+            begin = time.perf_counter()
+            batcher.step()
+            times.append(time.perf_counter() - begin)
+        steps[count] = statistics.median(times[2:])  # the first steps fill the caches
+        if steps[count] > budget:
+            break
+        best, count = count, count * 2
+    return best, steps
+
+
+def _emformer_ratio(model: AsrModel, context: tuple[int, int], seconds: float) -> dict:
+    """Our encoder's streaming_forward against Emformer.infer on the same feature chunks."""
+    encoder = model.encoder
+    layer = encoder.layers[0]
+    d_model = encoder.output_dim
+    factor = 2**encoder.subsampling.num_stages
+    emformer = torchaudio.models.Emformer(
+        input_dim=d_model,
+        num_heads=layer.attn.num_heads,
+        # One feed-forward per Emformer layer, twice as wide as each of our macaron pair.
+        ffn_dim=2 * layer.ff1[1].out_features,
+        num_layers=len(encoder.layers),
+        segment_length=context[1] + 1,
+        left_context_length=context[0],
+        right_context_length=0,
+    ).eval()
+    frames_per_chunk = (context[1] + 1) * factor
+    features = torch.randn(1, int(seconds * 100) // frames_per_chunk * frames_per_chunk, 80)
+    chunks = features.split(frames_per_chunk, dim=1)
+    lengths = torch.tensor([frames_per_chunk])
+
+    def ours() -> int:
+        state, frames = encoder.init_state(1, att_context=context), 0
+        for chunk in chunks:
+            out, state = encoder.streaming_forward(chunk, lengths, state)
+            frames += int(out.lengths.sum())
+        return frames
+
+    def theirs() -> int:
+        states, frames = None, 0
+        for chunk in chunks:  # the same subsampling convolution, then Emformer's blocks
+            x, n = encoder.subsampling(chunk, lengths)
+            out, n, states = emformer.infer(x, n, states)
+            frames += int(n.sum())
+        return frames
+
+    times: dict[str, list[float]] = {"ours": [], "emformer": []}
+    frames = {"ours": ours(), "emformer": theirs()}  # warm-up
+    for _ in range(3):
+        for name, fn in (("ours", ours), ("emformer", theirs)):
+            begin = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - begin)
+    parameters = {
+        "ours": sum(p.numel() for p in encoder.parameters()),
+        "emformer": sum(p.numel() for p in emformer.parameters())
+        + sum(p.numel() for p in encoder.subsampling.parameters()),  # it runs ours too
+    }
+    out = {
+        name: {
+            "frames_per_second": frames[name] / statistics.median(times[name]),
+            "parameters": parameters[name],
+        }
+        for name in ("ours", "emformer")
+    }
+    out["throughput_ratio"] = (
+        out["ours"]["frames_per_second"] / out["emformer"]["frames_per_second"]
+    )
+    return out
+
+
+def measure() -> dict:
+    """Every figure of the benchmark, as one dict."""
+    model = _model()
+    rng = np.random.default_rng(0)
+    audio = (0.05 * rng.standard_normal(int(SECONDS * SAMPLE_RATE))).astype(np.float32)
+    contexts = [tuple(c) for c in model.encoder.att_contexts if c is not None]
+    result: dict = {
+        "config": {
+            "recipe": str(RECIPE.relative_to(RECIPE.parents[2])),
+            "audio_seconds": SECONDS,
+            "threads": torch.get_num_threads(),
+            "parameters": sum(p.numel() for p in model.parameters()),
+        },
+        "contexts": {},
+    }
+    with torch.inference_mode():
+        for context in contexts:
+            chunk = round(_chunk_seconds(model, context) * SAMPLE_RATE)
+            _stream_latencies(model, audio[: 4 * chunk], context, chunk)  # warm-up
+            latencies, streaming = _stream_latencies(model, audio, context, chunk)
+            offline = _offline_seconds(model, audio, context)
+            streams, step_seconds = _concurrent_streams(model, audio, context, chunk)
+            result["contexts"][str(list(context))] = {
+                "chunk_ms": 1000 * chunk / SAMPLE_RATE,
+                "latency_p50_ms": 1000 * float(np.percentile(latencies, 50)),
+                "latency_p95_ms": 1000 * float(np.percentile(latencies, 95)),
+                "streaming_rtfx": SECONDS / streaming,
+                "offline_rtfx": SECONDS / offline,
+                "streaming_over_offline_rtfx": offline / streaming,
+                "realtime_streams": streams,
+                "step_seconds_by_streams": step_seconds,
+                "emformer": _emformer_ratio(model, context, SECONDS),
+            }
+    return result
+
+
+def main(json_output: bool = False) -> None:
+    result = measure()
+    if json_output:
+        print(json.dumps(result))
+        return
+    c = result["config"]
+    print("## Streaming: latency, RTFx, concurrent streams, Emformer (`suite bench streaming`)\n")
+    print(
+        f"- Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__}, {c['threads']} threads"
+    )
+    print("- Command: `suite bench streaming` (and `--json`)")
+    print(f"- Date: {datetime.date.today().isoformat()}")
+    print(
+        f"- Model: `{c['recipe']}` with random weights ({c['parameters']:,} parameters), "
+        f"{c['audio_seconds']:.0f} s of audio, one stream unless stated\n"
+    )
+    print(
+        "| context | chunk (ms) | latency p50 / p95 (ms) | streaming RTFx | offline RTFx | "
+        "ratio | real-time streams | ours / Emformer |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, r in result["contexts"].items():
+        print(
+            f"| {name} | {r['chunk_ms']:.0f} | {r['latency_p50_ms']:.1f} / "
+            f"{r['latency_p95_ms']:.1f} | {r['streaming_rtfx']:.1f} | {r['offline_rtfx']:.1f} | "
+            f"{r['streaming_over_offline_rtfx']:.2f} | {r['realtime_streams']} | "
+            f"{r['emformer']['throughput_ratio']:.2f} |"
+        )

@@ -1,0 +1,26 @@
+"""``suite bench streaming`` runs end to end and reports every figure of issue 5's targets."""
+
+from __future__ import annotations
+
+import json
+
+from suite.bench import streaming
+from suite.cli import main
+
+
+def test_bench_streaming_json_reports_each_context(monkeypatch, capsys):
+    monkeypatch.setattr(streaming, "SECONDS", 1.5)  # short audio: this checks the plumbing
+    monkeypatch.setattr(streaming, "MAX_STREAMS", 2)
+    assert main(["bench", "streaming", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    contexts = result["contexts"]
+    assert set(contexts) == {"[128, 3]", "[128, 7]", "[128, 15]"}  # the recipe's chunked ones
+    for r in contexts.values():
+        assert r["chunk_ms"] in (160, 320, 640)
+        assert 0 < r["latency_p50_ms"] <= r["latency_p95_ms"]
+        assert r["streaming_rtfx"] > 0 and r["offline_rtfx"] > 0
+        assert 0 <= r["realtime_streams"] <= 2
+        assert r["emformer"]["throughput_ratio"] > 0
+        # Matched sizes: parameter counts within 15% (ours adds the convolution modules).
+        ours, theirs = r["emformer"]["ours"]["parameters"], r["emformer"]["emformer"]["parameters"]
+        assert 0.85 < ours / theirs < 1.15
