@@ -27,10 +27,17 @@ def _streaming(json_output: bool) -> None:
     main(json_output)
 
 
+def _decoding(json_output: bool) -> None:
+    from suite.bench.decoding import main
+
+    main(json_output)
+
+
 BENCHMARKS: dict[str, Callable[[bool], None]] = {
     "sampler": _sampler,
     "encoder": _encoder,
     "streaming": _streaming,
+    "decoding": _decoding,
 }
 
 

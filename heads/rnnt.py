@@ -1,0 +1,654 @@
+"""RNN-T head: a prediction network, a joiner, the transducer loss, greedy and beam search.
+
+Implements the RNN Transducer (Graves, 2012, "Sequence Transduction with Recurrent Neural
+Networks") on top of any encoder, with parts laid out as in icefall's transducer
+(``decoder.py`` + ``joiner.py``):
+
+- predictor: ``"lstm"`` (embedding + 1-layer LSTM, the classic prediction network) or
+  ``"stateless"`` (icefall's stateless decoder, after Ghodsi et al., 2020, "RNN-Transducer with
+  Stateless Prediction Network": an embedding of the last ``context_size`` tokens mixed by a
+  Conv1d, then ReLU; icefall's conv has groups of 4 channels, here it is depthwise). The blank
+  starts every sequence, as in icefall and torchaudio.
+- joiner: encoder and predictor outputs projected to ``joint_dim``, added, ``tanh``, a linear
+  layer to the vocabulary.
+
+Loss: ``torchaudio.functional.rnnt_loss`` on fp32 logits (autocast is off in the predictor and
+the joiner). The ``(B, T, U+1, V)`` logits are the memory peak of transducer training; with
+``max_joint_elements`` set, the batch is split into runs of consecutive utterances (each trimmed
+to its own longest frames and targets) whose logits hold at most that many elements, and each
+run is recomputed in backward (activation checkpointing), so only one run's joint tensors
+(logits, their gradient inside ``rnnt_loss``, the ``(b, T, U+1, J)`` tanh) live at a time. Loss
+and gradients equal those of the whole batch at once; the price is a second joiner forward.
+
+Decoding (``RnntHead.decode``):
+
+- ``"greedy"``: label looping (Bataev et al., 2024, "Label-Looping: Highly Efficient Decoding
+  for Transducers"), batched: every utterance skips blank frames in tensors until each has found
+  a label, then one predictor step serves the whole batch. At most ``max_symbols_per_frame``
+  labels per frame; after that the frame is left without asking the joiner again (as icefall's
+  ``greedy_search``). What differs from the paper's inner loop (one frame per iteration for the
+  whole batch): the streams still searching are compacted and look several frames ahead per
+  pass, so a straggler in a long run of blanks costs few passes, and the predictor steps only on
+  the streams that found a label. :func:`greedy_search_reference` is the same search one
+  utterance and one frame at a time in plain Python: the baseline of tests and of
+  ``suite bench decoding``.
+- ``"beam"``: icefall's modified beam search, one utterance at a time: one symbol per frame at
+  most (a label also moves to the next frame), hypotheses with equal tokens merged by summing
+  their probabilities. With ``beam_size=1`` it is greedy search with ``max_symbols_per_frame=1``.
+
+Streaming: ``RnntHead.init_stream`` / ``RnntHead.streaming_decode`` run the batched greedy search
+chunk by chunk with an :class:`RnntStreamState` (predictor output and state after each stream's
+last label, plus the partial hypothesis); after the last chunk the hypotheses equal greedy
+decoding of the whole encoder output.
+
+Dims legend: B - batch, T - encoder frames, D - encoder width, U - target tokens, V - vocabulary
+(incl. blank), P - predictor width, J - joint width, K - beam hypotheses, C - stateless context.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+from torchaudio.functional import rnnt_loss
+
+from suite.interfaces import Batch, EncoderOutput, Head, Hypothesis
+from suite.registry import register_head
+
+PREDICTORS = ("lstm", "stateless")
+# Joiner rows per blank-skipping pass of batched greedy search (see _next_labels). A pass has a
+# fixed cost on CPU; 64 rows was fastest for B=32, J=V=256 (32 and 128 were slower).
+ROWS_PER_PASS = 64
+
+
+class LstmPredictor(nn.Module):
+    """Embedding + 1-layer LSTM over the labels emitted so far.
+
+    Args:
+        vocab_size: V, input tokens (the blank is the start symbol).
+        dim: P, embedding and LSTM width.
+    """
+
+    def __init__(self, vocab_size: int, dim: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, dim)
+        self.lstm = nn.LSTM(dim, dim, batch_first=True)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """``(B, U+1)`` tokens (blank first) -> ``(B, U+1, P)`` outputs, teacher-forced."""
+        return self.lstm(self.embed(tokens))[0]
+
+    def initial_state(self, batch_size: int, device: Any = None) -> list[Tensor]:
+        """Zero hidden and cell states, each ``(B, P)``, before the start symbol."""
+        h = self.embed.weight.new_zeros(batch_size, self.lstm.hidden_size, device=device)
+        return [h, h.clone()]
+
+    def step(self, tokens: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """Feed one token per item: ``(B,)`` -> output ``(B, P)`` and the new ``[h, c]``."""
+        # The LSTM cell written out on nn.LSTM's weights: one-step nn.LSTM calls took 2-3 ms on
+        # one CPU thread whatever B (torch 2.14), 4-10x this cell, and decoding makes one per label.
+        h, c = state
+        lstm = self.lstm
+        gates = F.linear(self.embed(tokens), lstm.weight_ih_l0, lstm.bias_ih_l0)
+        gates = gates + F.linear(h, lstm.weight_hh_l0, lstm.bias_hh_l0)  # (B, 4P)
+        i, f, g, o = gates.chunk(4, dim=1)  # nn.LSTM's gate order
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, [h, c]
+
+
+class StatelessPredictor(nn.Module):
+    """icefall's stateless decoder: the last ``context_size`` tokens, embedded and mixed.
+
+    Args:
+        vocab_size: V, input tokens (the blank is the start symbol and the left padding).
+        dim: P, embedding width.
+        context_size: C, tokens seen (2 is a bigram model of the labels).
+        blank_id: pads the context before the first tokens.
+    """
+
+    def __init__(self, vocab_size: int, dim: int, context_size: int, blank_id: int) -> None:
+        super().__init__()
+        if context_size < 1:
+            raise ValueError(f"context_size must be >= 1, got {context_size}")
+        self.context_size = context_size
+        self.blank_id = blank_id
+        self.embed = nn.Embedding(vocab_size, dim)
+        # Depthwise and without bias: icefall's uses groups of 4 channels; either keeps it cheap.
+        self.conv = nn.Conv1d(dim, dim, kernel_size=context_size, groups=dim, bias=False)
+
+    def _mix(self, tokens: Tensor) -> Tensor:
+        """``(B, L)`` tokens -> ``(B, L - C + 1, P)``: one output per full window of C tokens."""
+        x = self.embed(tokens).transpose(1, 2)  # (B, P, L): Conv1d's layout, internal only
+        return F.relu(self.conv(x)).transpose(1, 2)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """``(B, U+1)`` tokens (blank first) -> ``(B, U+1, P)`` outputs."""
+        return self._mix(F.pad(tokens, (self.context_size - 1, 0), value=self.blank_id))
+
+    def initial_state(self, batch_size: int, device: Any = None) -> list[Tensor]:
+        """The context before the start symbol: ``(B, C)`` int64 blanks."""
+        device = self.embed.weight.device if device is None else device
+        shape = (batch_size, self.context_size)
+        return [torch.full(shape, self.blank_id, dtype=torch.long, device=device)]
+
+    def step(self, tokens: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """Feed one token per item: ``(B,)`` -> output ``(B, P)`` and the new ``[context]``."""
+        context = torch.cat([state[0][:, 1:], tokens[:, None]], dim=1)  # (B, C)
+        return self._mix(context)[:, 0], [context]
+
+
+class Joiner(nn.Module):
+    """``tanh(enc_proj(e) + pred_proj(p))`` to ``V`` logits; callers project once, join often.
+
+    Args:
+        input_dim: D, encoder width.
+        pred_dim: P, predictor width.
+        joint_dim: J, width of the joint space.
+        vocab_size: V, output classes including the blank.
+    """
+
+    def __init__(self, input_dim: int, pred_dim: int, joint_dim: int, vocab_size: int) -> None:
+        super().__init__()
+        self.enc_proj = nn.Linear(input_dim, joint_dim)
+        self.pred_proj = nn.Linear(pred_dim, joint_dim)
+        self.out = nn.Linear(joint_dim, vocab_size)
+
+    def forward(self, enc: Tensor, pred: Tensor) -> Tensor:
+        """Logits ``(..., V)`` of projected ``enc (..., J)`` and ``pred (..., J)``, broadcast."""
+        return self.out(torch.tanh(enc + pred))
+
+
+def sub_batches(
+    lengths: list[int], target_lengths: list[int], vocab_size: int, max_elements: int | None
+) -> list[tuple[int, int]]:
+    """Split a batch into runs ``[start, stop)`` whose joint logits fit in ``max_elements``.
+
+    A run of consecutive items is trimmed to its longest item, so it costs
+    ``(stop - start) * max(T) * (max(U) + 1) * V`` elements. Runs grow greedily; an item that is
+    over the limit alone gets a run of its own. ``None`` keeps the whole batch in one run.
+    """
+    B = len(lengths)
+    if max_elements is None:
+        return [(0, B)] if B else []
+    spans: list[tuple[int, int]] = []
+    start, T, U = 0, 0, 0
+    for b in range(B):
+        T2, U2 = max(T, lengths[b]), max(U, target_lengths[b])
+        if b > start and (b + 1 - start) * T2 * (U2 + 1) * vocab_size > max_elements:
+            spans.append((start, b))
+            start, T2, U2 = b, lengths[b], target_lengths[b]
+        T, U = T2, U2
+    if B:
+        spans.append((start, B))
+    return spans
+
+
+@dataclass
+class RnntStreamState:
+    """Greedy RNN-T decoding state of B streams, carried from chunk to chunk.
+
+    Attributes:
+        pred_out: ``(B, J)`` the predictor's output after each stream's last label (the start
+            blank before the first), already projected by the joiner.
+        pred_state: the predictor's state, one batch-first tensor per part: ``[h (B, P),
+            c (B, P)]`` for ``"lstm"``, ``[context (B, C) int64]`` for ``"stateless"``.
+        scores: ``(B,)`` float32 sum of the log-probabilities of every decision so far (labels
+            and blanks): the score of the greedy alignment.
+        tokens: per stream, the labels emitted so far: the partial hypothesis.
+    """
+
+    pred_out: Tensor
+    pred_state: list[Tensor]
+    scores: Tensor
+    tokens: list[list[int]]
+
+
+def _next_labels(
+    head: RnntHead, frames: Tensor, lengths: Tensor, t: Tensor, pred: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Skip blanks: per stream, the first frame from ``t`` on whose best decision is a label.
+
+    While no label is emitted the predictor output is fixed, so the joiner's decisions on the
+    coming frames do not depend on each other and may be taken several at once. Each pass joins
+    the streams still searching (compacted) with ``ROWS_PER_PASS // searching`` frames each (at
+    least 1): a full batch looks one or two frames ahead, the last stragglers in a long
+    run of blanks look far ahead, so a pass costs about the same and few are needed.
+
+    Args:
+        head: the RNN-T head whose joiner decides.
+        frames: ``(B, T, J)`` projected encoder frames.
+        lengths: ``(B,)`` valid frames.
+        t: ``(B,)`` each stream's current frame.
+        pred: ``(B, J)`` projected predictor output of each stream.
+
+    Returns:
+        ``t (B,)`` the frame of each stream's next label (its length when none is left), the
+        ``label (B,)`` and its log-probability ``best (B,)`` there (meaningless for ended
+        streams), and ``skipped (B,)`` the summed log-probabilities of the blanks passed.
+    """
+    T = frames.shape[1]
+    t = t.clone()
+    label = torch.zeros_like(t)
+    best = frames.new_zeros(t.shape)
+    skipped = frames.new_zeros(t.shape)
+    search = (t < lengths).nonzero()[:, 0]  # (S,) streams still searching
+    while search.numel():
+        W = max(1, ROWS_PER_PASS // search.numel())
+        ahead = torch.arange(W, device=t.device)
+        at = t[search, None] + ahead  # (S, W) frames looked at
+        joint = head.joiner(frames[search[:, None], at.clamp(max=T - 1)], pred[search, None])
+        best_w, label_w = joint.log_softmax(-1).max(dim=-1)  # (S, W) each
+        stop = (at >= lengths[search, None]) | (label_w != head.blank_id)  # a label or the end
+        first = torch.where(stop.any(1), stop.int().argmax(1), W)  # (S,) blanks before the stop
+        skipped[search] += best_w.masked_fill(ahead >= first[:, None], 0.0).sum(1)
+        t[search] += first
+        hit = first.clamp(max=W - 1)[:, None]
+        label[search] = label_w.gather(1, hit)[:, 0]
+        best[search] = best_w.gather(1, hit)[:, 0]
+        search = search[first == W]
+    return t, label, best, skipped
+
+
+@torch.no_grad()
+def greedy_search_step(
+    head: RnntHead, enc: EncoderOutput, state: RnntStreamState, max_symbols_per_frame: int = 5
+) -> RnntStreamState:
+    """Batched label-looping greedy search over the frames of ``enc``, continuing ``state``.
+
+    Each outer step finds every stream's next label (:func:`_next_labels`, blanks skipped in
+    tensors), then runs one predictor step for all the streams that found one.
+
+    Args:
+        head: the RNN-T head whose predictor and joiner decode.
+        enc: ``(B, T, D)`` encoder frames with ``lengths (B,)`` (0 leaves a stream unchanged).
+        state: from :meth:`RnntHead.init_stream` or the previous step.
+        max_symbols_per_frame: labels one frame may emit before decoding moves on.
+
+    Returns:
+        The new state; its ``tokens`` extend the old ones (new lists, the old are untouched).
+    """
+    if max_symbols_per_frame < 1:
+        raise ValueError(f"max_symbols_per_frame must be >= 1, got {max_symbols_per_frame}")
+    head.check_encoder_output(enc)
+    frames = head.joiner.enc_proj(enc.features)  # (B, T, J)
+    lengths = enc.lengths.to(frames.device, torch.long)
+    t = torch.zeros_like(lengths)  # each stream's current frame
+    emitted = torch.zeros_like(t)  # labels emitted at frame t
+    pred, pred_state = state.pred_out, state.pred_state
+    scores = state.scores.clone()
+    labels, emits = [], []  # per outer step: (B,) label and whether the stream emitted it
+    while True:
+        found_at, label, best, skipped = _next_labels(head, frames, lengths, t, pred)
+        scores += skipped
+        emitted.masked_fill_(found_at > t, 0)
+        t = found_at
+        active = t < lengths
+        if not bool(active.any()):
+            break
+        # Every active stream holds a label at its frame: one predictor step for all of them,
+        # on those rows only (the streams richest in labels run alone at the end).
+        scores += best.masked_fill(~active, 0.0)
+        labels.append(label)
+        emits.append(active)
+        rows = active.nonzero()[:, 0]  # (A,)
+        out, new_state = head.predictor.step(label[rows], [s[rows] for s in pred_state])
+        pred = pred.index_copy(0, rows, head.joiner.pred_proj(out))
+        pred_state = [s.index_copy(0, rows, n) for s, n in zip(pred_state, new_state, strict=True)]
+        emitted += active
+        full = emitted >= max_symbols_per_frame
+        t = t + full
+        emitted.masked_fill_(full, 0)
+    tokens = [list(tok) for tok in state.tokens]
+    if labels:
+        label_table = torch.stack(labels, dim=1).cpu()  # (B, steps)
+        emit_table = torch.stack(emits, dim=1).cpu()  # (B, steps)
+        for b in range(len(tokens)):
+            tokens[b] += label_table[b][emit_table[b]].tolist()
+    return RnntStreamState(pred_out=pred, pred_state=pred_state, scores=scores, tokens=tokens)
+
+
+def greedy_search(
+    head: RnntHead, enc: EncoderOutput, max_symbols_per_frame: int = 5
+) -> list[Hypothesis]:
+    """Batched label-looping greedy search (see :func:`greedy_search_step`).
+
+    Returns:
+        One :class:`Hypothesis` per item; ``score`` is the log-probability of the greedy
+        alignment (every label and blank decision), not of the label sequence.
+    """
+    fresh = head.init_stream(enc.features.shape[0], enc.features.device)
+    state = greedy_search_step(head, enc, fresh, max_symbols_per_frame)
+    scores = state.scores.tolist()
+    return [Hypothesis(tokens=t, score=s) for t, s in zip(state.tokens, scores, strict=True)]
+
+
+@torch.no_grad()
+def greedy_search_reference(
+    head: RnntHead, enc: EncoderOutput, max_symbols_per_frame: int = 5
+) -> list[Hypothesis]:
+    """The same greedy search as :func:`greedy_search`, one utterance and one frame at a time.
+
+    A plain Python loop (icefall's ``greedy_search``): the baseline that the batched search must
+    match exactly and that ``suite bench decoding`` times it against.
+    """
+    head.check_encoder_output(enc)
+    hyps = []
+    for b, n in enumerate(enc.lengths.tolist()):
+        frames = head.joiner.enc_proj(enc.features[b, :n])  # (T_b, J)
+        start = head.init_stream(1, frames.device)
+        pred, pred_state = start.pred_out, start.pred_state  # (1, J), batch of one
+        tokens: list[int] = []
+        score = 0.0
+        for t in range(n):
+            for _ in range(max_symbols_per_frame):
+                best, label = head.joiner(frames[t : t + 1], pred).log_softmax(-1).max(dim=-1)
+                score += float(best)
+                if int(label) == head.blank_id:
+                    break
+                tokens.append(int(label))
+                out, pred_state = head.predictor.step(label, pred_state)
+                pred = head.joiner.pred_proj(out)
+        hyps.append(Hypothesis(tokens=tokens, score=score))
+    return hyps
+
+
+@torch.no_grad()
+def modified_beam_search(head: RnntHead, features: Tensor, beam_size: int = 4) -> Hypothesis:
+    """icefall's modified beam search over one utterance: one symbol per frame at most.
+
+    Per frame, every hypothesis is extended by the blank (same tokens) or by one label; the
+    ``beam_size`` best extensions survive, and extensions with equal tokens are merged by summing
+    their probabilities. Without pruning (a beam wider than all extensions) the result is the
+    most probable label sequence under one-symbol-per-frame alignments, exactly.
+
+    Args:
+        head: the RNN-T head whose predictor and joiner decode.
+        features: ``(T, D)`` valid encoder frames of the utterance.
+        beam_size: extensions kept per frame.
+
+    Returns:
+        The best hypothesis, with the (beam-pruned) log-probability of its label sequence.
+    """
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    frames = head.joiner.enc_proj(features)  # (T, J)
+    start = head.init_stream(1, features.device)
+    pred, pred_state = start.pred_out, start.pred_state  # (K, J) and (K, ...) with K = 1
+    hyps: list[tuple[int, ...]] = [()]
+    scores: list[float] = [0.0]
+    for t in range(frames.shape[0]):
+        log_probs = head.joiner(frames[t : t + 1], pred).log_softmax(-1)  # (K, V)
+        V = log_probs.shape[-1]
+        total = torch.tensor(scores, device=log_probs.device)[:, None] + log_probs  # (K, V)
+        top = total.flatten().topk(min(beam_size, total.numel()))
+        merged: dict[tuple[int, ...], tuple[float, int, int]] = {}  # tokens: score, parent, label
+        for s, index in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+            parent, label = divmod(index, V)
+            tokens = hyps[parent] if label == head.blank_id else (*hyps[parent], label)
+            if tokens in merged:
+                s = _logaddexp(merged[tokens][0], s)
+                parent, label = merged[tokens][1:]
+            merged[tokens] = (s, parent, label)
+        hyps = list(merged)
+        scores = [v[0] for v in merged.values()]
+        parents = torch.tensor([v[1] for v in merged.values()], device=pred.device)
+        labels = torch.tensor([v[2] for v in merged.values()], device=pred.device)
+        pred, pred_state = pred[parents], [s[parents] for s in pred_state]
+        emit = labels != head.blank_id
+        if bool(emit.any()):
+            out, new_state = head.predictor.step(labels[emit], [s[emit] for s in pred_state])
+            pred[emit] = head.joiner.pred_proj(out)
+            for s, n in zip(pred_state, new_state, strict=True):
+                s[emit] = n
+    best = max(range(len(hyps)), key=scores.__getitem__)
+    return Hypothesis(tokens=list(hyps[best]), score=scores[best])
+
+
+def _logaddexp(a: float, b: float) -> float:
+    """``log(exp(a) + exp(b))`` on finite Python floats."""
+    hi, lo = (a, b) if a > b else (b, a)
+    return hi + math.log1p(math.exp(lo - hi))
+
+
+@register_head(
+    "rnnt",
+    presets={
+        "tiny": {"pred_dim": 32, "joint_dim": 32},
+        "small": {"pred_dim": 256, "joint_dim": 256},
+    },
+)
+class RnntHead(Head):
+    """Prediction network + joiner trained with the RNN-T loss.
+
+    Args:
+        input_dim: D, width of the encoder features.
+        vocab_size: V, output classes including the blank.
+        blank_id: index of the blank (0 in every suite tokenizer); also the start symbol.
+        predictor: ``"lstm"`` (embedding + 1-layer LSTM) or ``"stateless"`` (icefall's).
+        pred_dim: P, predictor width.
+        joint_dim: J, joiner width.
+        context_size: C, tokens the ``"stateless"`` predictor sees (unused by ``"lstm"``).
+        max_joint_elements: if set, the loss runs over sub-batches whose ``(b, T, U+1, V)``
+            logits hold at most this many elements, recomputed in backward (see the module
+            docstring); ``None`` joins the whole batch at once.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        vocab_size: int,
+        blank_id: int = 0,
+        predictor: str = "lstm",
+        pred_dim: int = 512,
+        joint_dim: int = 512,
+        context_size: int = 2,
+        max_joint_elements: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not 0 <= blank_id < vocab_size:
+            raise ValueError(f"blank_id must be in [0, {vocab_size}), got {blank_id}")
+        if max_joint_elements is not None and max_joint_elements < 1:
+            raise ValueError(
+                f"max_joint_elements must be a positive element count or None (whole batch), "
+                f"got {max_joint_elements}"
+            )
+        self.input_dim = input_dim
+        self.vocab_size = vocab_size
+        self.blank_id = blank_id
+        self.max_joint_elements = max_joint_elements
+        if predictor == "lstm":
+            self.predictor: nn.Module = LstmPredictor(vocab_size, pred_dim)
+        elif predictor == "stateless":
+            self.predictor = StatelessPredictor(vocab_size, pred_dim, context_size, blank_id)
+        else:
+            raise ValueError(f"unknown RNN-T predictor '{predictor}'; use one of {PREDICTORS}")
+        self.joiner = Joiner(input_dim, pred_dim, joint_dim, vocab_size)
+
+    def check_encoder_output(self, enc: EncoderOutput) -> None:
+        """Raise a teaching error unless ``enc`` is ``(B, T, input_dim)`` with valid lengths."""
+        shape = tuple(enc.features.shape)
+        if len(shape) != 3 or shape[-1] != self.input_dim:
+            raise ValueError(
+                f"the RNN-T head expects encoder features (B, T, {self.input_dim}), got {shape}; "
+                "build the head with input_dim=<the encoder's output_dim>"
+            )
+        if tuple(enc.lengths.shape) != shape[:1]:
+            raise ValueError(
+                f"expected lengths of shape ({shape[0]},), got {tuple(enc.lengths.shape)}"
+            )
+        if shape[0] and not 0 <= int(enc.lengths.min()) <= int(enc.lengths.max()) <= shape[1]:
+            raise ValueError(f"lengths must lie in [0, T={shape[1]}], got {enc.lengths.tolist()}")
+
+    def _targets(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """``batch``'s targets trimmed to ``(B, U)`` and their lengths ``(B,)``, checked."""
+        target_lengths = batch.target_lengths.long()
+        U = int(target_lengths.max()) if target_lengths.numel() else 0
+        if U > batch.targets.shape[1]:
+            raise ValueError(f"target_lengths reach {U} but targets hold {batch.targets.shape[1]}")
+        targets = batch.targets[:, :U].long()
+        valid = torch.arange(U, device=targets.device)[None] < target_lengths[:, None]
+        bad = valid & ((targets < 0) | (targets >= self.vocab_size) | (targets == self.blank_id))
+        if bool(bad.any()):
+            raise ValueError(
+                f"target token {int(targets[bad][0])} is not a label: targets must lie in "
+                f"[0, {self.vocab_size}) and not be the blank {self.blank_id}; check that the "
+                f"head's vocab_size equals the tokenizer's"
+            )
+        return targets, target_lengths
+
+    def _nll(
+        self,
+        features: Tensor,
+        lengths: Tensor,
+        pred: Tensor,
+        targets: Tensor,
+        target_lengths: Tensor,
+    ) -> Tensor:
+        """``(b,)`` transducer negative log-likelihoods, trimmed to this sub-batch's maxima."""
+        T, U = int(lengths.max()), int(target_lengths.max())
+        with torch.autocast(features.device.type, enabled=False):
+            enc = self.joiner.enc_proj(features[:, :T].float())  # (b, T, J)
+            prd = self.joiner.pred_proj(pred[:, : U + 1].float())  # (b, U+1, J)
+            logits = self.joiner(enc[:, :, None], prd[:, None])  # (b, T, U+1, V)
+            return rnnt_loss(
+                logits,
+                targets[:, :U].int(),
+                lengths.int(),
+                target_lengths.int(),
+                blank=self.blank_id,
+                reduction="none",
+            )
+
+    def loss(self, enc: EncoderOutput, batch: Batch) -> dict[str, Tensor]:
+        """RNN-T loss of ``batch.targets`` under ``enc``.
+
+        Reduction as in the CTC head: each utterance's negative log-likelihood is divided by
+        its target length (at least 1), then averaged over the batch, so the loss reads as nats
+        per token whatever the batch size or lengths, and sums with a CTC head's on one scale.
+
+        Returns:
+            ``{"loss": scalar}``.
+        """
+        self.check_encoder_output(enc)
+        targets, target_lengths = self._targets(batch)
+        lengths = enc.lengths.to(targets.device)
+        if bool((lengths < 1).any()):
+            raise ValueError(
+                f"every utterance needs at least one encoder frame for the RNN-T loss, got "
+                f"lengths {lengths.tolist()}; drop empty cuts before batching"
+            )
+        # The predictor runs in fp32 too: it is small next to the joint, and oneDNN has no
+        # bf16 LSTM for CPU autocast.
+        with torch.autocast(enc.features.device.type, enabled=False):
+            pred = self.predictor(F.pad(targets, (1, 0), value=self.blank_id))  # (B, U+1, P)
+        spans = sub_batches(
+            lengths.tolist(), target_lengths.tolist(), self.vocab_size, self.max_joint_elements
+        )
+        if len(spans) == 1:
+            nll = self._nll(enc.features, lengths, pred, targets, target_lengths)
+        else:
+            nll = torch.cat(
+                [
+                    checkpoint(
+                        self._nll,
+                        enc.features[a:b],
+                        lengths[a:b],
+                        pred[a:b],
+                        targets[a:b],
+                        target_lengths[a:b],
+                        use_reentrant=False,
+                    )
+                    for a, b in spans
+                ]
+            )
+        return {"loss": (nll / target_lengths.clamp(min=1)).mean()}
+
+    @torch.no_grad()
+    def decode(
+        self,
+        enc: EncoderOutput,
+        method: str = "greedy",
+        beam_size: int = 4,
+        max_symbols_per_frame: int = 5,
+        tokenizer: Any = None,
+    ) -> list[Hypothesis]:
+        """Decode every item of ``enc``.
+
+        Args:
+            enc: encoder output ``(B, T, D)`` with ``lengths (B,)``.
+            method: ``"greedy"`` (label looping, batched) or ``"beam"`` (modified beam search,
+                per utterance, one symbol per frame).
+            beam_size: hypotheses kept per frame by ``"beam"``.
+            max_symbols_per_frame: labels one frame may emit in ``"greedy"``.
+            tokenizer: if given, ``Hypothesis.text`` is ``tokenizer.decode(tokens)``.
+
+        Returns:
+            One :class:`Hypothesis` per item, in batch order.
+        """
+        if method == "greedy":
+            hyps = greedy_search(self, enc, max_symbols_per_frame)
+        elif method == "beam":
+            self.check_encoder_output(enc)
+            hyps = [
+                modified_beam_search(self, enc.features[b, :n], beam_size)
+                for b, n in enumerate(enc.lengths.tolist())
+            ]
+        else:
+            raise ValueError(f"unknown RNN-T decoding method '{method}'; use 'greedy' or 'beam'")
+        if tokenizer is not None:
+            for hyp in hyps:
+                hyp.text = tokenizer.decode(hyp.tokens)
+        return hyps
+
+    @torch.no_grad()
+    def init_stream(self, batch_size: int, device: Any = None) -> RnntStreamState:
+        """The greedy decoding state of ``batch_size`` fresh streams (the start blank fed)."""
+        device = self.joiner.out.weight.device if device is None else device
+        start = torch.full((batch_size,), self.blank_id, dtype=torch.long, device=device)
+        out, pred_state = self.predictor.step(
+            start, self.predictor.initial_state(batch_size, device)
+        )
+        return RnntStreamState(
+            pred_out=self.joiner.pred_proj(out),
+            pred_state=pred_state,
+            scores=torch.zeros(batch_size, device=device),
+            tokens=[[] for _ in range(batch_size)],
+        )
+
+    @torch.no_grad()
+    def streaming_decode(
+        self,
+        enc: EncoderOutput,
+        state: RnntStreamState,
+        tokenizer: Any = None,
+        max_symbols_per_frame: int = 5,
+    ) -> tuple[list[Hypothesis], RnntStreamState]:
+        """Greedy-decode the next chunk of encoder frames of B streams.
+
+        Args:
+            enc: the chunk's encoder output ``(B, T, D)`` with ``lengths (B,)`` (``T`` may be 0).
+            state: from :meth:`init_stream` or the previous call.
+            tokenizer: if given, ``Hypothesis.text`` is ``tokenizer.decode(tokens)``.
+            max_symbols_per_frame: labels one frame may emit.
+
+        Returns:
+            The partial hypothesis of every stream (everything decoded so far; it only grows)
+            and the new state. After a stream's last chunk its hypothesis equals
+            ``decode(enc_whole, method="greedy")``.
+        """
+        if enc.features.shape[1] > 0:
+            state = greedy_search_step(self, enc, state, max_symbols_per_frame)
+        scores = state.scores.tolist()
+        hyps = [
+            Hypothesis(tokens=list(t), score=s) for t, s in zip(state.tokens, scores, strict=True)
+        ]
+        if tokenizer is not None:
+            for hyp in hyps:
+                hyp.text = tokenizer.decode(hyp.tokens)
+        return hyps, state
