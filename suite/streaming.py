@@ -3,7 +3,8 @@
 The runtime of "Stateful Conformer with Cache-based Inference for Streaming ASR" (Noroozi et al.,
 2024) for a whole task model: audio chunks of any size go through the causal frontend
 (``Fbank.streaming_forward``), the cache-aware encoder (``streaming_forward``, which emits frames
-chunk by chunk of its attention context) and streaming greedy CTC (``CtcHead.streaming_decode``).
+chunk by chunk of its attention context) and the head's streaming greedy decoder (CTC or RNN-T,
+``streaming_decode``).
 Every stage is exact, so a stream's final text equals the offline transcription of the same
 audio by the same model with the same attention context.
 
@@ -188,7 +189,7 @@ class StreamBatcher:
         self.head = model.heads[self.head_name]
         if not hasattr(self.head, "streaming_decode"):
             raise UserError(
-                f"head '{self.head_name}' has no streaming decoder; stream with a CTC head"
+                f"head '{self.head_name}' has no streaming decoder; stream with a CTC or RNN-T head"
             )
         self.att_context = None if att_context is None else tuple(att_context)
         self.device = next(model.parameters()).device

@@ -14,6 +14,7 @@ from suite.encoders.conformer import Conformer
 from suite.errors import UserError
 from suite.features import Fbank
 from suite.heads.ctc import CtcHead, greedy_search
+from suite.heads.rnnt import RnntHead
 from suite.interfaces import EncoderOutput
 from suite.kernels.attention import attention, cached_attention, cached_attention_mask
 from suite.model import AsrModel
@@ -389,3 +390,22 @@ def test_stream_cli_prints_partials_and_the_offline_text(tmp_path, capsys):
     offline = Transcriber(model).transcribe(audio, sample_rate=SR)[0]
     assert lines[-1].endswith(f"] {offline}")
     assert "per-chunk latency p50" in err
+
+
+def test_session_with_an_rnnt_head_equals_offline_transcription():
+    torch.manual_seed(0)
+    tokenizer = CharTokenizer()
+    enc = suite.create_encoder("conformer", preset="tiny", causal=True, att_context=(4, 1))
+    head = RnntHead(enc.output_dim, tokenizer.vocab_size, pred_dim=32, joint_dim=32)
+    model = AsrModel(Fbank(), enc, {"rnnt": head}, tokenizer, ModelConfig()).eval()
+    with torch.no_grad():
+        head.joiner.out.weight.mul_(8)  # confident random decisions: varied text
+    audio = tones(3.0, seed=0)
+    offline = Transcriber(model).transcribe(audio, sample_rate=SR)[0]
+    assert len(set(offline)) > 3  # the check below has power
+    with StreamingSession(model) as session:
+        partials = [session.accept(chunk, sample_rate=SR) for chunk in random_chunks(audio, 1)]
+        final = session.finish()
+    assert final == offline
+    for before, after in zip(partials, [*partials[1:], final], strict=True):
+        assert after.startswith(before)
