@@ -23,7 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from suite.interfaces import Batch, EncoderOutput, Head, Hypothesis
+from suite.interfaces import (
+    Batch,
+    EncoderOutput,
+    Head,
+    Hypothesis,
+    partial_hypotheses,
+    with_text,
+)
 from suite.registry import register_head
 
 _NEG_INF = float("-inf")
@@ -235,10 +242,7 @@ class CtcHead(Head):
             ]
         else:
             raise ValueError(f"unknown CTC decoding method '{method}'; use 'greedy' or 'beam'")
-        if tokenizer is not None:
-            for hyp in hyps:
-                hyp.text = tokenizer.decode(hyp.tokens)
-        return hyps
+        return with_text(hyps, tokenizer)
 
     def init_stream(self, batch_size: int, device: Any = None) -> CtcStreamState:
         """The greedy decoding state of ``batch_size`` fresh streams."""
@@ -267,11 +271,4 @@ class CtcHead(Head):
         """
         if enc.features.shape[1] > 0:
             state = greedy_search_step(self.log_probs(enc), enc.lengths, state, self.blank_id)
-        scores = state.scores.tolist()
-        hyps = [
-            Hypothesis(tokens=list(t), score=s) for t, s in zip(state.tokens, scores, strict=True)
-        ]
-        if tokenizer is not None:
-            for hyp in hyps:
-                hyp.text = tokenizer.decode(hyp.tokens)
-        return hyps, state
+        return partial_hypotheses(state.tokens, state.scores, tokenizer), state

@@ -57,7 +57,14 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from torchaudio.functional import rnnt_loss
 
-from suite.interfaces import Batch, EncoderOutput, Head, Hypothesis
+from suite.interfaces import (
+    Batch,
+    EncoderOutput,
+    Head,
+    Hypothesis,
+    partial_hypotheses,
+    with_text,
+)
 from suite.registry import register_head
 
 PREDICTORS = ("lstm", "stateless")
@@ -324,8 +331,7 @@ def greedy_search(
     """
     fresh = head.init_stream(enc.features.shape[0], enc.features.device)
     state = greedy_search_step(head, enc, fresh, max_symbols_per_frame)
-    scores = state.scores.tolist()
-    return [Hypothesis(tokens=t, score=s) for t, s in zip(state.tokens, scores, strict=True)]
+    return partial_hypotheses(state.tokens, state.scores)
 
 
 @torch.no_grad()
@@ -601,10 +607,7 @@ class RnntHead(Head):
             ]
         else:
             raise ValueError(f"unknown RNN-T decoding method '{method}'; use 'greedy' or 'beam'")
-        if tokenizer is not None:
-            for hyp in hyps:
-                hyp.text = tokenizer.decode(hyp.tokens)
-        return hyps
+        return with_text(hyps, tokenizer)
 
     @torch.no_grad()
     def init_stream(self, batch_size: int, device: Any = None) -> RnntStreamState:
@@ -644,11 +647,4 @@ class RnntHead(Head):
         """
         if enc.features.shape[1] > 0:
             state = greedy_search_step(self, enc, state, max_symbols_per_frame)
-        scores = state.scores.tolist()
-        hyps = [
-            Hypothesis(tokens=list(t), score=s) for t, s in zip(state.tokens, scores, strict=True)
-        ]
-        if tokenizer is not None:
-            for hyp in hyps:
-                hyp.text = tokenizer.decode(hyp.tokens)
-        return hyps, state
+        return partial_hypotheses(state.tokens, state.scores, tokenizer), state

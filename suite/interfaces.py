@@ -66,6 +66,25 @@ class Hypothesis:
     score: float = 0.0
 
 
+def with_text(hyps: list[Hypothesis], tokenizer: Any = None) -> list[Hypothesis]:
+    """Fill each ``Hypothesis.text`` with ``tokenizer.decode(tokens)`` (unchanged if ``None``)."""
+    if tokenizer is not None:
+        for hyp in hyps:
+            hyp.text = tokenizer.decode(hyp.tokens)
+    return hyps
+
+
+def partial_hypotheses(
+    tokens: list[list[int]], scores: Tensor, tokenizer: Any = None
+) -> list[Hypothesis]:
+    """The hypotheses of B streams from a streaming decoder's state: copies of each stream's
+    ``tokens`` so far with its score ``scores (B,)``, and their text when a tokenizer is given."""
+    hyps = [
+        Hypothesis(tokens=list(t), score=s) for t, s in zip(tokens, scores.tolist(), strict=True)
+    ]
+    return with_text(hyps, tokenizer)
+
+
 class Frontend(nn.Module):
     """Turns raw signals into features.
 

@@ -41,6 +41,23 @@ BENCHMARKS: dict[str, Callable[[bool], None]] = {
 }
 
 
+def print_header(title: str, name: str, threads: int) -> None:
+    """Print a benchmark section's title and its machine, command and date lines."""
+    import datetime
+    import os
+    import platform
+
+    import torch
+
+    print(f"## {title} (`suite bench {name}`)\n")
+    print(
+        f"- Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__}, {threads} threads"
+    )
+    print(f"- Command: `suite bench {name}` (and `--json`)")
+    print(f"- Date: {datetime.date.today().isoformat()}")
+
+
 def run_benchmark(name: str, json_output: bool = False) -> None:
     """Run the benchmark ``name`` (one of :data:`BENCHMARKS`) and print its result."""
     from suite.errors import UserError

@@ -15,16 +15,14 @@ interleaved repeats after warm-up, in inference mode), and the speed-up loop / b
 
 from __future__ import annotations
 
-import datetime
 import json
-import os
-import platform
 import statistics
 import time
 
 import torch
 
 import suite
+from suite.bench import print_header
 from suite.heads.rnnt import RnntHead, greedy_search, greedy_search_reference
 from suite.interfaces import EncoderOutput
 
@@ -117,16 +115,11 @@ def main(json_output: bool = False) -> None:
         print(json.dumps(result))
         return
     c = result["config"]
-    print(
-        "## Decoding: batched label-looping RNN-T greedy vs a per-utterance loop "
-        "(`suite bench decoding`)\n"
+    print_header(
+        "Decoding: batched label-looping RNN-T greedy vs a per-utterance loop",
+        "decoding",
+        c["threads"],
     )
-    print(
-        f"- Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
-        f"torch {torch.__version__}, {c['threads']} threads"
-    )
-    print("- Command: `suite bench decoding` (and `--json`)")
-    print(f"- Date: {datetime.date.today().isoformat()}")
     print(
         f"- Input: ({c['batch']}, {c['frames']}, {c['encoder_dim']}) random encoder frames, "
         f"{c['valid_frames']:,} valid; random `rnnt` head (small preset: {c['predictor']} "

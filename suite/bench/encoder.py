@@ -10,16 +10,14 @@ parameters) and LayerNorm instead of BatchNorm in the convolution module.
 
 from __future__ import annotations
 
-import datetime
 import json
-import os
-import platform
 import statistics
 import time
 
 import torch
 import torchaudio
 
+from suite.bench import print_header
 from suite.encoders.blocks import frame_mask
 from suite.encoders.conformer import Conformer
 
@@ -100,13 +98,9 @@ def main(json_output: bool = False) -> None:
         print(json.dumps(result))
         return
     c = result["config"]
-    print("## Encoder: Conformer blocks vs torchaudio.models.Conformer (`suite bench encoder`)\n")
-    print(
-        f"- Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
-        f"torch {torch.__version__}, {c['threads']} threads"
+    print_header(
+        "Encoder: Conformer blocks vs torchaudio.models.Conformer", "encoder", c["threads"]
     )
-    print("- Command: `suite bench encoder` (and `--json`)")
-    print(f"- Date: {datetime.date.today().isoformat()}")
     print(
         f"- Input: ({c['batch']}, {c['frames']}, {c['d_model']}) subsampled frames, random "
         f"lengths; {c['num_layers']} layers, {c['num_heads']} heads, FF {c['ffn_dim']}, "

@@ -20,10 +20,7 @@ yet). The input is 20 s of low-level noise at 16 kHz. Measured per trained chunk
 
 from __future__ import annotations
 
-import datetime
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -32,6 +29,7 @@ import numpy as np
 import torch
 import torchaudio
 
+from suite.bench import print_header
 from suite.config import load_recipe
 from suite.model import AsrModel, build_model
 from suite.streaming import StreamBatcher, StreamingSession
@@ -205,13 +203,9 @@ def main(json_output: bool = False) -> None:
         print(json.dumps(result))
         return
     c = result["config"]
-    print("## Streaming: latency, RTFx, concurrent streams, Emformer (`suite bench streaming`)\n")
-    print(
-        f"- Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
-        f"torch {torch.__version__}, {c['threads']} threads"
+    print_header(
+        "Streaming: latency, RTFx, concurrent streams, Emformer", "streaming", c["threads"]
     )
-    print("- Command: `suite bench streaming` (and `--json`)")
-    print(f"- Date: {datetime.date.today().isoformat()}")
     print(
         f"- Model: `{c['recipe']}` with random weights ({c['parameters']:,} parameters), "
         f"{c['audio_seconds']:.0f} s of audio, one stream unless stated\n"
