@@ -18,11 +18,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]' $(TORCH_PINS)
 	touch $(STAMP)
 
-# espeak-ng synthesizes the training speech; its library is loaded in-process.
+# espeak-ng synthesizes the training speech; its library is loaded in-process. Chromium runs
+# the browser test of `suite serve` (Playwright drives Debian's build; no browser download).
 system-deps:
-	@command -v espeak-ng >/dev/null 2>&1 || { \
-		echo "installing espeak-ng with apt"; \
-		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng; }
+	@missing=""; \
+	command -v espeak-ng >/dev/null 2>&1 || missing="$$missing espeak-ng"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -z "$$missing" ] || { \
+		echo "installing$$missing with apt"; \
+		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; }
 
 # Speaks sentences never used in training, transcribes them with the shipped default-asr.
 demo: setup

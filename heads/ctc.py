@@ -175,6 +175,8 @@ class CtcHead(Head):
         blank_id: index of the blank (0 in every suite tokenizer).
     """
 
+    allows_packing = True  # CTC aligns across the join of packed utterances like a pause
+
     def __init__(self, input_dim: int, vocab_size: int, blank_id: int = 0):
         super().__init__()
         if not 0 <= blank_id < vocab_size:

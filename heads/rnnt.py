@@ -445,6 +445,8 @@ class RnntHead(Head):
             docstring); ``None`` joins the whole batch at once.
     """
 
+    allows_packing = True  # the transducer aligns across the join of packed utterances
+
     def __init__(
         self,
         input_dim: int,

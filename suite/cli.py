@@ -43,6 +43,13 @@ def _train(args: argparse.Namespace) -> None:
     print(f"model package: {package}")
 
 
+def _train_lm(args: argparse.Namespace) -> None:
+    from suite.train.lm import load_lm_recipe, train_lm
+
+    package = train_lm(load_lm_recipe(args.recipe, args.overrides), progress=not args.quiet)
+    print(f"LM package: {package}")
+
+
 def _stream(args: argparse.Namespace) -> None:
     import suite
     from suite.audio import load_audio
@@ -74,10 +81,20 @@ def _stream(args: argparse.Namespace) -> None:
     )
 
 
+def _serve(args: argparse.Namespace) -> None:
+    import suite
+    from suite.api import default_stream_context
+    from suite.serve import serve
+
+    asr = suite.load(args.model)
+    context = args.context or default_stream_context(asr.model)  # refuses an offline model
+    serve(asr.model, host=args.host, port=args.port, att_context=context)
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     from lhotse import CutSet
 
-    from suite.api import resolve
+    from suite.api import default_stream_context, resolve
     from suite.evaluate import by_group, evaluate_cuts, write_results
     from suite.model import load_package
 
@@ -85,7 +102,10 @@ def _evaluate(args: argparse.Namespace) -> None:
     manifest = Path(args.manifest)
     if not manifest.is_file():
         raise UserError(f"manifest {manifest} does not exist; pass a lhotse cuts .jsonl.gz")
-    scores = evaluate_cuts(model, CutSet.from_file(manifest), method=args.decoding)
+    if args.context is not None:  # equals streaming with this context, by construction
+        default_stream_context(model)  # a clear error for a model not trained for streaming
+        model.encoder.att_context = args.context
+    scores = evaluate_cuts(model, CutSet.from_file(manifest), method=args.decoding, head=args.head)
     out = Path(args.results or manifest.with_name(manifest.name.split(".")[0] + ".results.jsonl"))
     write_results(scores, out)
     print(
@@ -105,7 +125,7 @@ def _transcribe(args: argparse.Namespace) -> None:
 
     asr = suite.load(args.model)
     for path, text in zip(
-        args.files, asr.transcribe(args.files, method=args.decoding), strict=True
+        args.files, asr.transcribe(args.files, head=args.head, method=args.decoding), strict=True
     ):
         print(f"{path}\t{text}")
 
@@ -130,6 +150,21 @@ def _estimate_buckets(args: argparse.Namespace) -> None:
             quadratic_duration=args.quadratic_duration,
         ),
         end="",
+    )
+
+
+def _oomptimize(args: argparse.Namespace) -> None:
+    from suite.train.oomptimizer import oomptimize
+
+    oomptimize(
+        args.recipe,
+        out=args.out,
+        device=args.device,
+        memory_cap_gb=args.memory_cap_gb,
+        memory_fraction=args.memory_fraction,
+        max_batch_size=args.max_batch_size,
+        num_buckets=args.buckets,
+        log=lambda line: print(line, file=sys.stderr),
     )
 
 
@@ -178,6 +213,25 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--quadratic-duration", type=float, default=None, help="attention cost")
     est.set_defaults(func=_estimate_buckets)
 
+    oom = data_commands.add_parser(
+        "oomptimize",
+        help="measure the largest batch per bucket under a memory cap; write it into the recipe",
+    )
+    oom.add_argument("recipe", help="a recipe whose data.sampler is suite_bucketing")
+    oom.add_argument("--out", default=None, help="default: RECIPE.oomptimized.yaml beside it")
+    cap = oom.add_mutually_exclusive_group()
+    cap.add_argument("--memory-cap-gb", type=float, default=None, help="the cap in GiB")
+    cap.add_argument(
+        "--memory-fraction",
+        type=float,
+        default=0.9,
+        help="the cap as a fraction of GPU memory (CPU: of available memory); default 0.9",
+    )
+    oom.add_argument("--device", default=None, help="cuda[:N] or cpu (default: train.device)")
+    oom.add_argument("--max-batch-size", type=int, default=4096, help="no bucket gets more")
+    oom.add_argument("--buckets", type=int, default=None, help="duration buckets to estimate")
+    oom.set_defaults(func=_oomptimize)
+
     tr = commands.add_parser("train", help="train a recipe: suite train RECIPE key.sub=value ...")
     tr.add_argument("recipe", help="a recipe YAML, e.g. recipes/asr/espeak_conformer_ctc.yaml")
     tr.add_argument("overrides", nargs="*", help="overrides such as train.lr=1e-3")
@@ -186,17 +240,35 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=_train)
 
+    lm = commands.add_parser(
+        "train-lm", help="pre-train the LLM-adapter's causal LM on corpus text (an LM recipe)"
+    )
+    lm.add_argument("recipe", help="an LM recipe YAML, e.g. recipes/lm/espeak_text_lm.yaml")
+    lm.add_argument("overrides", nargs="*", help="overrides such as train.max_steps=500")
+    lm.add_argument("--quiet", action="store_true", help="no progress lines")
+    lm.set_defaults(func=_train_lm)
+
     ev = commands.add_parser("evaluate", help="WER, CER and RTFx of a model on a manifest")
     ev.add_argument("model", help="a shipped model name or a package folder")
     ev.add_argument("manifest", help="lhotse cuts (.jsonl.gz) with reference texts")
     ev.add_argument("--results", default=None, help="per-utterance results (.jsonl)")
     ev.add_argument("--decoding", default="greedy", choices=["greedy", "beam"])
+    ev.add_argument("--head", default=None, help="which head decodes (default: the first)")
+    ev.add_argument(
+        "--context",
+        type=int,
+        nargs=2,
+        metavar=("LEFT", "RIGHT"),
+        default=None,
+        help="attention context of a streaming model, in encoder frames (default: its own)",
+    )
     ev.set_defaults(func=_evaluate)
 
     tx = commands.add_parser("transcribe", help="transcribe audio files")
     tx.add_argument("model", help="a shipped model name or a package folder")
     tx.add_argument("files", nargs="+")
     tx.add_argument("--decoding", default="greedy", choices=["greedy", "beam"])
+    tx.add_argument("--head", default=None, help="which head decodes (default: the first)")
     tx.set_defaults(func=_transcribe)
 
     st = commands.add_parser("stream", help="stream a file or the microphone, printing partials")
@@ -216,6 +288,22 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--fast", action="store_true", help="--wav as fast as possible, not paced")
     st.set_defaults(func=_stream)
 
+    sv = commands.add_parser(
+        "serve", help="a web page that streams the microphone to the model (localhost)"
+    )
+    sv.add_argument("model", help="a shipped model name or a package folder (streaming-trained)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: local)")
+    sv.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one")
+    sv.add_argument(
+        "--context",
+        type=int,
+        nargs=2,
+        metavar=("LEFT", "RIGHT"),
+        default=None,
+        help="attention context in encoder frames (default: the model's lowest-latency one)",
+    )
+    sv.set_defaults(func=_serve)
+
     models = commands.add_parser("models", help="list the shipped models")
     models.set_defaults(func=_models)
 
@@ -231,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # argparse ends a `nargs="*"` positional at the first flag, so `suite train R --quiet a=b`
     # would leave `a=b` over; overrides may come anywhere after the recipe.
-    if extra and getattr(args, "command", None) == "train" and all("=" in e for e in extra):
+    training = getattr(args, "command", None) in ("train", "train-lm")
+    if extra and training and all("=" in e for e in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

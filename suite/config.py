@@ -16,12 +16,14 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 
 from suite import registry
 from suite.errors import UserError
+
+T = TypeVar("T")
 
 
 class ConfigError(UserError, ValueError):
@@ -68,6 +70,9 @@ class ModelConfig:
     encoder: dict[str, Any] = field(default_factory=lambda: {"name": "conformer", "preset": "tiny"})
     heads: dict[str, dict[str, Any]] = field(default_factory=lambda: {"ctc": {"name": "ctc"}})
     tokenizer: dict[str, Any] = field(default_factory=lambda: {"name": "bpe", "vocab_size": 256})
+    # Each head's weight in the summed loss (default 1), e.g. a hybrid CTC/RNN-T model:
+    # ``{ctc: 0.3, rnnt: 0.7}``, as NeMo's ``aux_ctc.ctc_loss_weight``.
+    loss_weights: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -88,6 +93,11 @@ class TrainConfig:
     log_every: int = 20
     keep_checkpoints: int = 2
     device: str = "auto"
+    # Start from a model package's weights and tokenizer (a shipped name such as ``default-asr``
+    # or a package folder), as NeMo's ``init_from_nemo_model``; the optimizer starts fresh.
+    init_from: str | None = None
+    # Copy only these parts' weights (top-level modules, e.g. ``[frontend, encoder]``).
+    init_include: list[str] | None = None
 
 
 @dataclass
@@ -182,6 +192,14 @@ def _from_dict(cls: type, raw: Any, prefix: str) -> Any:
 def _check_components(model: ModelConfig) -> None:
     specs = [(f"model.{s}", kind, getattr(model, s)) for s, kind in _COMPONENT_KINDS.items()]
     specs += [(f"model.heads.{n}", "head", spec) for n, spec in model.heads.items()]
+    for name, weight in model.loss_weights.items():
+        if name not in model.heads:
+            raise ConfigError(
+                f"'model.loss_weights.{name}': no head named '{name}'; heads: "
+                f"{', '.join(model.heads)}"
+            )
+        if not weight >= 0:
+            raise ConfigError(f"'model.loss_weights.{name}' must be >= 0, not {weight}")
     for key, kind, spec in specs:
         if "name" not in spec:
             raise ConfigError(f"'{key}' needs a 'name'; registered: {registry.names(kind)}")
@@ -190,6 +208,26 @@ def _check_components(model: ModelConfig) -> None:
             registry.resolve_options(kind, spec["name"], spec.get("preset"), **options)
         except registry.RegistryError as e:
             raise ConfigError(f"'{key}': {e}") from None
+
+
+def _check_packing(recipe: Recipe) -> None:
+    """``data.sampler.pack`` joins utterances into one example: every head must allow that."""
+    if not recipe.data.sampler.get("pack"):
+        return
+
+    def allows(name: str) -> bool:
+        return bool(getattr(registry.lookup("head", name), "allows_packing", False))
+
+    heads = recipe.model.heads.items()
+    refusing = [f"{key} ({spec['name']})" for key, spec in heads if not allows(spec["name"])]
+    if refusing:
+        allowed = [name for name in registry.names("head") if allows(name)]
+        raise ConfigError(
+            f"'data.sampler.pack' joins short utterances into one example, which the head "
+            f"{', '.join(refusing)} does not allow (its loss models one utterance per example); "
+            f"heads that allow it: {', '.join(allowed) or '(none)'}. Set data.sampler.pack=false "
+            "or train with those heads only"
+        )
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -204,7 +242,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of ``raw`` with each ``a.b=c`` override set (creating mappings as needed)."""
-    out = yaml.safe_load(yaml.safe_dump(raw))  # deep copy of plain data
+    # A deep copy of plain data, in the recipe's key order: the first head is the one that decodes.
+    out = yaml.safe_load(yaml.safe_dump(raw, sort_keys=False))
     for text in overrides:
         path, value = parse_override(text)
         node = out
@@ -243,7 +282,29 @@ def recipe_from_dict(raw: dict[str, Any], check_components: bool = True) -> Reci
     recipe = _from_dict(Recipe, raw or {}, "")
     if check_components:
         _check_components(recipe.model)
+        _check_packing(recipe)
     return recipe
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"recipe {path} does not exist; recipes live in recipes/<task>/*.yaml")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"recipe {path} is not valid YAML: {e}") from None
+
+
+def load_config(path: str | Path, schema: type[T], overrides: list[str] | None = None) -> T:
+    """Load a YAML file into the dataclass ``schema``: its defaults filled in, ``key.sub=value``
+    overrides applied, every key and value type checked, as :func:`load_recipe` does for task
+    recipes but without their registry checks (e.g. ``suite.train.lm.LmRecipe``)."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    try:
+        return _from_dict(schema, apply_overrides(_with_defaults(schema, raw), overrides or []), "")
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def load_recipe(
@@ -251,12 +312,7 @@ def load_recipe(
 ) -> Recipe:
     """Load a recipe YAML, apply ``key.sub=value`` overrides, and validate the result."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"recipe {path} does not exist; recipes live in recipes/<task>/*.yaml")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"recipe {path} is not valid YAML: {e}") from None
+    raw = _read_yaml(path)
     try:
         full = _with_defaults(Recipe, raw)
         return recipe_from_dict(apply_overrides(full, overrides or []), check_components)

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
@@ -130,7 +130,21 @@ class StreamingEncoder(Encoder):
 
 
 class Head(nn.Module):
-    """A task head on top of any encoder: a training loss and a decoder."""
+    """A task head on top of any encoder: a training loss and a decoder.
+
+    Two optional hooks, used by ``suite.model``: a head whose constructor takes ``tokenizer``
+    is given the task model's (to encode text of its own, e.g. a prompt), and a head built from
+    files outside the model package defines ``packaged_spec(spec) -> spec``, the registry spec
+    that rebuilds it from the package alone (the LLM adapter, whose LM comes from an LM package).
+
+    Attributes:
+        allows_packing: whether the loss stays right when one example is several utterances
+            joined one after another (``data.sampler.pack``): true for a sequence loss over the
+            whole example (CTC, RNN-T); false, the default, for a head that models one
+            utterance per example (e.g. a decoder trained to stop at its end).
+    """
+
+    allows_packing: ClassVar[bool] = False
 
     @abstractmethod
     def loss(self, enc: EncoderOutput, batch: Batch) -> dict[str, Tensor]:

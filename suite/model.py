@@ -9,6 +9,7 @@ files under ``tokenizer/`` and a ``README.md`` model card. Loading never unpickl
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +63,14 @@ class AsrModel(nn.Module):
         return self.encoder(features, lengths)
 
     def loss(self, batch: Batch) -> dict[str, Tensor]:
-        """Sum of every head's loss (each head's own terms are reported beside it)."""
+        """Every head's loss, weighted by ``config.loss_weights`` (default 1) and summed;
+        each head's own terms are reported beside it."""
         enc = self.encode(batch.features, batch.lengths)
         out: dict[str, Tensor] = {}
         total = 0
         for name, head in self.heads.items():
             terms = head.loss(enc, batch)
-            total = total + terms["loss"]
+            total = total + self.config.loss_weights.get(name, 1.0) * terms["loss"]
             out.update({f"{name}_{k}": v.detach() for k, v in terms.items()})
         out["loss"] = total
         return out
@@ -92,15 +94,19 @@ class AsrModel(nn.Module):
 
 
 def build_model(config: ModelConfig, tokenizer: Tokenizer) -> AsrModel:
-    """Compose an :class:`AsrModel` from the recipe's ``model`` section."""
+    """Compose an :class:`AsrModel` from the recipe's ``model`` section.
+
+    Heads get ``input_dim`` and ``vocab_size``; a head whose constructor also takes
+    ``tokenizer`` (one that encodes text of its own, as the LLM adapter's prompt) gets it too.
+    """
     frontend = registry.create_from_spec("frontend", config.frontend)
     encoder = registry.create_from_spec("encoder", config.encoder, input_dim=frontend.output_dim)
-    heads = {
-        name: registry.create_from_spec(
-            "head", spec, input_dim=encoder.output_dim, vocab_size=tokenizer.vocab_size
-        )
-        for name, spec in config.heads.items()
-    }
+    heads = {}
+    for name, spec in config.heads.items():
+        extra = {"input_dim": encoder.output_dim, "vocab_size": tokenizer.vocab_size}
+        if "tokenizer" in inspect.signature(registry.lookup("head", spec["name"])).parameters:
+            extra["tokenizer"] = tokenizer
+        heads[name] = registry.create_from_spec("head", spec, **extra)
     return AsrModel(frontend, encoder, heads, tokenizer, config)
 
 
@@ -120,7 +126,13 @@ def save_package(
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    config = {"task": "asr", "model": dataclasses.asdict(model.config)}
+    spec = dataclasses.asdict(model.config)
+    for name, head in model.heads.items():
+        # A head built from files outside the package (the LLM adapter's LM package) gives the
+        # spec that rebuilds it from the package alone; its weights are saved below anyway.
+        if hasattr(head, "packaged_spec"):
+            spec["heads"][name] = head.packaged_spec(spec["heads"][name])
+    config = {"task": "asr", "model": spec}
     atomic_write_text(directory / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     weights = {k: v.detach().cpu().contiguous() for k, v in (state or model.state_dict()).items()}
     with atomic_path(directory / "model.safetensors") as tmp:
@@ -143,6 +155,13 @@ def load_package(directory: str | Path, device: str | torch.device = "cpu") -> A
             f"{', '.join(PACKAGE_FILES)} (written by `suite train` into RUN/model)"
         )
     raw = yaml.safe_load((directory / "config.yaml").read_text())
+    task = raw.get("task", "asr") if isinstance(raw, dict) else None
+    if task != "asr":
+        hint = " (a language model: load it with suite.heads.lm.load_lm_package)"
+        raise UserError(
+            f"{directory} holds a '{task}' package, not a speech recognizer"
+            f"{hint if task == 'lm' else ''}"
+        )
     config = recipe_from_dict({"model": raw["model"]}).model
     model = build_model(config, load_tokenizer(directory / "tokenizer"))
     model.load_state_dict(load_file(str(directory / "model.safetensors")))

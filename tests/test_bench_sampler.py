@@ -38,3 +38,14 @@ def test_markdown_section(capsys) -> None:
     out = capsys.readouterr().out
     assert out.startswith("## Sampler")
     assert "nproc" in out and "| suite BucketingSampler 2D" in out
+    packed = next(line for line in out.splitlines() if "packed" in line)
+    examples_per_batch = float(packed.split("|")[6])
+    assert 0 < examples_per_batch
+
+
+def test_packing_keeps_every_cut_in_fewer_examples() -> None:
+    cuts = bench.synthetic_cuts(1500)
+    plain = bench.measure(bench.samplers(bench.MAX_DURATION, 0)["suite"], cuts)
+    packed = bench.measure(bench.samplers(bench.MAX_DURATION, 0)["suite_packed"], cuts)
+    assert plain["cuts"] == packed["cuts"] == plain["examples"] == 1500
+    assert packed["examples"] < 1500

@@ -8,8 +8,11 @@ import yaml
 from suite import registry
 from suite.cli import main
 from suite.config import ConfigError, Recipe, apply_overrides, load_recipe, save_recipe
+from suite.train.lm import load_lm_recipe
 
-RECIPES = sorted(Path(__file__).resolve().parents[1].glob("recipes/*/*.yaml"))
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted(ROOT.glob("recipes/asr/*.yaml"))
+LM_RECIPES = sorted(ROOT.glob("recipes/lm/*.yaml"))
 
 
 def write(tmp_path: Path, data: dict) -> Path:
@@ -98,6 +101,11 @@ def test_saved_recipe_loads_back_identically(tmp_path):
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
 def test_shipped_recipes_validate(path):
     load_recipe(path)
+
+
+@pytest.mark.parametrize("path", LM_RECIPES, ids=[p.stem for p in LM_RECIPES])
+def test_shipped_lm_recipes_validate(path):
+    load_lm_recipe(path)
 
 
 def test_registry_errors_list_known_names():

@@ -200,3 +200,100 @@ def test_evaluate_reports_seen_and_held_out_voices(tiny_corpus, tmp_path, capsys
     assert sum(g.num_utterances for g in groups.values()) == len(rows)
     errors = sum(g.wer * sum(r["words"] for r in g.per_utterance) for g in groups.values())
     assert errors == pytest.approx(scores.wer * sum(r["words"] for r in rows))
+
+
+def test_init_from_starts_at_the_package_weights_and_tokenizer(tiny_corpus, tmp_path):
+    first = Trainer(
+        load_recipe(RECIPE, tiny_overrides(tiny_corpus, tmp_path / "a", steps=3)), progress=False
+    ).train()
+    # A causal, multi-context model has the same parameters, so it can start from the first.
+    overrides = tiny_overrides(
+        tiny_corpus,
+        tmp_path / "b",
+        steps=1,
+        **{
+            "train.init_from": str(first),
+            "model.encoder.causal": True,
+            "model.encoder.att_contexts": [None, [16, 1]],
+        },
+    )
+    trainer = Trainer(load_recipe(RECIPE, overrides), progress=False)
+    start = load_file(str(first / "model.safetensors"))
+    assert all(torch.equal(v, start[k]) for k, v in trainer.model.state_dict().items())
+    assert (tmp_path / "b/tokenizer").is_dir()
+    assert trainer.tokenizer.encode("hello") == load_package(first).tokenizer.encode("hello")
+    streaming = trainer.train()
+
+    # `suite evaluate --context` scores a streaming model at a chunked context.
+    manifest = str(tiny_corpus / "espeak_cuts_test.jsonl.gz")
+    results = str(tmp_path / "results.jsonl")
+    cli = ["evaluate", str(streaming), manifest, "--results", results, "--context", "16", "1"]
+    assert main(cli) == 0
+    model = load_package(streaming)
+    model.encoder.att_context = (16, 1)
+    chunked = evaluate_cuts(model, CutSet.from_file(manifest))
+    hyps = [json.loads(line)["hyp"] for line in Path(results).read_text().splitlines()]
+    assert hyps == [row["hyp"] for row in chunked.per_utterance]
+    assert main(["evaluate", str(first), manifest, "--context", "16", "1"]) != 0
+
+    wrong = tiny_overrides(
+        tiny_corpus,
+        tmp_path / "c",
+        steps=1,
+        **{"train.init_from": str(first), "model.encoder.d_model": 48},
+    )
+    with pytest.raises(UserError, match="do not fit this recipe's model"):
+        Trainer(load_recipe(RECIPE, wrong), progress=False)
+
+    # A new head on the trained encoder: only the parts named are copied.
+    new_head = tiny_overrides(
+        tiny_corpus,
+        tmp_path / "d",
+        steps=1,
+        **{
+            "train.init_from": str(first),
+            "train.init_include": ["frontend", "encoder"],
+            "model.heads": {"rnnt": {"name": "rnnt", "predictor": "stateless"}},
+        },
+    )
+    trainer = Trainer(load_recipe(RECIPE, new_head), progress=False)
+    state = trainer.model.state_dict()
+    encoder = [k for k in start if k.startswith("encoder.")]
+    assert encoder and all(torch.equal(state[k], start[k]) for k in encoder)
+    assert not any(k.startswith("heads.ctc") for k in state)
+
+
+def test_loss_weights_scale_each_heads_loss(tiny_corpus, tmp_path):
+    heads = {"ctc": {"name": "ctc"}, "rnnt": {"name": "rnnt", "predictor": "stateless"}}
+    losses = {}
+    for weights in ({}, {"ctc": 0.3, "rnnt": 0.7}):
+        overrides = tiny_overrides(
+            tiny_corpus,
+            tmp_path / f"run{len(weights)}",
+            steps=1,
+            **{"model.heads": heads, "model.loss_weights": weights},
+        )
+        trainer = Trainer(load_recipe(RECIPE, overrides), progress=False)
+        batch = trainer.dataset[
+            (CutSet.from_file(trainer.recipe.data.manifest("train")).subset(first=2), 0)
+        ]
+        trainer.model.eval()
+        losses[len(weights)] = {k: v.item() for k, v in trainer.model.loss(batch).items()}
+    plain, weighted = losses[0], losses[2]
+    assert plain["loss"] == pytest.approx(plain["ctc_loss"] + plain["rnnt_loss"])
+    expected = 0.3 * weighted["ctc_loss"] + 0.7 * weighted["rnnt_loss"]
+    assert weighted["loss"] == pytest.approx(expected)
+
+    bad = tiny_overrides(
+        tiny_corpus, tmp_path / "bad", steps=1, **{"model.loss_weights": {"rnnt": 1}}
+    )
+    with pytest.raises(Exception, match="no head named 'rnnt'"):
+        load_recipe(RECIPE, bad)
+
+
+def test_loading_a_language_model_package_as_a_recognizer_says_so(tmp_path):
+    (tmp_path / "tokenizer").mkdir()
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    (tmp_path / "config.yaml").write_text("task: lm\nmodel: {d_model: 8}\n")
+    with pytest.raises(UserError, match="holds a 'lm' package.*load_lm_package"):
+        suite.load(tmp_path)

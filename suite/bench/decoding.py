@@ -1,5 +1,5 @@
 """``suite bench decoding``: batched label-looping RNN-T greedy search against the per-utterance
-loop, on CPU.
+loop, and AED beam search with a KV cache against recomputing the prefix, on CPU.
 
 Both decode the same encoder output with the same RNN-T head (``rnnt``, ``small`` preset, LSTM
 predictor) and must give identical hypotheses: :func:`~suite.heads.rnnt.greedy_search` advances
@@ -11,6 +11,16 @@ logit gets a bias, found by bisection on separate random frames, that makes gree
 about one label every ``1 / LABELS_PER_FRAME`` frames (a trained subword model on 40 ms frames does
 about that). Measured: seconds per decode of the whole batch (median of
 interleaved repeats after warm-up, in inference mode), and the speed-up loop / batched.
+
+AED: the ``aed`` head (``small`` preset) beam-searches ``AED_BATCH`` utterances of the same kind of
+random frames, ``AED_BEAM`` beams each, all in one batch, with and without its KV cache
+(:class:`~suite.heads.aed.DecoderScorer`): cached, a step runs one position per row against cached
+self-attention keys and values and cross-attention keys and values computed once; uncached, it
+runs the teacher-forcing forward over the whole prefix and the encoder frames, as training does.
+Both must give identical hypotheses. The output layer is scaled up (sharp posteriors, as trained,
+so float noise between the two paths cannot swap near-tied beams) and eos is suppressed, so every
+hypothesis runs to its length limit of ``AED_TOKENS_PER_FRAME`` tokens per encoder frame (a
+trained BPE-256 model on 40 ms frames emits about that) and the work is the same in every run.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import torch
 
 import suite
 from suite.bench import print_header
+from suite.heads.aed import AedHead
 from suite.heads.rnnt import RnntHead, greedy_search, greedy_search_reference
 from suite.interfaces import EncoderOutput
 
@@ -30,6 +41,8 @@ BATCH, FRAMES, VOCAB, WIDTH = 32, 250, 256, 256  # 32 utterances of 10 s at 40 m
 LABELS_PER_FRAME = 0.4
 MAX_SYMBOLS = 5
 REPEATS = 5
+AED_BATCH, AED_BEAM = 8, 4
+AED_TOKENS_PER_FRAME = 0.3
 
 
 def _frames(batch: int, frames: int, seed: int) -> EncoderOutput:
@@ -66,8 +79,69 @@ def _calibrated_head() -> RnntHead:
     return head
 
 
+def _aed_head() -> AedHead:
+    """The random AED head, sharpened, that never chooses eos before its length limit."""
+    torch.manual_seed(0)
+    head = suite.create_head("aed", preset="small", input_dim=WIDTH, vocab_size=VOCAB).eval()
+    head.decoder.out.weight.mul_(8.0)
+    head.decoder.out.bias[head.eos_id] = -30.0
+    return head
+
+
+def measure_aed() -> dict:
+    """Seconds per batch beam search of the AED head with and without its KV cache."""
+    with torch.inference_mode():
+        head = _aed_head()
+        enc = _frames(AED_BATCH, FRAMES, seed=3)
+        options = {
+            "method": "beam",
+            "beam_size": AED_BEAM,
+            "max_length_ratio": AED_TOKENS_PER_FRAME,
+        }
+        runs = {
+            "cached": lambda: head.decode(enc, use_kv_cache=True, **options),
+            "recomputed": lambda: head.decode(enc, use_kv_cache=False, **options),
+        }
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        hyps = {name: fn() for name, fn in runs.items()}  # also the warm-up
+        for _ in range(REPEATS):
+            for name, fn in runs.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    tokens = sum(len(h.tokens) for h in hyps["cached"])
+    decoder = head.decoder
+    result: dict = {
+        "config": {
+            "batch": AED_BATCH,
+            "beam_size": AED_BEAM,
+            "frames": FRAMES,
+            "valid_frames": int(enc.lengths.sum()),
+            "vocab_size": VOCAB,
+            "encoder_dim": WIDTH,
+            "d_model": decoder.d_model,
+            "num_layers": len(decoder.layers),
+            "tokens_per_frame": AED_TOKENS_PER_FRAME,
+            "repeats": REPEATS,
+            "threads": torch.get_num_threads(),
+        },
+        "tokens": tokens,
+        "identical_hypotheses": [h.tokens for h in hyps["cached"]]
+        == [h.tokens for h in hyps["recomputed"]],
+        "max_score_difference": max(
+            abs(a.score - b.score) for a, b in zip(hyps["cached"], hyps["recomputed"], strict=True)
+        ),
+    }
+    for name in runs:
+        median = statistics.median(times[name])
+        result[name] = {"seconds": median, "tokens_per_second": tokens / median}
+    result["kv_cache_speedup"] = result["recomputed"]["seconds"] / result["cached"]["seconds"]
+    return result
+
+
 def measure() -> dict:
-    """Seconds per batch decode of both greedy searches; returns the figures as a dict."""
+    """Seconds per batch decode of both greedy searches, then :func:`measure_aed`; returns the
+    figures as a dict."""
     with torch.inference_mode():
         head = _calibrated_head()
         enc = _frames(BATCH, FRAMES, seed=2)
@@ -106,6 +180,8 @@ def measure() -> dict:
         median = statistics.median(times[name])
         result[name] = {"seconds": median, "frames_per_second": frames / median}
     result["rnnt_greedy_speedup"] = result["loop"]["seconds"] / result["batched"]["seconds"]
+    result["aed"] = measure_aed()
+    result["aed_kv_cache_speedup"] = result["aed"]["kv_cache_speedup"]
     return result
 
 
@@ -116,7 +192,8 @@ def main(json_output: bool = False) -> None:
         return
     c = result["config"]
     print_header(
-        "Decoding: batched label-looping RNN-T greedy vs a per-utterance loop",
+        "Decoding: batched label-looping RNN-T greedy vs a per-utterance loop; AED beam search "
+        "with vs without a KV cache",
         "decoding",
         c["threads"],
     )
@@ -134,3 +211,20 @@ def main(json_output: bool = False) -> None:
         r = result[name]
         print(f"| {label} | {r['seconds']:.3f} | {r['frames_per_second']:,.0f} |")
     print(f"\nSpeed-up (loop / batched): **{result['rnnt_greedy_speedup']:.1f}x**")
+    a = result["aed"]
+    c = a["config"]
+    print(
+        f"\n- AED: ({c['batch']}, {c['frames']}, {c['encoder_dim']}) random encoder frames, "
+        f"{c['valid_frames']:,} valid; random `aed` head (small preset: {c['num_layers']} layers, "
+        f"width {c['d_model']}, vocab {c['vocab_size']}), beam {c['beam_size']} over the whole "
+        f"batch ({c['batch'] * c['beam_size']} rows), eos suppressed so every hypothesis runs to "
+        f"{c['tokens_per_frame']} tokens per frame ({a['tokens']:,} tokens); inference mode, "
+        f"median of {c['repeats']} interleaved passes; identical hypotheses: "
+        f"{a['identical_hypotheses']} (scores within {a['max_score_difference']:.1e})\n"
+    )
+    print("| AED beam search | batch decode (s) | tokens/s |")
+    print("|---|---:|---:|")
+    for name, label in (("cached", "KV cache"), ("recomputed", "no cache (whole prefix)")):
+        r = a[name]
+        print(f"| {label} | {r['seconds']:.3f} | {r['tokens_per_second']:,.0f} |")
+    print(f"\nSpeed-up (no cache / KV cache): **{result['aed_kv_cache_speedup']:.1f}x**")

@@ -12,11 +12,15 @@ Every sampler gets the same ``max_duration`` (padded seconds per batch) and seed
 - ``naive``: lhotse ``SimpleCutSampler`` (random batches);
 - ``lhotse``: lhotse ``DynamicBucketingSampler`` with 30 buckets;
 - ``suite``: :class:`~suite.data.sampling.BucketingSampler` with 2D buckets (duration x tokens);
-- ``suite_1d`` (Markdown table only): the same with duration buckets alone.
+- ``suite_1d`` (Markdown table only): the same with duration buckets alone;
+- ``suite_packed`` (Markdown table only): ``suite`` with ``pack=True``: cuts up to half the
+  median duration are packed into examples of up to the median (see
+  :mod:`suite.data.packing`); an example's tokens are its cuts' tokens summed.
 
 Measured per sampler: ``padding_fraction`` (padded frames / all frames: ``1 - sum d / sum
 (batch size x longest d)``), ``token_padding_fraction`` (the same over output tokens), ``batches``
-per epoch, ``mean_audio_per_batch`` (real seconds), ``seconds`` (wall time of one epoch of
+per epoch, ``mean_audio_per_batch`` (real seconds), ``examples`` per epoch (rows of the batches:
+fewer than ``cuts`` when packing), ``seconds`` (wall time of one epoch of
 sampling: ``set_epoch`` plus iterating every batch, nothing else) and ``init_seconds``
 (constructing the sampler, which includes the bin estimates).
 """
@@ -37,6 +41,7 @@ from lhotse import AudioSource, CutSet, MonoCut, Recording
 from lhotse.cut import Cut
 from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 
+from suite.data.packing import members
 from suite.data.sampling import BucketingSampler
 
 NUM_CUTS = 100_000
@@ -44,6 +49,7 @@ MAX_DURATION = 600.0  # padded seconds per batch, for every sampler
 TOKENS_PER_SECOND = 4.0
 SUITE_OPTIONS = {"num_buckets": 100, "num_token_buckets": 16}  # the "suite" entry (2D)
 SUITE_1D_OPTIONS = {"num_buckets": 100}
+SUITE_PACKED_OPTIONS = {**SUITE_OPTIONS, "pack": True}
 REQUIRED = ("naive", "lhotse", "suite")  # the keys of --json
 
 
@@ -101,6 +107,9 @@ def samplers(max_duration: float, seed: int) -> dict[str, Callable[[CutSet], Any
             cuts, count_tokens=count_tokens, **SUITE_OPTIONS, **common
         ),
         "suite_1d": lambda cuts: BucketingSampler(cuts, **SUITE_1D_OPTIONS, **common),
+        "suite_packed": lambda cuts: BucketingSampler(
+            cuts, count_tokens=count_tokens, **SUITE_PACKED_OPTIONS, **common
+        ),
     }
 
 
@@ -116,20 +125,22 @@ def measure(make: Callable[[CutSet], Any], cuts: CutSet) -> dict[str, float]:
         batches = [list(batch) for batch in sampler]
         seconds = time.perf_counter() - start
     real = padded = real_tokens = padded_tokens = 0.0
-    num_cuts = 0
+    num_cuts = num_examples = 0
     for batch in batches:
         durations = np.array([c.duration for c in batch])  # (B,) seconds
-        tokens = np.array([count_tokens(c) for c in batch])  # (B,)
+        tokens = np.array([sum(map(count_tokens, members(c))) for c in batch])  # (B,)
         real += durations.sum()
         padded += len(batch) * durations.max()
         real_tokens += tokens.sum()
         padded_tokens += len(batch) * tokens.max()
-        num_cuts += len(batch)
+        num_cuts += sum(len(members(c)) for c in batch)
+        num_examples += len(batch)
     return {
         "padding_fraction": float(1.0 - real / padded),
         "token_padding_fraction": float(1.0 - real_tokens / padded_tokens),
         "batches": len(batches),
         "mean_audio_per_batch": float(real / len(batches)),
+        "examples": num_examples,
         "seconds": seconds,
         "init_seconds": init_seconds,
         "cuts": num_cuts,
@@ -163,20 +174,22 @@ def markdown(results: dict[str, dict[str, float]], num_cuts: int, max_duration: 
     info = machine()
     rows = [
         "| sampler | padded frames | padded tokens | batches/epoch | real audio/batch (s) "
-        "| epoch (s) | init (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| examples/batch | epoch (s) | init (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     names = {
         "naive": "naive: lhotse SimpleCutSampler",
         "lhotse": "lhotse DynamicBucketingSampler (30 buckets)",
         "suite": f"suite BucketingSampler 2D {SUITE_OPTIONS}",
         "suite_1d": f"suite BucketingSampler 1D {SUITE_1D_OPTIONS}",
+        "suite_packed": f"suite BucketingSampler 2D, packed {SUITE_PACKED_OPTIONS}",
     }
     for name, r in results.items():
         rows.append(
             f"| {names.get(name, name)} | {r['padding_fraction']:.2%} "
             f"| {r['token_padding_fraction']:.2%} | {r['batches']} "
-            f"| {r['mean_audio_per_batch']:.1f} | {r['seconds']:.2f} | {r['init_seconds']:.2f} |"
+            f"| {r['mean_audio_per_batch']:.1f} | {r['examples'] / r['batches']:.1f} "
+            f"| {r['seconds']:.2f} | {r['init_seconds']:.2f} |"
         )
     return "\n".join(
         [

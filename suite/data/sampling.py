@@ -2,9 +2,11 @@
 
 ``{"name": "suite_bucketing", "num_buckets": 100}`` is :class:`BucketingSampler` (bins estimated
 from the data, padded-cost budget, roll-over of left-overs, exact resume; see
-:mod:`suite.data.bucketing`); ``{"name": "dynamic_bucketing", "num_buckets": 30}`` is lhotse's
-``DynamicBucketingSampler``; ``{"name": "simple"}`` is lhotse's ``SimpleCutSampler`` (naive random
-batching). Every sampler is seeded, reshuffles per ``set_epoch``, and shards by rank.
+:mod:`suite.data.bucketing`; per-bucket batch sizes measured by ``suite data oomptimize``;
+packing of short cuts, :mod:`suite.data.packing`); ``{"name": "dynamic_bucketing",
+"num_buckets": 30}`` is lhotse's ``DynamicBucketingSampler``; ``{"name": "simple"}`` is lhotse's
+``SimpleCutSampler`` (naive random batching). Every sampler is seeded, reshuffles per
+``set_epoch``, and shards by rank.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from suite.data.bucketing import (
     plan_window,
     token_counter,
 )
+from suite.data.packing import pack_cut, pack_rows, packed_lengths
 from suite.errors import UserError
 
 SAMPLERS = ("suite_bucketing", "dynamic_bucketing", "simple")
@@ -79,6 +82,12 @@ class BucketingSampler(CutSampler):
         too_long: a cut longer than the last duration bin, or one whose cost alone exceeds the
             budget, raises a :class:`UserError` (``"error"``) or is dropped with a warning
             and counted in ``diagnostics`` (``"drop"``).
+        pack: join short cuts into examples of up to ``pack_duration`` seconds, redrawn every
+            epoch (see :mod:`suite.data.packing`); a packed example is a ``MixedCut`` and
+            :func:`~suite.data.packing.members` gives its cuts. Only for heads that allow it
+            (``Head.allows_packing``; ``load_recipe`` checks the recipe's heads).
+        pack_duration: the longest packed example in seconds; by default the median duration
+            of the cuts (of the first window when streaming).
 
     Example::
 
@@ -109,6 +118,8 @@ class BucketingSampler(CutSampler):
         drop_last: bool = False,
         buffer_size: int | None = None,
         too_long: Literal["error", "drop"] = "error",
+        pack: bool = False,
+        pack_duration: float | None = None,
     ) -> None:
         super().__init__(
             shuffle=shuffle, drop_last=drop_last, world_size=world_size, rank=rank, seed=seed
@@ -145,6 +156,7 @@ class BucketingSampler(CutSampler):
             self.buckets = self._estimate(duration_bins, num_buckets, num_token_buckets)
         else:
             self.buckets = Buckets(tuple(duration_bins), token_bins)
+        self.pack_duration = self._pack_duration(pack, pack_duration)
         caps = None
         if bucket_batch_size is not None:
             if len(bucket_batch_size) != self.buckets.num_cells:
@@ -171,6 +183,38 @@ class BucketingSampler(CutSampler):
             return estimated
         # Cuts not seen by the estimate may be longer: the estimated last bucket stays open.
         return Buckets((*estimated.duration_bins[:-1], math.inf), estimated.token_bins)
+
+    def _pack_duration(self, pack: bool, pack_duration: float | None) -> float | None:
+        """The checked length of packed examples, or ``None`` when nothing is packed."""
+        if not pack:
+            if pack_duration is not None:
+                raise UserError("data.sampler.pack_duration is set but pack is off; set pack: true")
+            return None
+        if pack_duration is None:
+            window = next(self._read(self.buffer_size, check=False), None)
+            if window is None:
+                raise UserError("the sampler got an empty cut set; nothing to batch")
+            pack_duration = float(np.median(window[1]))
+        longest = self.buckets.duration_bins[-1]
+        if not 0 < pack_duration <= longest:
+            raise UserError(
+                f"pack_duration must be positive and at most the last duration bin "
+                f"({longest:.2f} s), got {pack_duration}"
+            )
+        if padded_cost(np.array([pack_duration]), self.quadratic_duration)[0] > self.max_duration:
+            raise UserError(
+                f"a packed example of pack_duration={pack_duration} s alone exceeds the batch "
+                f"budget (max_duration={self.max_duration}); lower pack_duration"
+            )
+        return float(pack_duration)
+
+    def _packed(self, window: _Window, rng: np.random.Generator | None) -> _Window:
+        """The window's cuts packed into examples, with their lengths and cells."""
+        cuts, durations, tokens, _ = window
+        units = pack_rows(durations, self.pack_duration, rng, tokens, self.max_tokens)
+        examples = [pack_cut([cuts[i] for i in rows]) for rows in units]
+        seconds, counts = packed_lengths(durations, tokens, units)
+        return examples, seconds, counts, self.buckets.assign(seconds, counts)
 
     def _lengths(self, cuts: list[Cut]) -> tuple[np.ndarray, np.ndarray | None]:
         count = self._count_tokens
@@ -261,6 +305,8 @@ class BucketingSampler(CutSampler):
         window = next(windows, None)
         while window is not None:
             following = next(windows, None)  # look ahead: the last window flushes everything
+            if self.pack_duration is not None:  # carried examples are not packed again
+                window = self._packed(window, rng)
             cuts, durations, tokens, cells = window
             cuts = carry_cuts + cuts
             durations = np.concatenate([carry[0], durations])
@@ -328,7 +374,13 @@ class BucketingSampler(CutSampler):
         return {**self.__dict__, "_batches": None}
 
     def _fingerprint(self) -> str:
-        text = repr((self.buckets, self.max_duration, self.quadratic_duration, self.max_tokens))
+        plan = (self.buckets, self.max_duration, self.quadratic_duration, self.max_tokens)
+        # Options added later join only when set, so saved runs keep their fingerprint.
+        if self.budget.caps is not None:
+            plan = (*plan, tuple(self.budget.caps.tolist()))
+        if self.pack_duration is not None:
+            plan = (*plan, ("pack", self.pack_duration))
+        text = repr(plan)
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
     def state_dict(self) -> dict[str, Any]:

@@ -24,16 +24,18 @@ from typing import Any
 import numpy as np
 import torch
 from lhotse import CutSet
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from suite import registry
+from suite.api import resolve
 from suite.config import Recipe, save_recipe
 from suite.data.dataset import AsrDataset
 from suite.data.sampling import build_sampler
 from suite.errors import UserError
 from suite.evaluate import evaluate_cuts
-from suite.interfaces import Batch
+from suite.interfaces import Batch, Tokenizer
 from suite.model import AsrModel, build_model, save_package
 from suite.tokenizers import load_tokenizer, train_tokenizer
 from suite.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -63,6 +65,20 @@ def load_cuts(path: Path, what: str) -> CutSet:
             f"`suite data synth-speech --out {path.parent}` or set data.corpus_dir=..."
         )
     return CutSet.from_file(path)
+
+
+def recipe_tokenizer(recipe: Recipe, cuts: CutSet, directory: Path) -> Tokenizer:
+    """The recipe's tokenizer, kept in ``directory``: the one already there (a resumed run),
+    else a copy of ``train.init_from``'s (its output layer needs those ids), else one trained
+    on the texts of ``cuts`` (deterministic: the same texts give the same vocabulary)."""
+    if directory.is_dir():
+        return load_tokenizer(directory)
+    if recipe.train.init_from is not None:
+        tokenizer = load_tokenizer(resolve(recipe.train.init_from) / "tokenizer")
+        tokenizer.save(directory)
+        return tokenizer
+    texts = (c.supervisions[0].text for c in cuts if c.supervisions)
+    return train_tokenizer(recipe.model.tokenizer, texts, directory)
 
 
 class _RunBatches:
@@ -170,7 +186,7 @@ class Trainer:
         self.train_cuts = load_cuts(recipe.data.manifest("train"), "training")
         dev_path = recipe.data.manifest("dev")
         self.dev_cuts = CutSet.from_file(dev_path) if dev_path.is_file() else None
-        self.tokenizer = self._tokenizer()
+        self.tokenizer = recipe_tokenizer(recipe, self.train_cuts, self.run_dir / "tokenizer")
         self.model: AsrModel = build_model(recipe.model, self.tokenizer).to(self.device)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
@@ -190,6 +206,8 @@ class Trainer:
         }
         if latest is not None:
             self._restore(latest)
+        elif self.cfg.init_from is not None:
+            self._init_from(self.cfg.init_from)
 
         frontend = registry.create_from_spec("frontend", recipe.model.frontend)
         self.dataset = AsrDataset(
@@ -211,12 +229,31 @@ class Trainer:
         np.random.seed(seed)
         torch.manual_seed(seed)
 
-    def _tokenizer(self):
-        directory = self.run_dir / "tokenizer"
-        if directory.is_dir():
-            return load_tokenizer(directory)
-        texts = (c.supervisions[0].text for c in self.train_cuts if c.supervisions)
-        return train_tokenizer(self.recipe.model.tokenizer, texts, directory)
+    def _init_from(self, name_or_path: str) -> None:
+        """Copy a package's weights into the (freshly built) model: all of them, or those of
+        the parts named in ``train.init_include`` (e.g. ``[frontend, encoder]`` to put a new
+        head on a trained encoder). Every copied tensor must exist on both sides and fit."""
+        path = resolve(name_or_path) / "model.safetensors"
+        include = self.cfg.init_include
+
+        def wanted(key: str) -> bool:
+            return include is None or key.split(".")[0] in include
+
+        weights = {k: v for k, v in load_file(str(path)).items() if wanted(k)}
+        own = {k: v for k, v in self.model.state_dict().items() if wanted(k)}
+        wrong = sorted(k for k in own.keys() ^ weights.keys())
+        wrong += sorted(k for k in own.keys() & weights.keys() if own[k].shape != weights[k].shape)
+        if wrong or not weights:
+            raise UserError(
+                f"train.init_from={name_or_path}: its weights do not fit this recipe's model "
+                f"(missing, extra or differently shaped: {', '.join(wrong[:5]) or 'all'}"
+                f"{' ...' if len(wrong) > 5 else ''}); the sizes of the parts copied "
+                f"(train.init_include={include}) must match"
+            )
+        self.model.load_state_dict(weights, strict=include is None)
+        if self.ema is not None:
+            self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        print(f"initialized {', '.join(include or ['all parts'])} from {path}", file=sys.stderr)
 
     def _restore(self, path: Path) -> None:
         ck = load_checkpoint(path)

@@ -1,0 +1,322 @@
+"""LLM-adapter head: encoder frames stacked, projected into a causal LM's embeddings, decoded by it.
+
+After SLAM-ASR (Ma et al., 2024, "An Embarrassingly Simple Approach for LLM with Strong ASR
+Capacity"): every ``stack`` encoder frames are concatenated (frame stacking, a downsampling with
+no weights of its own), a projector (linear, or Linear-GELU-Linear) maps them to the LM's width,
+and the LM reads
+
+    ``[0] [audio_1 .. audio_N] [prompt_1 .. prompt_P] [y_1 .. y_U] [0]``
+
+where ``0`` is the sequence boundary of :mod:`suite.heads.lm` (the tokenizers' reserved blank) and
+the prompt is a short instruction in the tokenizer's text (e.g. ``"transcribe"``). The loss is
+the cross-entropy of the answer ``y_1 .. y_U`` and the closing ``0`` only: audio and prompt
+positions are context, never targets. Each utterance's sum over its ``U + 1`` predictions is
+divided by ``U + 1``, then averaged over the batch, so the loss reads as nats per token like the
+CTC, RNN-T and AED heads' losses. Decoding is batched greedy generation with a KV cache
+(:func:`suite.heads.lm.greedy_generate`).
+
+What differs from SLAM-ASR: the LM is the small :class:`~suite.heads.lm.TransformerLM` that
+``suite train-lm`` pre-trains on the corpus text (any module with the
+:class:`~suite.heads.lm.CausalLM` interface works), it may be frozen or trained with the rest
+(no LoRA), and there is no chat template around the audio and the prompt (``USER: ...
+ASSISTANT:``): the sequence boundary, the audio, then the prompt.
+
+The LM's tokenizer is the task model's: targets are its ids. Built from an LM package folder,
+the head checks that the tokenizer it is given (the recipe's ``model.tokenizer``; point its
+``model_file`` at the package's ``tokenizer/tokenizer.model``) is the package's, with an error
+that says so. A saved model package holds the LM's weights (a submodule of this head) and its
+options (:meth:`LlmAdapterHead.packaged_spec`), so it loads without the LM package.
+
+Dims legend: B - batch, T - encoder frames, D - encoder width, N - stacked frames (audio
+positions), E - LM width, P - prompt tokens, U - answer tokens, L - LM positions, V - vocabulary.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from suite.encoders.blocks import frame_mask
+from suite.errors import UserError
+from suite.heads.lm import (
+    BOUNDARY_ID,
+    CausalLM,
+    TransformerLM,
+    greedy_generate,
+    load_lm_package,
+    sequence_nll,
+)
+from suite.interfaces import Batch, EncoderOutput, Head, Hypothesis, Tokenizer, with_text
+from suite.registry import register_head
+from suite.text import normalize_text
+
+
+def stack_frames(features: Tensor, lengths: Tensor, stack: int) -> tuple[Tensor, Tensor]:
+    """Concatenate every ``stack`` consecutive frames: ``(B, T, D)`` -> ``(B, N, stack * D)``.
+
+    Frames past each item's length are zeroed first, so an item's last, partial group is the
+    same in any batch as alone. ``N = ceil(T / stack)``; lengths become ``ceil(lengths / stack)``.
+    """
+    B, T, D = features.shape
+    lengths = lengths.to(features.device)
+    x = features * frame_mask(lengths, T)[..., None]
+    x = F.pad(x, (0, 0, 0, -T % stack))  # (B, N * stack, D)
+    return x.reshape(B, -1, stack * D), torch.div(lengths + stack - 1, stack, rounding_mode="floor")
+
+
+def same_tokenizer(a: Tokenizer, b: Tokenizer) -> bool:
+    """Whether two tokenizers save the same files (the same ids for every text)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        da, db = Path(tmp) / "a", Path(tmp) / "b"
+        a.save(da)
+        b.save(db)
+        files = sorted(p.name for p in da.iterdir())
+        return files == sorted(p.name for p in db.iterdir()) and all(
+            (da / f).read_bytes() == (db / f).read_bytes() for f in files
+        )
+
+
+@register_head(
+    "llm_adapter",
+    presets={
+        "tiny": {"lm": {"d_model": 32, "num_layers": 1, "num_heads": 2}, "projector_dim": 64},
+        "small": {"lm": {"d_model": 256, "num_layers": 4, "num_heads": 4}, "projector_dim": 512},
+    },
+)
+class LlmAdapterHead(Head):
+    """Frame stacking + projector into a causal LM, trained on the answer tokens only.
+
+    Args:
+        input_dim: D, width of the encoder features.
+        vocab_size: V, the tokenizer's vocabulary; the LM's must equal it.
+        lm: the language model: an LM package folder written by ``suite train-lm`` (its weights
+            and options), a mapping of :class:`~suite.heads.lm.TransformerLM` options (a fresh
+            LM; a saved model package records this form), or any module implementing
+            :class:`~suite.heads.lm.CausalLM`.
+        tokenizer: the task model's tokenizer (``build_model`` passes it): encodes the prompt,
+            and must be an LM package's own. Without it a package's tokenizer is used.
+        freeze_lm: keep the LM's weights fixed (no gradient, eval mode); only the projector and
+            the encoder learn.
+        stack: encoder frames per LM position.
+        projector_dim: hidden width of a Linear-GELU-Linear projector; ``None`` is one linear
+            layer.
+        prompt: the instruction between audio and answer, e.g. ``"transcribe"`` (normalized
+            like transcripts; ``""``: none).
+        max_new_tokens: default cap on generated tokens per utterance (eos included).
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        vocab_size: int,
+        lm: str | dict[str, Any] | nn.Module | None = None,
+        tokenizer: Tokenizer | None = None,
+        freeze_lm: bool = False,
+        stack: int = 2,
+        projector_dim: int | None = 256,
+        prompt: str = "",
+        max_new_tokens: int = 128,
+    ) -> None:
+        super().__init__()
+        if stack < 1:
+            raise ValueError(f"stack must be >= 1 encoder frames per LM position, got {stack}")
+        self.lm, package_tokenizer = self._build_lm(lm, vocab_size)
+        if package_tokenizer is not None and tokenizer is not None:
+            if not same_tokenizer(package_tokenizer, tokenizer):
+                raise UserError(
+                    f"the task model's tokenizer is not the LM package's ({lm}/tokenizer): the "
+                    f"LM reads that tokenizer's ids. Point the recipe's model.tokenizer at it; "
+                    f"for BPE: {{name: bpe, vocab_size: {vocab_size}, model_file: "
+                    f"{lm}/tokenizer/tokenizer.model}}"
+                )
+        tokenizer = tokenizer or package_tokenizer
+        prompt = normalize_text(prompt)
+        if prompt and tokenizer is None:
+            raise UserError(
+                f"the llm_adapter prompt {prompt!r} needs a tokenizer to encode it: build the "
+                "head through suite.model.build_model, or pass tokenizer=..."
+            )
+        prompt_ids = tokenizer.encode(prompt) if prompt else []
+        prompt_tensor = torch.tensor(prompt_ids, dtype=torch.long)
+        self.register_buffer("prompt_ids", prompt_tensor, persistent=False)  # from the config
+        self.vocab_size = vocab_size
+        self.stack = stack
+        self.freeze_lm = freeze_lm
+        self.max_new_tokens = max_new_tokens
+        self.options = {"freeze_lm": freeze_lm, "stack": stack, "projector_dim": projector_dim}
+        self.options.update(prompt=prompt, max_new_tokens=max_new_tokens)
+        E = self.lm.d_model
+        if projector_dim is None:
+            self.projector: nn.Module = nn.Linear(stack * input_dim, E)
+        else:
+            self.projector = nn.Sequential(
+                nn.Linear(stack * input_dim, projector_dim),
+                nn.GELU(),
+                nn.Linear(projector_dim, E),
+            )
+        if freeze_lm:
+            self.lm.requires_grad_(False)
+            self.lm.eval()
+
+    @staticmethod
+    def _build_lm(lm: Any, vocab_size: int) -> tuple[nn.Module, Tokenizer | None]:
+        """The LM module, and the tokenizer of the package it came from (if any)."""
+        tokenizer = None
+        if isinstance(lm, (str, Path)):
+            package = load_lm_package(lm)
+            lm, tokenizer = package.lm, package.tokenizer
+        elif isinstance(lm, dict):
+            lm = TransformerLM(**{"vocab_size": vocab_size, **lm})
+        elif lm is None:
+            raise UserError(
+                "the llm_adapter head needs `lm`: an LM package folder from `suite train-lm` "
+                "(e.g. lm: runs/espeak_text_lm/model) or TransformerLM options "
+                "(e.g. lm: {d_model: 128, num_layers: 2, num_heads: 4})"
+            )
+        if not isinstance(lm, nn.Module) or not isinstance(lm, CausalLM):
+            raise UserError(
+                f"lm must be a causal LM module with embed, forward, d_model and vocab_size "
+                f"(suite.heads.lm.CausalLM); got {type(lm).__name__}"
+            )
+        if lm.vocab_size != vocab_size:
+            raise UserError(
+                f"the LM has {lm.vocab_size} tokens but the tokenizer {vocab_size}: the LM must "
+                f"read the task model's tokenizer (pre-train it with the same tokenizer)"
+            )
+        return lm, tokenizer
+
+    def train(self, mode: bool = True) -> LlmAdapterHead:
+        """As ``nn.Module.train``, but a frozen LM stays in eval mode (no dropout)."""
+        super().train(mode)
+        if self.freeze_lm:
+            self.lm.eval()
+        return self
+
+    def packaged_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """The registry spec that rebuilds this head from a model package alone.
+
+        ``suite.model.save_package`` saves it instead of the recipe's: ``lm`` becomes the LM's
+        options (its weights are in the package's ``model.safetensors``), so loading never reads
+        the LM package folder the recipe named.
+        """
+        options = getattr(self.lm, "config", None)
+        if not isinstance(options, dict):
+            raise UserError(
+                f"cannot save a model package with a {type(self.lm).__name__} LM: it has no "
+                f"`config` dict of constructor options; use suite.heads.lm.TransformerLM"
+            )
+        return {"name": spec["name"], **self.options, "lm": dict(options)}
+
+    def audio_embeddings(self, enc: EncoderOutput) -> tuple[Tensor, Tensor]:
+        """Stacked, projected encoder frames ``(B, N, E)`` and their lengths ``(B,)``."""
+        stacked, lengths = stack_frames(enc.features, enc.lengths, self.stack)
+        return self.projector(stacked), lengths
+
+    def sequences(
+        self, enc: EncoderOutput, answers: Tensor, answer_lengths: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The LM's inputs for a batch, right-padded, and what each position must predict.
+
+        Item ``b`` reads ``[0] audio(N_b) prompt(P) answer(U_b) [0]`` (see the module docstring).
+
+        Args:
+            enc: encoder output ``(B, T, D)`` with ``lengths (B,)``.
+            answers: ``(B, U)`` int64 token ids (padding is ignored).
+            answer_lengths: ``(B,)``.
+
+        Returns:
+            ``embeds (B, L, E)``, ``targets (B, L)`` (the next token at each position),
+            ``mask (B, L)`` (True on the ``U_b + 1`` positions that predict the answer and the
+            closing ``0``) and ``lengths (B,)`` (``N_b + P + U_b + 2``).
+        """
+        audio, n = self.audio_embeddings(enc)  # (B, N, E), (B,)
+        B, N, _ = audio.shape
+        device = audio.device
+        P, U = self.prompt_ids.numel(), answers.shape[1]
+        u = answer_lengths.to(device)
+        answers = answers.to(device).masked_fill(~frame_mask(u, U), BOUNDARY_ID)
+        # The text part, [0] prompt answer [0] (+ padding 0s): (B, P + U + 2).
+        edge = answers.new_full((B, 1), BOUNDARY_ID)
+        text = torch.cat([edge, self.prompt_ids.expand(B, P), answers, edge], dim=1)
+        lengths = n + P + u + 2
+        s = torch.arange(int(lengths.max()), device=device)[None, :]  # (1, L) sequence position
+        is_audio = (s >= 1) & (s <= n[:, None])  # (B, L)
+        text_at = torch.where(s > n[:, None], s - n[:, None], 0).clamp(max=text.shape[1] - 1)
+        text_embeds = self.lm.embed(text.gather(1, text_at))  # (B, L, E)
+        audio_at = (s - 1).clamp(0, max(N - 1, 0)).expand(B, -1)
+        audio_embeds = audio.gather(1, audio_at[..., None].expand(-1, -1, audio.shape[-1]))
+        embeds = torch.where(is_audio[..., None], audio_embeds.to(text_embeds.dtype), text_embeds)
+        next_at = (s + 1 - n[:, None]).clamp(0, text.shape[1] - 1)  # text index of position s+1
+        targets = text.gather(1, next_at)
+        first = (n + P)[:, None]  # the last prompt position predicts y_1
+        mask = (s >= first) & (s <= first + u[:, None])
+        return embeds, targets, mask, lengths
+
+    def _answers(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """``batch``'s targets trimmed to ``(B, U)`` and their lengths, checked."""
+        u = batch.target_lengths.long()
+        U = int(u.max()) if u.numel() else 0
+        answers = batch.targets[:, :U].long()
+        valid = frame_mask(u.to(answers.device), U)
+        bad = valid & ((answers <= BOUNDARY_ID) | (answers >= self.vocab_size))
+        if bool(bad.any()):
+            raise ValueError(
+                f"target token {int(answers[bad][0])} is not a text token: targets must lie in "
+                f"[1, {self.vocab_size}) (0 is the LM's sequence boundary); check that the "
+                f"head's vocab_size equals the tokenizer's"
+            )
+        return answers, u
+
+    def loss(self, enc: EncoderOutput, batch: Batch) -> dict[str, Tensor]:
+        """Cross-entropy of the answer tokens and the closing boundary, per token.
+
+        Returns:
+            ``{"loss": scalar, "accuracy": scalar}`` (accuracy: argmax hits over the predicted
+            positions of the whole batch).
+        """
+        answers, u = self._answers(batch)
+        embeds, targets, mask, _ = self.sequences(enc, answers, u)
+        logits, _ = self.lm(embeds)  # (B, L, V); right padding never reaches a real position
+        nll = sequence_nll(logits, targets, mask)  # (B,)
+        hits = ((logits.argmax(dim=-1) == targets) & mask).sum()
+        accuracy = hits.float() / mask.sum().clamp(min=1)
+        return {"loss": (nll / (u.to(nll.device) + 1)).mean(), "accuracy": accuracy.detach()}
+
+    @torch.no_grad()
+    def decode(
+        self,
+        enc: EncoderOutput,
+        method: str = "greedy",
+        max_new_tokens: int | None = None,
+        tokenizer: Any = None,
+    ) -> list[Hypothesis]:
+        """Greedy generation after ``[0] audio prompt``, batched, with a KV cache.
+
+        Args:
+            enc: encoder output ``(B, T, D)`` with ``lengths (B,)``.
+            method: ``"greedy"`` (the only one).
+            max_new_tokens: cap on generated tokens per utterance, eos included (default: the
+                head's ``max_new_tokens``).
+            tokenizer: if given, ``Hypothesis.text`` is ``tokenizer.decode(tokens)``.
+
+        Returns:
+            One :class:`Hypothesis` per item; ``score`` is the log-probability of the generated
+            tokens (and the closing boundary when it was reached).
+        """
+        if method != "greedy":
+            raise ValueError(
+                f"the llm_adapter head decodes with method='greedy' only, got '{method}'"
+            )
+        B = enc.features.shape[0]
+        empty = torch.zeros(B, 0, dtype=torch.long, device=enc.features.device)
+        embeds, _, _, lengths = self.sequences(enc, empty, torch.zeros_like(enc.lengths))
+        limit = self.max_new_tokens if max_new_tokens is None else max_new_tokens
+        # The prefix ends at the prompt: its closing boundary (position length - 1) is dropped.
+        tokens, scores = greedy_generate(self.lm, embeds, lengths - 1, limit, BOUNDARY_ID)
+        hyps = [Hypothesis(tokens=t, score=s) for t, s in zip(tokens, scores.tolist(), strict=True)]
+        return with_text(hyps, tokenizer)

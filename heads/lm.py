@@ -1,0 +1,436 @@
+"""A small decoder-only language model, its KV-cached greedy generation, and the LM package.
+
+:class:`TransformerLM` is a GPT-style causal transformer (Radford et al., 2019; laid out as
+nanoGPT's ``model.py``): token embedding, pre-norm blocks of causal self-attention and a
+feed-forward, a final LayerNorm, and an output layer tied to the embedding. What differs from
+GPT-2: rotary positions (Su et al., RoFormer) instead of a learned position table, so there is no
+maximum length and a sequence may start at any offset; SiLU instead of GELU in the feed-forward
+(the encoders' :class:`~suite.encoders.blocks.FeedForward`).
+
+Token ids are the tokenizer's. Id 0 (the blank/padding id every suite tokenizer reserves and
+never produces when encoding) doubles as the sequence boundary, as GPT-2's ``<|endoftext|>``: a
+sentence is read as ``[0, y_1 .. y_U]`` and ends by predicting ``0``. The LM needs no id of its
+own, so its vocabulary is exactly the tokenizer's.
+
+:class:`CausalLM` is the small interface that the LLM adapter head
+(:mod:`suite.heads.llm_adapter`) needs; any module with it plugs in. :func:`greedy_generate`
+decodes with it.
+
+An LM package is a folder like a model package: ``config.yaml`` (``task: lm`` and the
+constructor's keyword arguments), ``model.safetensors``, ``tokenizer/`` and ``README.md``;
+:func:`save_lm_package` writes each file atomically and loading never unpickles.
+
+Dims legend: B - batch, L - new positions, S - cached positions, D - model width (``d_model``),
+H - heads, Dh - head width, V - vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+import yaml
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from suite.encoders.blocks import FeedForward, apply_rotary, frame_mask, rotary_tables
+from suite.errors import UserError
+from suite.interfaces import Tokenizer
+from suite.io import atomic_path, atomic_write_text
+
+BOUNDARY_ID = 0  # starts and ends every sequence (the tokenizers' reserved blank id)
+LM_PACKAGE_FILES = ("config.yaml", "model.safetensors", "tokenizer")
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer for B sequences, grown by each :meth:`CausalLM.forward`.
+
+    Attributes:
+        keys: per layer ``(B, H, S, Dh)``, already rotated by their positions.
+        values: per layer ``(B, H, S, Dh)``.
+        valid: ``(B, S)`` bool, the slots that hold a real token: a right-padded call
+            (``lengths`` shorter than ``L``) leaves padding slots that later queries skip.
+        positions: ``(B,)`` int64, each sequence's real tokens so far: the position its next
+            token takes.
+    """
+
+    keys: list[Tensor]
+    values: list[Tensor]
+    valid: Tensor
+    positions: Tensor
+
+
+@runtime_checkable
+class CausalLM(Protocol):
+    """What the LLM adapter needs of a decoder-only language model.
+
+    Attributes:
+        d_model: D, the width of the embeddings ``forward`` takes.
+        vocab_size: V, logits per position (the tokenizer's vocabulary).
+    """
+
+    d_model: int
+    vocab_size: int
+
+    def embed(self, ids: Tensor) -> Tensor:
+        """Token ids ``(B, L)`` -> input embeddings ``(B, L, D)``."""
+        ...
+
+    def forward(
+        self, embeds: Tensor, cache: KVCache | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, KVCache]:
+        """Continue each sequence by ``embeds (B, L, D)``, of which the first ``lengths (B,)``
+        are real (default: all); returns ``logits (B, L, V)`` (position ``l`` predicts the next
+        token) and the cache extended by them. Padding positions never change a real one."""
+        ...
+
+
+class CausalSelfAttention(nn.Module):
+    """Pre-norm multi-head causal self-attention with rotary positions and a KV cache.
+
+    Args:
+        d_model: D.
+        num_heads: H; ``D / H`` must be even for the rotary pairs.
+        rope_base: rotary base period.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, rope_base: float = 10000.0) -> None:
+        super().__init__()
+        if d_model % num_heads or (d_model // num_heads) % 2:
+            raise ValueError(
+                f"d_model ({d_model}) must split into num_heads ({num_heads}) heads of even "
+                f"width for rotary embedding; e.g. d_model=128 with 4 heads (width 32)"
+            )
+        self.num_heads = num_heads
+        self.head_dim = d_model // num_heads
+        self.norm = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        inv_freq = rope_base ** (
+            -torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim
+        )
+        self.register_buffer("inv_freq", inv_freq, persistent=False)  # derived from the config
+
+    def forward(
+        self,
+        x: Tensor,
+        positions: Tensor,
+        mask: Tensor | None,
+        keys: Tensor | None = None,
+        values: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Attend from ``x (B, L, D)`` at ``positions (B, L)`` to ``[cache, x]``.
+
+        Args:
+            mask: ``(B, 1, L, S + L)`` bool, True where a query may look; ``None`` is plain
+                causal attention without a cache (teacher forcing).
+            keys: ``(B, H, S, Dh)`` cached rotated keys (``None``: no cache).
+            values: ``(B, H, S, Dh)``.
+
+        Returns:
+            ``(out (B, L, D), keys, values)``, the caches extended by the L new positions.
+        """
+        B, L, D = x.shape
+        qkv = self.qkv(self.norm(x)).view(B, L, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, H, L, Dh) each
+        cos, sin = rotary_tables(positions[:, None], self.inv_freq, q.dtype)  # (B, 1, L, Dh)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if keys is not None:
+            k, v = torch.cat([keys, k], dim=2), torch.cat([values, v], dim=2)  # (B, H, S+L, Dh)
+        if mask is None:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, L, Dh)
+        return self.proj(out.transpose(1, 2).reshape(B, L, D)), k, v
+
+
+class LmBlock(nn.Module):
+    """``x + attn(norm(x))`` then ``x + ff(norm(x))`` (GPT-2's pre-norm block)."""
+
+    def __init__(
+        self, d_model: int, num_heads: int, ff_mult: int, dropout: float, rope_base: float
+    ) -> None:
+        super().__init__()
+        self.attn = CausalSelfAttention(d_model, num_heads, rope_base)
+        self.ff = FeedForward(d_model, ff_mult, dropout)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        x: Tensor,
+        positions: Tensor,
+        mask: Tensor | None,
+        keys: Tensor | None = None,
+        values: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """As :meth:`CausalSelfAttention.forward`, with the feed-forward after it."""
+        a, keys, values = self.attn(x, positions, mask, keys, values)
+        x = x + self.dropout(a)
+        return x + self.dropout(self.ff(x)), keys, values
+
+
+class TransformerLM(nn.Module):
+    """A GPT-style causal transformer LM with rotary positions and a tied output layer.
+
+    Implements :class:`CausalLM`. See the module docstring for what differs from GPT-2.
+
+    Args:
+        vocab_size: V, the tokenizer's vocabulary (id 0 is the sequence boundary).
+        d_model: D.
+        num_layers: transformer blocks.
+        num_heads: attention heads; ``D / H`` must be even.
+        ff_mult: feed-forward width as a multiple of D.
+        dropout: on the residual branches and inside the feed-forward.
+        rope_base: rotary base period.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int = 128,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        ff_mult: int = 4,
+        dropout: float = 0.0,
+        rope_base: float = 10000.0,
+    ) -> None:
+        super().__init__()
+        self.config = {
+            "vocab_size": vocab_size,
+            "d_model": d_model,
+            "num_layers": num_layers,
+            "num_heads": num_heads,
+            "ff_mult": ff_mult,
+            "dropout": dropout,
+            "rope_base": rope_base,
+        }
+        self.vocab_size = vocab_size
+        self.d_model = d_model
+        self.tokens = nn.Embedding(vocab_size, d_model)
+        self.blocks = nn.ModuleList(
+            LmBlock(d_model, num_heads, ff_mult, dropout, rope_base) for _ in range(num_layers)
+        )
+        self.norm = nn.LayerNorm(d_model)
+        self._init_weights(num_layers)
+
+    def _init_weights(self, num_layers: int) -> None:
+        # GPT-2's: N(0, 0.02) everywhere, residual output layers scaled by 1/sqrt(2 * layers) so
+        # the residual stream's variance does not grow with depth.
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        for block in self.blocks:
+            for out in (block.attn.proj, block.ff[-1]):
+                nn.init.normal_(out.weight, std=0.02 / math.sqrt(2 * num_layers))
+
+    def embed(self, ids: Tensor) -> Tensor:
+        """Token ids ``(B, L)`` -> embeddings ``(B, L, D)``."""
+        return self.tokens(ids)
+
+    def forward(
+        self, embeds: Tensor, cache: KVCache | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, KVCache]:
+        """Continue each sequence by ``embeds (B, L, D)`` (see :class:`CausalLM`).
+
+        Without a cache and without ``lengths`` (teacher forcing), attention is plain causal;
+        right padding is harmless then, as no real position looks ahead.
+
+        Returns:
+            ``logits (B, L, V)`` and the extended :class:`KVCache`.
+        """
+        B, L, _ = embeds.shape
+        device = embeds.device
+        new_valid = (
+            torch.ones(B, L, dtype=torch.bool, device=device)
+            if lengths is None
+            else frame_mask(lengths.to(device), L)
+        )
+        start = (
+            cache.positions
+            if cache is not None
+            else torch.zeros(B, dtype=torch.long, device=device)
+        )
+        positions = start[:, None] + torch.arange(L, device=device)  # (B, L)
+        mask = None
+        if cache is not None or lengths is not None:
+            old_valid = cache.valid if cache is not None else new_valid[:, :0]
+            causal = torch.ones(L, L, dtype=torch.bool, device=device).tril()
+            eye = torch.eye(L, dtype=torch.bool, device=device)
+            # A query sees the cache's real slots and the real new tokens up to itself, and
+            # always itself, so a padding query never has an empty row (NaN) to pass on.
+            new = (causal & new_valid[:, None, :]) | eye  # (B, L, L)
+            mask = torch.cat([old_valid[:, None, :].expand(B, L, -1), new], dim=2)[:, None]
+        x = embeds
+        keys, values = [], []
+        for i, block in enumerate(self.blocks):
+            k = cache.keys[i] if cache is not None else None
+            v = cache.values[i] if cache is not None else None
+            x, k, v = block(x, positions, mask, k, v)
+            keys.append(k)
+            values.append(v)
+        logits = F.linear(self.norm(x), self.tokens.weight)  # (B, L, V), tied to the embedding
+        valid = new_valid if cache is None else torch.cat([cache.valid, new_valid], dim=1)
+        return logits, KVCache(keys, values, valid, start + new_valid.sum(dim=1))
+
+
+def sequence_nll(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
+    """Per-sequence sums of ``-log p(targets)`` over ``mask``, in fp32.
+
+    Args:
+        logits: ``(B, L, V)``.
+        targets: ``(B, L)`` int64, the token each position should predict.
+        mask: ``(B, L)`` bool, the positions that count.
+
+    Returns:
+        ``(B,)`` summed negative log-likelihoods.
+    """
+    nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # (B, L)
+    return (nll * mask).sum(dim=1)
+
+
+def text_batch(sequences: list[list[int]], device: Any = None) -> tuple[Tensor, Tensor]:
+    """``[0, y_1 .. y_U]`` inputs and ``[y_1 .. y_U, 0]`` targets of token-id lists.
+
+    Returns:
+        ``(inputs (B, U+1), targets (B, U+1))`` int64, right-padded with 0 to the longest list;
+        item ``b`` has ``U_b + 1`` real positions (the caller masks the rest).
+    """
+    U = max((len(s) for s in sequences), default=0)
+    ids = torch.zeros(len(sequences), U + 2, dtype=torch.long)  # BOUNDARY_ID = 0 around each
+    for b, s in enumerate(sequences):
+        ids[b, 1 : 1 + len(s)] = torch.tensor(s, dtype=torch.long)
+    return ids[:, :-1].to(device), ids[:, 1:].to(device)
+
+
+def lm_loss(lm: CausalLM, sequences: list[list[int]], device: Any = None) -> tuple[Tensor, Tensor]:
+    """Next-token negative log-likelihood of token-id sentences, each read as ``[0, y...]`` and
+    ending by predicting ``0``.
+
+    Returns:
+        ``(nll (B,), tokens (B,))``: summed nats and predicted tokens (``U_b + 1``) per sentence.
+    """
+    inputs, targets = text_batch(sequences, device)
+    lengths = torch.tensor([len(s) + 1 for s in sequences], device=inputs.device)
+    logits, _ = lm(lm.embed(inputs))
+    return sequence_nll(logits, targets, frame_mask(lengths, inputs.shape[1])), lengths
+
+
+@torch.no_grad()
+def greedy_generate(
+    lm: CausalLM,
+    embeds: Tensor,
+    lengths: Tensor,
+    max_new_tokens: int | Tensor,
+    eos_id: int = BOUNDARY_ID,
+) -> tuple[list[list[int]], Tensor]:
+    """Batched greedy continuation of prefixes with a KV cache.
+
+    The prefixes are run once (right-padded, their padding slots masked in the cache), then each
+    step feeds every sequence's last token as one new position, so a step costs one position,
+    not the whole prefix.
+
+    Args:
+        lm: any :class:`CausalLM`.
+        embeds: ``(B, L, D)`` right-padded prefix embeddings.
+        lengths: ``(B,)`` real prefix positions (at least 1).
+        max_new_tokens: the most tokens generated per sequence (eos included), an int or
+            ``(B,)`` per sequence.
+        eos_id: generation ends after this token (it is not returned).
+
+    Returns:
+        Per sequence the generated ids (without eos) and ``scores (B,)``, the log-probability of
+        the generated tokens, eos included when it was reached.
+    """
+    B = embeds.shape[0]
+    device = embeds.device
+    lengths = lengths.to(device)
+    if B and int(lengths.min()) < 1:
+        raise ValueError(f"every prefix needs at least one position, got lengths {lengths}")
+    limit = torch.as_tensor(max_new_tokens, device=device).expand(B)
+    logits, cache = lm(embeds, lengths=lengths)
+    last = logits[torch.arange(B, device=device), lengths - 1]  # (B, V)
+    scores = torch.zeros(B, device=device)
+    done = limit <= 0
+    steps = []  # (B,) ids per step
+    for step in range(int(limit.max()) if B else 0):
+        log_probs = F.log_softmax(last.float(), dim=-1)
+        best, ids = log_probs.max(dim=-1)  # (B,)
+        scores = scores + best.masked_fill(done, 0.0)
+        steps.append(ids.masked_fill(done, eos_id))
+        done = done | (ids == eos_id) | (step + 1 >= limit)
+        if bool(done.all()):
+            break
+        out, cache = lm(lm.embed(ids[:, None]), cache)
+        last = out[:, 0]
+    if not steps:
+        return [[] for _ in range(B)], scores
+    table = torch.stack(steps, dim=1).tolist()  # (B, steps)
+    tokens = [row[: row.index(eos_id)] if eos_id in row else row for row in table]
+    return tokens, scores
+
+
+@dataclass
+class LmPackage:
+    """A loaded LM package: the LM, its tokenizer, and the folder it came from."""
+
+    lm: TransformerLM
+    tokenizer: Tokenizer
+    path: Path
+
+
+def save_lm_package(
+    lm: TransformerLM,
+    tokenizer: Tokenizer,
+    directory: str | Path,
+    state: dict[str, Tensor] | None = None,
+    card: str | None = None,
+) -> Path:
+    """Write an LM package folder (each file atomically; the card last).
+
+    Args:
+        lm: the LM; its ``config`` is saved as the constructor's keyword arguments.
+        tokenizer: the tokenizer whose ids the LM reads.
+        directory: the package folder (created).
+        state: weights to save instead of ``lm.state_dict()``.
+        card: the model card's markdown; an existing card is kept when ``None``.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {"task": "lm", "model": dict(lm.config)}
+    atomic_write_text(directory / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    weights = {k: v.detach().cpu().contiguous() for k, v in (state or lm.state_dict()).items()}
+    with atomic_path(directory / "model.safetensors") as tmp:
+        save_file(weights, str(tmp), metadata={"format": "pt"})
+    tokenizer.save(directory / "tokenizer")
+    if card is not None:
+        atomic_write_text(directory / "README.md", card)
+    return directory
+
+
+def load_lm_package(directory: str | Path) -> LmPackage:
+    """Load an LM package written by :func:`save_lm_package` (no pickle)."""
+    from suite.tokenizers import load_tokenizer
+
+    directory = Path(directory)
+    missing = [name for name in LM_PACKAGE_FILES if not (directory / name).exists()]
+    if missing:
+        raise UserError(
+            f"{directory} is not an LM package: missing {', '.join(missing)}; pre-train one "
+            f"with `suite train-lm recipes/lm/espeak_text_lm.yaml` (it writes RUN/model)"
+        )
+    raw = yaml.safe_load((directory / "config.yaml").read_text()) or {}
+    if raw.get("task") != "lm":
+        raise UserError(
+            f"{directory} holds a '{raw.get('task')}' package, not an LM (task: lm); an LM "
+            f"package comes from `suite train-lm`"
+        )
+    lm = TransformerLM(**raw["model"])
+    lm.load_state_dict(load_file(str(directory / "model.safetensors")))
+    return LmPackage(lm.eval(), load_tokenizer(directory / "tokenizer"), directory)
