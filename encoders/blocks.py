@@ -293,8 +293,11 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), sin)
 
 
-class SelfAttention(nn.Module):
-    """Pre-norm multi-head self-attention with rotary positions.
+class RotaryAttentionBase(nn.Module):
+    """The parts of a pre-norm multi-head self-attention with rotary positions: the input
+    normalization, the joint query/key/value projection, the output projection and the rotary
+    frequencies. Subclasses write ``forward``: :class:`SelfAttention` here, and the language
+    model's causal, KV-cached one (:class:`suite.heads.lm.CausalSelfAttention`).
 
     Args:
         d_model: D.
@@ -312,9 +315,11 @@ class SelfAttention(nn.Module):
     ):
         super().__init__()
         if d_model % num_heads or (d_model // num_heads) % 2:
+            fit = -(-d_model // (2 * num_heads)) * 2 * num_heads  # the next width that splits
             raise ValueError(
                 f"d_model ({d_model}) must split into num_heads ({num_heads}) heads of even "
-                f"width for rotary embedding; e.g. d_model=176 with 4 heads (width 44)"
+                f"width for rotary embedding; e.g. d_model={fit} with {num_heads} heads "
+                f"(width {fit // num_heads})"
             )
         self.num_heads = num_heads
         self.head_dim = d_model // num_heads
@@ -332,6 +337,14 @@ class SelfAttention(nn.Module):
         qkv = self.qkv(self.norm(x)).view(B, T, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, H, T, Dh) each
         return q, k, v
+
+
+class SelfAttention(RotaryAttentionBase):
+    """Pre-norm multi-head self-attention with rotary positions, offline and streaming.
+
+    Constructor arguments as :class:`RotaryAttentionBase` (``d_model``, ``num_heads``,
+    ``rope_base``, ``norm_layer``).
+    """
 
     def forward(self, x: Tensor, lengths: Tensor, context: Context, stride: int = 1) -> Tensor:
         """``x (B, T, D)`` -> ``(B, T, D)``; pad frames are masked as keys.

@@ -59,7 +59,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from suite.interfaces import Batch, EncoderOutput, Head, Hypothesis, with_text
+from suite.interfaces import (
+    Batch,
+    EncoderOutput,
+    Head,
+    Hypothesis,
+    check_encoder_output,
+    checked_targets,
+    with_text,
+)
 from suite.kernels.attention import attention
 from suite.registry import register_head
 
@@ -502,18 +510,7 @@ class AedHead(Head):
 
     def check_encoder_output(self, enc: EncoderOutput) -> None:
         """Raise a teaching error unless ``enc`` is ``(B, T, input_dim)`` with valid lengths."""
-        shape = tuple(enc.features.shape)
-        if len(shape) != 3 or shape[-1] != self.input_dim:
-            raise ValueError(
-                f"the AED head expects encoder features (B, T, {self.input_dim}), got {shape}; "
-                "build the head with input_dim=<the encoder's output_dim>"
-            )
-        if tuple(enc.lengths.shape) != shape[:1]:
-            raise ValueError(
-                f"expected lengths of shape ({shape[0]},), got {tuple(enc.lengths.shape)}"
-            )
-        if shape[0] and not 0 <= int(enc.lengths.min()) <= int(enc.lengths.max()) <= shape[1]:
-            raise ValueError(f"lengths must lie in [0, T={shape[1]}], got {enc.lengths.tolist()}")
+        check_encoder_output(enc, self.input_dim, "the AED head")
 
     def task_tokens(self, task: str | Sequence[str] | None, batch_size: int, device: Any) -> Tensor:
         """``(B,)`` task token ids: one task for all (``None``: the first) or one per item."""
@@ -538,23 +535,6 @@ class AedHead(Head):
         logits[..., self.blank_id] = -math.inf
         return logits.log_softmax(dim=-1)
 
-    def _targets(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        """``batch``'s targets trimmed to ``(B, U)`` and their lengths ``(B,)``, checked."""
-        target_lengths = batch.target_lengths.long()
-        U = int(target_lengths.max()) if target_lengths.numel() else 0
-        if U > batch.targets.shape[1]:
-            raise ValueError(f"target_lengths reach {U} but targets hold {batch.targets.shape[1]}")
-        targets = batch.targets[:, :U].long()
-        valid = torch.arange(U, device=targets.device)[None] < target_lengths[:, None]
-        bad = valid & ((targets < 0) | (targets >= self.vocab_size) | (targets == self.blank_id))
-        if bool(bad.any()):
-            raise ValueError(
-                f"target token {int(targets[bad][0])} is not a label: targets must lie in "
-                f"[0, {self.vocab_size}) and not be the blank {self.blank_id}; check that the "
-                f"head's vocab_size equals the tokenizer's"
-            )
-        return targets.masked_fill(~valid, self.pad_id), target_lengths
-
     def loss(
         self, enc: EncoderOutput, batch: Batch, task: str | Sequence[str] | None = None
     ) -> dict[str, Tensor]:
@@ -570,7 +550,9 @@ class AedHead(Head):
             fraction of tokens and eos predicted right}``.
         """
         self.check_encoder_output(enc)
-        targets, target_lengths = self._targets(batch)  # (B, U), (B,)
+        targets, target_lengths = checked_targets(
+            batch, self.vocab_size, self.blank_id, pad_id=self.pad_id
+        )  # (B, U), (B,)
         B, U = targets.shape
         device = targets.device
         prompt = torch.stack(

@@ -34,13 +34,19 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from suite.encoders.blocks import FeedForward, apply_rotary, frame_mask, rotary_tables
+from suite.encoders.blocks import (
+    FeedForward,
+    RotaryAttentionBase,
+    apply_rotary,
+    frame_mask,
+    rotary_tables,
+)
 from suite.errors import UserError
 from suite.interfaces import Tokenizer
-from suite.io import atomic_path, atomic_write_text
+from suite.io import write_package
 
 BOUNDARY_ID = 0  # starts and ends every sequence (the tokenizers' reserved blank id)
 LM_PACKAGE_FILES = ("config.yaml", "model.safetensors", "tokenizer")
@@ -90,8 +96,11 @@ class CausalLM(Protocol):
         ...
 
 
-class CausalSelfAttention(nn.Module):
+class CausalSelfAttention(RotaryAttentionBase):
     """Pre-norm multi-head causal self-attention with rotary positions and a KV cache.
+
+    The encoders' projections and rotary frequencies (:class:`RotaryAttentionBase`), with the
+    input LayerNorm.
 
     Args:
         d_model: D.
@@ -100,21 +109,7 @@ class CausalSelfAttention(nn.Module):
     """
 
     def __init__(self, d_model: int, num_heads: int, rope_base: float = 10000.0) -> None:
-        super().__init__()
-        if d_model % num_heads or (d_model // num_heads) % 2:
-            raise ValueError(
-                f"d_model ({d_model}) must split into num_heads ({num_heads}) heads of even "
-                f"width for rotary embedding; e.g. d_model=128 with 4 heads (width 32)"
-            )
-        self.num_heads = num_heads
-        self.head_dim = d_model // num_heads
-        self.norm = nn.LayerNorm(d_model)
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.proj = nn.Linear(d_model, d_model)
-        inv_freq = rope_base ** (
-            -torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim
-        )
-        self.register_buffer("inv_freq", inv_freq, persistent=False)  # derived from the config
+        super().__init__(d_model, num_heads, rope_base)
 
     def forward(
         self,
@@ -136,8 +131,7 @@ class CausalSelfAttention(nn.Module):
             ``(out (B, L, D), keys, values)``, the caches extended by the L new positions.
         """
         B, L, D = x.shape
-        qkv = self.qkv(self.norm(x)).view(B, L, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, H, L, Dh) each
+        q, k, v = self._qkv(x)  # (B, H, L, Dh) each
         cos, sin = rotary_tables(positions[:, None], self.inv_freq, q.dtype)  # (B, 1, L, Dh)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if keys is not None:
@@ -401,17 +395,8 @@ def save_lm_package(
         state: weights to save instead of ``lm.state_dict()``.
         card: the model card's markdown; an existing card is kept when ``None``.
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     config = {"task": "lm", "model": dict(lm.config)}
-    atomic_write_text(directory / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-    weights = {k: v.detach().cpu().contiguous() for k, v in (state or lm.state_dict()).items()}
-    with atomic_path(directory / "model.safetensors") as tmp:
-        save_file(weights, str(tmp), metadata={"format": "pt"})
-    tokenizer.save(directory / "tokenizer")
-    if card is not None:
-        atomic_write_text(directory / "README.md", card)
-    return directory
+    return write_package(directory, config, state or lm.state_dict(), tokenizer, card)
 
 
 def load_lm_package(directory: str | Path) -> LmPackage:

@@ -62,6 +62,8 @@ from suite.interfaces import (
     EncoderOutput,
     Head,
     Hypothesis,
+    check_encoder_output,
+    checked_targets,
     partial_hypotheses,
     with_text,
 )
@@ -480,35 +482,7 @@ class RnntHead(Head):
 
     def check_encoder_output(self, enc: EncoderOutput) -> None:
         """Raise a teaching error unless ``enc`` is ``(B, T, input_dim)`` with valid lengths."""
-        shape = tuple(enc.features.shape)
-        if len(shape) != 3 or shape[-1] != self.input_dim:
-            raise ValueError(
-                f"the RNN-T head expects encoder features (B, T, {self.input_dim}), got {shape}; "
-                "build the head with input_dim=<the encoder's output_dim>"
-            )
-        if tuple(enc.lengths.shape) != shape[:1]:
-            raise ValueError(
-                f"expected lengths of shape ({shape[0]},), got {tuple(enc.lengths.shape)}"
-            )
-        if shape[0] and not 0 <= int(enc.lengths.min()) <= int(enc.lengths.max()) <= shape[1]:
-            raise ValueError(f"lengths must lie in [0, T={shape[1]}], got {enc.lengths.tolist()}")
-
-    def _targets(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        """``batch``'s targets trimmed to ``(B, U)`` and their lengths ``(B,)``, checked."""
-        target_lengths = batch.target_lengths.long()
-        U = int(target_lengths.max()) if target_lengths.numel() else 0
-        if U > batch.targets.shape[1]:
-            raise ValueError(f"target_lengths reach {U} but targets hold {batch.targets.shape[1]}")
-        targets = batch.targets[:, :U].long()
-        valid = torch.arange(U, device=targets.device)[None] < target_lengths[:, None]
-        bad = valid & ((targets < 0) | (targets >= self.vocab_size) | (targets == self.blank_id))
-        if bool(bad.any()):
-            raise ValueError(
-                f"target token {int(targets[bad][0])} is not a label: targets must lie in "
-                f"[0, {self.vocab_size}) and not be the blank {self.blank_id}; check that the "
-                f"head's vocab_size equals the tokenizer's"
-            )
-        return targets, target_lengths
+        check_encoder_output(enc, self.input_dim, "the RNN-T head")
 
     def _nll(
         self,
@@ -544,7 +518,7 @@ class RnntHead(Head):
             ``{"loss": scalar}``.
         """
         self.check_encoder_output(enc)
-        targets, target_lengths = self._targets(batch)
+        targets, target_lengths = checked_targets(batch, self.vocab_size, self.blank_id)
         lengths = enc.lengths.to(targets.device)
         if bool((lengths < 1).any()):
             raise ValueError(

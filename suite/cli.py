@@ -174,6 +174,23 @@ def _bench(args: argparse.Namespace) -> None:
     run_benchmark(args.name, json_output=args.json)
 
 
+def _add_decoding(parser: argparse.ArgumentParser) -> None:
+    """``--decoding`` and ``--head``: how a model decodes, and with which of its heads."""
+    parser.add_argument("--decoding", default="greedy", choices=["greedy", "beam"])
+    parser.add_argument("--head", default=None, help="which head decodes (default: the first)")
+
+
+def _add_context(
+    parser: argparse.ArgumentParser,
+    text: str = "attention context in encoder frames (default: the model's lowest-latency one)",
+) -> None:
+    """``--context LEFT RIGHT``: a streaming model's attention context, in encoder frames;
+    ``text`` is its help."""
+    parser.add_argument(
+        "--context", type=int, nargs=2, metavar=("LEFT", "RIGHT"), default=None, help=text
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="suite", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -252,23 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("model", help="a shipped model name or a package folder")
     ev.add_argument("manifest", help="lhotse cuts (.jsonl.gz) with reference texts")
     ev.add_argument("--results", default=None, help="per-utterance results (.jsonl)")
-    ev.add_argument("--decoding", default="greedy", choices=["greedy", "beam"])
-    ev.add_argument("--head", default=None, help="which head decodes (default: the first)")
-    ev.add_argument(
-        "--context",
-        type=int,
-        nargs=2,
-        metavar=("LEFT", "RIGHT"),
-        default=None,
-        help="attention context of a streaming model, in encoder frames (default: its own)",
-    )
+    _add_decoding(ev)
+    _add_context(ev, "attention context of a streaming model, in encoder frames (default: its own)")
     ev.set_defaults(func=_evaluate)
 
     tx = commands.add_parser("transcribe", help="transcribe audio files")
     tx.add_argument("model", help="a shipped model name or a package folder")
     tx.add_argument("files", nargs="+")
-    tx.add_argument("--decoding", default="greedy", choices=["greedy", "beam"])
-    tx.add_argument("--head", default=None, help="which head decodes (default: the first)")
+    _add_decoding(tx)
     tx.set_defaults(func=_transcribe)
 
     st = commands.add_parser("stream", help="stream a file or the microphone, printing partials")
@@ -277,14 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--wav", help="an audio file, fed in real time")
     source.add_argument("--mic", action="store_true", help="the default input device")
     st.add_argument("--chunk-ms", type=float, default=160.0, help="audio per fed chunk")
-    st.add_argument(
-        "--context",
-        type=int,
-        nargs=2,
-        metavar=("LEFT", "RIGHT"),
-        default=None,
-        help="attention context in encoder frames (default: the model's lowest-latency one)",
-    )
+    _add_context(st)
     st.add_argument("--fast", action="store_true", help="--wav as fast as possible, not paced")
     st.set_defaults(func=_stream)
 
@@ -294,14 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("model", help="a shipped model name or a package folder (streaming-trained)")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: local)")
     sv.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one")
-    sv.add_argument(
-        "--context",
-        type=int,
-        nargs=2,
-        metavar=("LEFT", "RIGHT"),
-        default=None,
-        help="attention context in encoder frames (default: the model's lowest-latency one)",
-    )
+    _add_context(sv)
     sv.set_defaults(func=_serve)
 
     models = commands.add_parser("models", help="list the shipped models")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 
@@ -83,6 +84,48 @@ def partial_hypotheses(
         Hypothesis(tokens=list(t), score=s) for t, s in zip(tokens, scores.tolist(), strict=True)
     ]
     return with_text(hyps, tokenizer)
+
+
+def check_encoder_output(enc: EncoderOutput, input_dim: int, head: str) -> None:
+    """Raise a teaching error unless ``enc`` is ``(B, T, input_dim)`` with ``lengths (B,)`` in
+    ``[0, T]``; ``head`` names the head that checks, e.g. ``"the AED head"``."""
+    shape = tuple(enc.features.shape)
+    if len(shape) != 3 or shape[-1] != input_dim:
+        raise ValueError(
+            f"{head} expects encoder features (B, T, {input_dim}), got {shape}; "
+            "build the head with input_dim=<the encoder's output_dim>"
+        )
+    if tuple(enc.lengths.shape) != shape[:1]:
+        raise ValueError(f"expected lengths of shape ({shape[0]},), got {tuple(enc.lengths.shape)}")
+    if shape[0] and not 0 <= int(enc.lengths.min()) <= int(enc.lengths.max()) <= shape[1]:
+        raise ValueError(f"lengths must lie in [0, T={shape[1]}], got {enc.lengths.tolist()}")
+
+
+def checked_targets(
+    batch: Batch, vocab_size: int, blank_id: int, pad_id: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """``batch``'s targets trimmed to ``(B, U)`` int64 and their lengths ``(B,)`` int64.
+
+    Raises a teaching error unless every real token is a label: in ``[0, vocab_size)`` and not
+    ``blank_id``. Positions past each length keep the batch's padding, or hold ``pad_id`` when
+    it is given.
+    """
+    target_lengths = batch.target_lengths.long()
+    U = int(target_lengths.max()) if target_lengths.numel() else 0
+    if U > batch.targets.shape[1]:
+        raise ValueError(f"target_lengths reach {U} but targets hold {batch.targets.shape[1]}")
+    targets = batch.targets[:, :U].long()
+    valid = torch.arange(U, device=targets.device)[None] < target_lengths[:, None]  # (B, U)
+    bad = valid & ((targets < 0) | (targets >= vocab_size) | (targets == blank_id))
+    if bool(bad.any()):
+        raise ValueError(
+            f"target token {int(targets[bad][0])} is not a label: targets must lie in "
+            f"[0, {vocab_size}) and not be the blank {blank_id}; check that the "
+            f"head's vocab_size equals the tokenizer's"
+        )
+    if pad_id is not None:
+        targets = targets.masked_fill(~valid, pad_id)
+    return targets, target_lengths
 
 
 class Frontend(nn.Module):

@@ -1,12 +1,14 @@
-"""Atomic file writes: a reader never sees a half-written file, a crash never leaves one."""
+"""Atomic file writes: a reader never sees a half-written file, a crash never leaves one; and
+the package folder (model or LM) written that way."""
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -47,3 +49,39 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     atomic_write(path, lambda p: p.write_text(text))
+
+
+def write_package(
+    directory: str | Path,
+    config: dict[str, Any],
+    weights: Mapping[str, Any],
+    tokenizer: Any,
+    card: str | None = None,
+) -> Path:
+    """Write a package folder, each file atomically, the card last: ``config.yaml``,
+    ``model.safetensors`` (``weights``, tensors moved to CPU), ``tokenizer/`` (by
+    ``tokenizer.save``) and ``README.md``.
+
+    Args:
+        directory: the package folder (created).
+        config: what ``config.yaml`` holds (``task`` and the constructor's options).
+        weights: the state dict to save.
+        tokenizer: a :class:`~suite.interfaces.Tokenizer`.
+        card: the model card's markdown; an existing card is kept when ``None``.
+
+    Returns:
+        ``directory``, as a path.
+    """
+    import yaml
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(directory / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    tensors = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
+    with atomic_path(directory / "model.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    tokenizer.save(directory / "tokenizer")
+    if card is not None:
+        atomic_write_text(directory / "README.md", card)
+    return directory

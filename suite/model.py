@@ -15,14 +15,14 @@ from typing import Any
 
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from suite import registry
 from suite.config import ModelConfig, recipe_from_dict
 from suite.errors import UserError
 from suite.interfaces import Batch, EncoderOutput, Frontend, Head, Hypothesis, Tokenizer
-from suite.io import atomic_path, atomic_write_text
+from suite.io import write_package
 
 PACKAGE_FILES = ("config.yaml", "model.safetensors", "tokenizer")
 
@@ -124,8 +124,6 @@ def save_package(
         state: weights to save instead of ``model.state_dict()`` (e.g. an EMA copy).
         card: the model card's markdown; an existing card is kept when ``None``.
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     spec = dataclasses.asdict(model.config)
     for name, head in model.heads.items():
         # A head built from files outside the package (the LLM adapter's LM package) gives the
@@ -133,14 +131,7 @@ def save_package(
         if hasattr(head, "packaged_spec"):
             spec["heads"][name] = head.packaged_spec(spec["heads"][name])
     config = {"task": "asr", "model": spec}
-    atomic_write_text(directory / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-    weights = {k: v.detach().cpu().contiguous() for k, v in (state or model.state_dict()).items()}
-    with atomic_path(directory / "model.safetensors") as tmp:
-        save_file(weights, str(tmp), metadata={"format": "pt"})
-    model.tokenizer.save(directory / "tokenizer")
-    if card is not None:
-        atomic_write_text(directory / "README.md", card)
-    return directory
+    return write_package(directory, config, state or model.state_dict(), model.tokenizer, card)
 
 
 def load_package(directory: str | Path, device: str | torch.device = "cpu") -> AsrModel:

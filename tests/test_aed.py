@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -43,37 +44,19 @@ def tiny_head(**kwargs) -> AedHead:
     return suite.create_head("aed", preset="tiny", input_dim=32, vocab_size=V, **kwargs)
 
 
-@functools.cache
-def trained(steps: int) -> tuple[torch.nn.Module, AedHead, list[float]]:
-    """A tiny encoder (Linear + Tanh) and head after ``steps`` Adam steps on :func:`make_batch`."""
-    batch = make_batch()
-    torch.manual_seed(0)
-    encoder = torch.nn.Sequential(torch.nn.Linear(D, 32), torch.nn.Tanh())
-    head = tiny_head(dropout=0.0)
-    opt = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=1e-2)
-    losses = []
-    for _ in range(steps):
-        enc = EncoderOutput(encoder(batch.features), batch.lengths)
-        loss = head.loss(enc, batch, task=TASKS)["loss"]
-        assert torch.isfinite(loss)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return encoder.eval(), head.eval(), losses
+@pytest.fixture(scope="module")
+def trained(fit_tiny) -> Callable[[int], tuple[torch.nn.Module, AedHead, list[float]]]:
+    """``trained(steps)``: a tiny encoder (Linear + Tanh) and head after ``steps`` Adam steps on
+    :func:`make_batch` (cached)."""
+
+    @functools.cache
+    def run(steps: int) -> tuple[torch.nn.Module, AedHead, list[float]]:
+        return fit_tiny(lambda: tiny_head(dropout=0.0), make_batch(), steps, task=TASKS)
+
+    return run
 
 
-def encode(encoder: torch.nn.Module, lengths: list[int], seed: int = 1) -> EncoderOutput:
-    """Random padded inputs (zero beyond each length) through ``encoder``."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(len(lengths), max(lengths), D, generator=g)
-    n = torch.tensor(lengths)
-    with torch.no_grad():
-        features = encoder(x * (torch.arange(max(lengths))[None, :, None] < n[:, None, None]))
-    return EncoderOutput(features, n)
-
-
-def test_loss_falls_and_decoding_memorizes_both_tasks():
+def test_loss_falls_and_decoding_memorizes_both_tasks(trained):
     encoder, head, losses = trained(120)
     assert losses[-1] < 0.3 * losses[0], losses
     batch = make_batch()
@@ -89,7 +72,7 @@ def test_loss_falls_and_decoding_memorizes_both_tasks():
     assert float(accuracy) == 1.0
 
 
-def test_loss_reduction_and_padding_invariance():
+def test_loss_reduction_and_padding_invariance(trained):
     encoder, head, _ = trained(3)
     batch = make_batch()
     with torch.no_grad():
@@ -118,10 +101,10 @@ def test_loss_reduction_and_padding_invariance():
 
 
 @pytest.mark.parametrize("method", ["greedy", "beam"])
-def test_decoding_is_padding_invariant(method):
+def test_decoding_is_padding_invariant(method, trained, encode_padded):
     encoder, head, _ = trained(3)
     lengths = [31, 8, 20]
-    enc = encode(encoder, lengths)
+    enc = encode_padded(encoder, lengths)
     batched = head.decode(enc, method=method, beam_size=3)
     noisy = enc.features.clone()
     for b, n in enumerate(lengths):
@@ -134,9 +117,9 @@ def test_decoding_is_padding_invariant(method):
     assert [h.tokens for h in again] == [h.tokens for h in batched]
 
 
-def test_beam_of_one_is_greedy():
+def test_beam_of_one_is_greedy(trained, encode_padded):
     encoder, head, _ = trained(3)
-    enc = encode(encoder, [37, 12, 29, 1])
+    enc = encode_padded(encoder, [37, 12, 29, 1])
     greedy = head.decode(enc, method="greedy")
     beam = head.decode(enc, method="beam", beam_size=1)
     assert [h.tokens for h in beam] == [h.tokens for h in greedy]
@@ -145,9 +128,9 @@ def test_beam_of_one_is_greedy():
 
 
 @pytest.mark.parametrize("method", ["greedy", "beam"])
-def test_kv_cache_equals_recomputing_the_prefix(method):
+def test_kv_cache_equals_recomputing_the_prefix(method, trained, encode_padded):
     encoder, head, _ = trained(3)
-    enc = encode(encoder, [37, 12, 29, 0], seed=2)
+    enc = encode_padded(encoder, [37, 12, 29, 0], seed=2)
     options = {"method": method, "beam_size": 4, "task": ["transcribe", "caption"] * 2}
     cached = head.decode(enc, use_kv_cache=True, **options)
     recomputed = head.decode(enc, use_kv_cache=False, **options)

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from lhotse import AudioSource, CutSet, MonoCut, Recording, SupervisionSegment
+from lhotse import CutSet
 
+from suite.bench.sampler import metadata_cut
 from suite.cli import main
 from suite.config import load_recipe, recipe_from_dict
 from suite.data.bucketing import Buckets, search_batch_sizes
@@ -89,30 +90,12 @@ def test_search_says_which_bucket_cannot_fit_one_cut() -> None:
         search_batch_sizes(Buckets((5.0, 10.0)), MemoryModel(), tokens=[3])
 
 
-def texted_cut(index: int, duration: float, text: str) -> MonoCut:
-    """A cut with a transcript and no audio (a probe synthesizes its batch)."""
-    recording = Recording(
-        id=f"rec{index}",
-        sources=[AudioSource(type="file", channels=[0], source="none.wav")],
-        sampling_rate=16000,
-        num_samples=round(duration * 16000),
-        duration=duration,
-    )
-    supervision = SupervisionSegment(
-        id=f"sup{index}", recording_id=recording.id, start=0.0, duration=duration, text=text
-    )
-    return MonoCut(
-        id=f"cut{index}", start=0.0, duration=duration, channel=0, recording=recording,
-        supervisions=[supervision],
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def tiny_recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny CTC model on 40 metadata-only cuts (the probes synthesize their batches)."""
     root = tmp_path_factory.mktemp("oom")
     cuts = CutSet(
-        [texted_cut(i, 1.0 + (i % 7) * 0.5, "hello world " * (1 + i % 3)) for i in range(40)]
+        [metadata_cut(i, 1.0 + (i % 7) * 0.5, "hello world " * (1 + i % 3)) for i in range(40)]
     )
     cuts.to_file(root / "cuts.jsonl.gz")
     recipe = {

@@ -7,6 +7,7 @@ import functools
 import itertools
 import json
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -48,37 +49,20 @@ def tiny_head(predictor: str, **kwargs) -> RnntHead:
     )
 
 
-@functools.cache
-def trained(predictor: str, steps: int) -> tuple[torch.nn.Module, RnntHead, list[float]]:
-    """A tiny encoder (Linear + Tanh) and head after ``steps`` Adam steps on :func:`make_batch`."""
-    batch = make_batch()
-    torch.manual_seed(0)
-    encoder = torch.nn.Sequential(torch.nn.Linear(D, 32), torch.nn.Tanh())
-    head = tiny_head(predictor)
-    opt = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=1e-2)
-    losses = []
-    for _ in range(steps):
-        loss = head.loss(EncoderOutput(encoder(batch.features), batch.lengths), batch)["loss"]
-        assert torch.isfinite(loss)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return encoder.eval(), head.eval(), losses
+@pytest.fixture(scope="module")
+def trained(fit_tiny) -> Callable[[str, int], tuple[torch.nn.Module, RnntHead, list[float]]]:
+    """``trained(predictor, steps)``: a tiny encoder (Linear + Tanh) and head after ``steps``
+    Adam steps on :func:`make_batch` (cached)."""
 
+    @functools.cache
+    def run(predictor: str, steps: int) -> tuple[torch.nn.Module, RnntHead, list[float]]:
+        return fit_tiny(lambda: tiny_head(predictor), make_batch(), steps)
 
-def encode(encoder: torch.nn.Module, lengths: list[int], seed: int = 1) -> EncoderOutput:
-    """Random padded inputs (zero beyond each length) through ``encoder``."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(len(lengths), max(lengths), D, generator=g)
-    n = torch.tensor(lengths)
-    with torch.no_grad():
-        features = encoder(x * (torch.arange(max(lengths))[None, :, None] < n[:, None, None]))
-    return EncoderOutput(features, n)
+    return run
 
 
 @pytest.mark.parametrize("predictor", PREDICTORS)
-def test_loss_falls_and_greedy_memorizes_a_tiny_batch(predictor):
+def test_loss_falls_and_greedy_memorizes_a_tiny_batch(predictor, trained):
     encoder, head, losses = trained(predictor, 50)
     assert losses[-1] < 0.2 * losses[0]
     batch = make_batch()
@@ -94,11 +78,11 @@ def test_loss_falls_and_greedy_memorizes_a_tiny_batch(predictor):
 @pytest.mark.parametrize("steps", [1, 2])  # labels fill most frames after 1 step, blanks after 2
 @pytest.mark.parametrize("predictor", PREDICTORS)
 def test_batched_greedy_equals_reference_loop(
-    predictor, steps, max_symbols, rows_per_pass, monkeypatch
+    predictor, steps, max_symbols, rows_per_pass, monkeypatch, trained, encode_padded
 ):
     monkeypatch.setattr(rnnt, "ROWS_PER_PASS", rows_per_pass)
     encoder, head, _ = trained(predictor, steps)
-    enc = encode(encoder, [37, 12, 29, 1, 0, 23])
+    enc = encode_padded(encoder, [37, 12, 29, 1, 0, 23])
     batched = greedy_search(head, enc, max_symbols)
     reference = greedy_search_reference(head, enc, max_symbols)
     assert [h.tokens for h in batched] == [h.tokens for h in reference]
@@ -111,10 +95,10 @@ def test_batched_greedy_equals_reference_loop(
 
 
 @pytest.mark.parametrize("predictor", PREDICTORS)
-def test_padding_invariance(predictor):
+def test_padding_invariance(predictor, trained, encode_padded):
     encoder, head, _ = trained(predictor, 1)
     lengths = [31, 8, 20]
-    enc = encode(encoder, lengths)
+    enc = encode_padded(encoder, lengths)
     for method in ("greedy", "beam"):
         batched = head.decode(enc, method=method)
         for b, n in enumerate(lengths):
@@ -189,10 +173,10 @@ def test_loss_reduction_is_per_token_mean():
 
 
 @pytest.mark.parametrize("predictor", PREDICTORS)
-def test_streaming_greedy_equals_offline_greedy(predictor):
+def test_streaming_greedy_equals_offline_greedy(predictor, trained, encode_padded):
     encoder, head, _ = trained(predictor, 1)  # several labels on most frames
     lengths = [40, 17, 33, 0]
-    enc = encode(encoder, lengths, seed=4)
+    enc = encode_padded(encoder, lengths, seed=4)
     want = head.decode(enc)
     g = torch.Generator().manual_seed(5)
     states = split_state(head.init_stream(len(lengths)))
@@ -222,9 +206,9 @@ def test_streaming_greedy_equals_offline_greedy(predictor):
 
 
 @pytest.mark.parametrize("predictor", PREDICTORS)
-def test_beam_of_one_is_greedy_with_one_symbol_per_frame(predictor):
+def test_beam_of_one_is_greedy_with_one_symbol_per_frame(predictor, trained, encode_padded):
     encoder, head, _ = trained(predictor, 2)
-    enc = encode(encoder, [37, 12, 29])
+    enc = encode_padded(encoder, [37, 12, 29])
     greedy = head.decode(enc, method="greedy", max_symbols_per_frame=1)
     beam = head.decode(enc, method="beam", beam_size=1)
     assert [h.tokens for h in beam] == [h.tokens for h in greedy]

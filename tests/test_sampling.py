@@ -11,9 +11,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import yaml
-from lhotse import AudioSource, CutSet, MonoCut, Recording, SupervisionSegment
+from lhotse import CutSet
 
-from suite.bench.sampler import count_tokens, synthetic_cuts
+from suite.bench.sampler import count_tokens, metadata_cut, synthetic_cuts
 from suite.cli import main
 from suite.data.bucketing import (
     Buckets,
@@ -34,31 +34,6 @@ MAX_DURATION = 200.0
 @pytest.fixture(scope="module")
 def cuts() -> CutSet:
     return synthetic_cuts(3000, seed=1)
-
-
-def make_cut(index: int, duration: float, text: str | None = None) -> MonoCut:
-    recording = Recording(
-        id=f"rec{index}",
-        sources=[AudioSource(type="file", channels=[0], source="none.wav")],
-        sampling_rate=16000,
-        num_samples=round(duration * 16000),
-        duration=duration,
-    )
-    supervisions = []
-    if text is not None:
-        supervisions = [
-            SupervisionSegment(
-                id=f"sup{index}", recording_id=recording.id, start=0.0, duration=duration, text=text
-            )
-        ]
-    return MonoCut(
-        id=f"cut{index}",
-        start=0.0,
-        duration=duration,
-        channel=0,
-        recording=recording,
-        supervisions=supervisions,
-    )
 
 
 def epoch_ids(sampler: BucketingSampler, epoch: int = 0) -> list[list[str]]:
@@ -238,7 +213,7 @@ def test_estimate_buckets_from_cuts_and_cli(cuts: CutSet, tmp_path, capsys) -> N
 
 
 def test_cli_2d_bins_with_a_tokenizer_folder(tmp_path, capsys) -> None:
-    texted = CutSet([make_cut(i, 1.0 + i % 9, "ab " * (1 + i % 13)) for i in range(200)])
+    texted = CutSet([metadata_cut(i, 1.0 + i % 9, "ab " * (1 + i % 13)) for i in range(200)])
     texted.to_file(tmp_path / "cuts.jsonl.gz")
     CharTokenizer().save(tmp_path / "tokenizer")
     argv = ["data", "estimate-buckets", str(tmp_path / "cuts.jsonl.gz"), "--buckets", "3"]
@@ -278,7 +253,7 @@ def test_quadratic_cost_and_per_bucket_caps(cuts: CutSet) -> None:
 
 
 def test_cut_longer_than_every_bucket_errors_or_is_dropped() -> None:
-    cuts = CutSet([make_cut(i, d) for i, d in enumerate([1.0, 2.0, 4.0, 12.0, 3.0, 5.0])])
+    cuts = CutSet([metadata_cut(i, d) for i, d in enumerate([1.0, 2.0, 4.0, 12.0, 3.0, 5.0])])
     sampler = BucketingSampler(cuts, 60.0, duration_bins=[5.0, 10.0])
     with pytest.raises(UserError, match="cut3 .*12.00 s.*too_long=drop"):
         list(sampler)
@@ -293,10 +268,10 @@ def test_cut_longer_than_every_bucket_errors_or_is_dropped() -> None:
 
 
 def test_fewer_cuts_than_ranks_end_without_hanging() -> None:
-    nine = CutSet([make_cut(i, 1.0 + i / 10) for i in range(9)])
+    nine = CutSet([metadata_cut(i, 1.0 + i / 10) for i in range(9)])
     per_rank = ranks(lambda w, r: BucketingSampler(nine, 100.0, world_size=w, rank=r), 4)
     check_exactly_once(per_rank, list(nine.ids))
-    three = CutSet([make_cut(i, 1.0) for i in range(3)])
+    three = CutSet([metadata_cut(i, 1.0) for i in range(3)])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         per_rank = ranks(lambda w, r: BucketingSampler(three, 100.0, world_size=w, rank=r), 4)
@@ -312,7 +287,7 @@ def test_build_sampler_names_and_tokenizer(cuts: CutSet) -> None:
     two_d = {"name": "suite_bucketing", "num_buckets": 4, "num_token_buckets": 2}
     with pytest.raises(UserError, match="tokenizer"):
         build_sampler(cuts, two_d, MAX_DURATION)
-    texted = CutSet([make_cut(i, 1.0 + i % 9, "ab " * (1 + i % 13)) for i in range(400)])
+    texted = CutSet([metadata_cut(i, 1.0 + i % 9, "ab " * (1 + i % 13)) for i in range(400)])
     sampler = build_sampler(texted, two_d, 40.0, tokenizer=CharTokenizer())
     check_exactly_once([epoch_ids(sampler)], list(texted.ids))
     assert len(sampler.buckets.token_bins) == len(sampler.buckets.duration_bins)

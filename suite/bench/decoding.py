@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -35,7 +36,7 @@ import suite
 from suite.bench import print_header
 from suite.heads.aed import AedHead
 from suite.heads.rnnt import RnntHead, greedy_search, greedy_search_reference
-from suite.interfaces import EncoderOutput
+from suite.interfaces import EncoderOutput, Hypothesis
 
 BATCH, FRAMES, VOCAB, WIDTH = 32, 250, 256, 256  # 32 utterances of 10 s at 40 ms per frame
 LABELS_PER_FRAME = 0.4
@@ -43,6 +44,31 @@ MAX_SYMBOLS = 5
 REPEATS = 5
 AED_BATCH, AED_BEAM = 8, 4
 AED_TOKENS_PER_FRAME = 0.3
+
+
+def _timed(
+    runs: dict[str, Callable[[], list[Hypothesis]]],
+) -> tuple[dict[str, list[Hypothesis]], dict[str, float]]:
+    """Each run's hypotheses (its first call, which is also the warm-up) and its median seconds
+    over ``REPEATS`` passes, the runs interleaved within each pass."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    hyps = {name: fn() for name, fn in runs.items()}
+    for _ in range(REPEATS):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return hyps, {name: statistics.median(t) for name, t in times.items()}
+
+
+def _print_table(method: str, unit: str, rows: tuple[tuple[str, str], ...], figures: dict) -> None:
+    """A Markdown table of ``figures[name]``'s seconds and ``{unit}_per_second`` for each
+    ``(name, label)`` of ``rows``."""
+    print(f"| {method} | batch decode (s) | {unit}/s |")
+    print("|---|---:|---:|")
+    for name, label in rows:
+        r = figures[name]
+        print(f"| {label} | {r['seconds']:.3f} | {r[f'{unit}_per_second']:,.0f} |")
 
 
 def _frames(batch: int, frames: int, seed: int) -> EncoderOutput:
@@ -102,13 +128,7 @@ def measure_aed() -> dict:
             "cached": lambda: head.decode(enc, use_kv_cache=True, **options),
             "recomputed": lambda: head.decode(enc, use_kv_cache=False, **options),
         }
-        times: dict[str, list[float]] = {name: [] for name in runs}
-        hyps = {name: fn() for name, fn in runs.items()}  # also the warm-up
-        for _ in range(REPEATS):
-            for name, fn in runs.items():
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
+        hyps, seconds = _timed(runs)
     tokens = sum(len(h.tokens) for h in hyps["cached"])
     decoder = head.decoder
     result: dict = {
@@ -132,8 +152,7 @@ def measure_aed() -> dict:
             abs(a.score - b.score) for a, b in zip(hyps["cached"], hyps["recomputed"], strict=True)
         ),
     }
-    for name in runs:
-        median = statistics.median(times[name])
+    for name, median in seconds.items():
         result[name] = {"seconds": median, "tokens_per_second": tokens / median}
     result["kv_cache_speedup"] = result["recomputed"]["seconds"] / result["cached"]["seconds"]
     return result
@@ -149,13 +168,7 @@ def measure() -> dict:
             "batched": lambda: greedy_search(head, enc, MAX_SYMBOLS),
             "loop": lambda: greedy_search_reference(head, enc, MAX_SYMBOLS),
         }
-        times: dict[str, list[float]] = {name: [] for name in runs}
-        hyps = {name: fn() for name, fn in runs.items()}  # also the warm-up
-        for _ in range(REPEATS):
-            for name, fn in runs.items():
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
+        hyps, seconds = _timed(runs)
     frames = int(enc.lengths.sum())
     labels = sum(len(h.tokens) for h in hyps["batched"])
     result: dict = {
@@ -176,8 +189,7 @@ def measure() -> dict:
         "identical_hypotheses": [h.tokens for h in hyps["batched"]]
         == [h.tokens for h in hyps["loop"]],
     }
-    for name in runs:
-        median = statistics.median(times[name])
+    for name, median in seconds.items():
         result[name] = {"seconds": median, "frames_per_second": frames / median}
     result["rnnt_greedy_speedup"] = result["loop"]["seconds"] / result["batched"]["seconds"]
     result["aed"] = measure_aed()
@@ -205,11 +217,8 @@ def main(json_output: bool = False) -> None:
         f"{c['max_symbols_per_frame']} per frame; inference mode, median of {c['repeats']} "
         f"interleaved passes; identical hypotheses: {result['identical_hypotheses']}\n"
     )
-    print("| greedy search | batch decode (s) | frames/s |")
-    print("|---|---:|---:|")
-    for name, label in (("batched", "batched label looping"), ("loop", "per-utterance loop")):
-        r = result[name]
-        print(f"| {label} | {r['seconds']:.3f} | {r['frames_per_second']:,.0f} |")
+    rows = (("batched", "batched label looping"), ("loop", "per-utterance loop"))
+    _print_table("greedy search", "frames", rows, result)
     print(f"\nSpeed-up (loop / batched): **{result['rnnt_greedy_speedup']:.1f}x**")
     a = result["aed"]
     c = a["config"]
@@ -222,9 +231,6 @@ def main(json_output: bool = False) -> None:
         f"median of {c['repeats']} interleaved passes; identical hypotheses: "
         f"{a['identical_hypotheses']} (scores within {a['max_score_difference']:.1e})\n"
     )
-    print("| AED beam search | batch decode (s) | tokens/s |")
-    print("|---|---:|---:|")
-    for name, label in (("cached", "KV cache"), ("recomputed", "no cache (whole prefix)")):
-        r = a[name]
-        print(f"| {label} | {r['seconds']:.3f} | {r['tokens_per_second']:,.0f} |")
+    rows = (("cached", "KV cache"), ("recomputed", "no cache (whole prefix)"))
+    _print_table("AED beam search", "tokens", rows, a)
     print(f"\nSpeed-up (no cache / KV cache): **{result['aed_kv_cache_speedup']:.1f}x**")

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from lhotse import AudioSource, CutSet, MonoCut, Recording
+from lhotse import AudioSource, CutSet, MonoCut, Recording, SupervisionSegment
 from lhotse.cut import Cut
 from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 
@@ -69,27 +69,43 @@ def synthetic_cuts(num_cuts: int = NUM_CUTS, seed: int = 0) -> CutSet:
     durations = librispeech_like_durations(num_cuts, rng)
     rate = TOKENS_PER_SECOND * np.exp(rng.normal(0.0, 0.15, num_cuts))
     tokens = np.maximum(1, np.round(durations * rate)).astype(int)
-    cuts = []
     lengths = zip(durations.tolist(), tokens.tolist(), strict=True)
-    for i, (duration, num_tokens) in enumerate(lengths):
-        recording = Recording(
-            id=f"rec{i}",
-            sources=[AudioSource(type="file", channels=[0], source="none.wav")],
-            sampling_rate=16000,
-            num_samples=round(duration * 16000),
-            duration=duration,
-        )
-        cuts.append(
-            MonoCut(
-                id=f"cut{i}",
-                start=0.0,
-                duration=duration,
-                channel=0,
-                recording=recording,
-                custom={"num_tokens": num_tokens},
+    return CutSet(
+        [
+            metadata_cut(i, duration, custom={"num_tokens": num_tokens})
+            for i, (duration, num_tokens) in enumerate(lengths)
+        ]
+    )
+
+
+def metadata_cut(
+    index: int, duration: float, text: str | None = None, custom: dict[str, Any] | None = None
+) -> MonoCut:
+    """A 16 kHz cut ``cut{index}`` with no audio behind it (samplers and batch-size probes read
+    only its metadata): one supervision with ``text`` when given, and ``custom``."""
+    recording = Recording(
+        id=f"rec{index}",
+        sources=[AudioSource(type="file", channels=[0], source="none.wav")],
+        sampling_rate=16000,
+        num_samples=round(duration * 16000),
+        duration=duration,
+    )
+    supervisions = []
+    if text is not None:
+        supervisions = [
+            SupervisionSegment(
+                id=f"sup{index}", recording_id=recording.id, start=0.0, duration=duration, text=text
             )
-        )
-    return CutSet(cuts)
+        ]
+    return MonoCut(
+        id=f"cut{index}",
+        start=0.0,
+        duration=duration,
+        channel=0,
+        recording=recording,
+        supervisions=supervisions,
+        custom=custom,
+    )
 
 
 def count_tokens(cut: Cut) -> int:

@@ -44,7 +44,6 @@ import os
 import resource
 import tempfile
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -70,7 +69,15 @@ from suite.interfaces import Batch, Tokenizer
 from suite.io import atomic_write_text
 from suite.model import build_model
 from suite.tokenizers import load_tokenizer
-from suite.train.trainer import load_cuts, recipe_tokenizer, resolve_device
+from suite.train.trainer import (
+    copy_weights,
+    load_cuts,
+    make_optimizer,
+    optimizer_step,
+    precision_autocast,
+    recipe_tokenizer,
+    resolve_device,
+)
 
 GIB = 2**30
 # Headroom of the CPU probe's address-space limit over the cap: virtual memory that is reserved
@@ -164,15 +171,8 @@ class TrainingStep:
         self.stretch = stretch
         self.vocab_size = tokenizer.vocab_size
         self.model = build_model(recipe.model, tokenizer).to(self.device).train()
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(),
-            lr=self.cfg.lr,
-            betas=(0.9, 0.98),
-            weight_decay=self.cfg.weight_decay,
-        )
-        self.ema: dict[str, torch.Tensor] | None = None
-        if self.cfg.ema_decay is not None:
-            self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.optimizer = make_optimizer(self.model, self.cfg)
+        self.ema = copy_weights(self.model) if self.cfg.ema_decay is not None else None
         # Features are made on CPU by the dataset's own frontend, as in training.
         self._frontend = registry.create_from_spec("frontend", recipe.model.frontend)
         self._frames: dict[float, int] = {}
@@ -202,17 +202,11 @@ class TrainingStep:
         """Run the step on :meth:`batch` ``(duration, tokens, size)``."""
         batch = self.batch(duration, tokens, size)
         self.optimizer.zero_grad(set_to_none=True)
-        bf16 = self.device.type == "cuda" and self.cfg.precision == "bf16"
-        with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext():
+        with precision_autocast(self.device, self.cfg.precision):
             loss = self.model.loss(batch)["loss"]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.optimizer.step()
-        if self.ema is not None:
-            with torch.no_grad():
-                for k, v in self.model.state_dict().items():
-                    if v.dtype.is_floating_point:
-                        self.ema[k].lerp_(v, 1 - self.cfg.ema_decay)
+        optimizer_step(self.optimizer, self.model, self.ema, self.cfg.ema_decay)
         self.optimizer.zero_grad(set_to_none=True)
 
 

@@ -17,7 +17,7 @@ import shlex
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from suite import registry
 from suite.api import resolve
-from suite.config import Recipe, save_recipe
+from suite.config import Recipe, TrainConfig, save_recipe
 from suite.data.dataset import AsrDataset
 from suite.data.sampling import build_sampler
 from suite.errors import UserError
@@ -55,6 +55,45 @@ def lr_at(step: int, peak: float, warmup: int, total: int, final_ratio: float = 
         return peak * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return peak * (final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over every parameter of ``model``, with ``train.lr`` and ``train.weight_decay``."""
+    return torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay
+    )
+
+
+def copy_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of ``model.state_dict()``: the EMA's start, or live weights set aside."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def precision_autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:
+    """The context a training forward runs in: bf16 autocast on CUDA under ``precision="bf16"``,
+    none otherwise (CPU trains in fp32)."""
+    if device.type == "cuda" and precision == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def optimizer_step(
+    optimizer: torch.optim.Optimizer,
+    model: torch.nn.Module,
+    ema: dict[str, torch.Tensor] | None,
+    ema_decay: float | None,
+) -> None:
+    """Take the optimizer step, then move the EMA weights (when kept) ``1 - ema_decay`` of the
+    way to the new ones; entries that are not floating point (counters) are copied."""
+    optimizer.step()
+    if ema is None:
+        return
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                ema[k].lerp_(v, 1 - ema_decay)
+            else:
+                ema[k].copy_(v)
 
 
 def load_cuts(path: Path, what: str) -> CutSet:
@@ -188,15 +227,8 @@ class Trainer:
         self.dev_cuts = CutSet.from_file(dev_path) if dev_path.is_file() else None
         self.tokenizer = recipe_tokenizer(recipe, self.train_cuts, self.run_dir / "tokenizer")
         self.model: AsrModel = build_model(recipe.model, self.tokenizer).to(self.device)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(),
-            lr=self.cfg.lr,
-            betas=(0.9, 0.98),
-            weight_decay=self.cfg.weight_decay,
-        )
-        self.ema: dict[str, torch.Tensor] | None = None
-        if self.cfg.ema_decay is not None:
-            self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.optimizer = make_optimizer(self.model, self.cfg)
+        self.ema = copy_weights(self.model) if self.cfg.ema_decay is not None else None
         self.state: dict[str, Any] = {
             "step": 0,
             "epoch": 0,
@@ -252,7 +284,7 @@ class Trainer:
             )
         self.model.load_state_dict(weights, strict=include is None)
         if self.ema is not None:
-            self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.ema = copy_weights(self.model)
         print(f"initialized {', '.join(include or ['all parts'])} from {path}", file=sys.stderr)
 
     def _restore(self, path: Path) -> None:
@@ -288,15 +320,10 @@ class Trainer:
             self.state["epoch"], self.state["batches_in_epoch"] = epoch, done
             yield batch
 
-    def _autocast(self):
-        if self.device.type == "cuda" and self.cfg.precision == "bf16":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
-
     def _validate(self) -> dict[str, float]:
         live = None
         if self.ema is not None:  # validate (and export) the averaged weights
-            live = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            live = copy_weights(self.model)
             self.model.load_state_dict(self.ema)
         scores = evaluate_cuts(self.model, self.dev_cuts, self.recipe.data.max_duration)
         step = self.state["step"]
@@ -354,21 +381,14 @@ class Trainer:
             losses = []
             for _ in range(cfg.accum_grad):
                 batch = next(batches).to(self.device)
-                with self._autocast():
+                with precision_autocast(self.device, cfg.precision):
                     out = self.model.loss(batch)
                 (out["loss"] / cfg.accum_grad).backward()
                 losses.append(out["loss"].item())
                 audio_seconds += batch.lengths.sum().item() * frame_seconds
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             if torch.isfinite(grad_norm):
-                self.optimizer.step()
-                if self.ema is not None:
-                    with torch.no_grad():
-                        for k, v in self.model.state_dict().items():
-                            if v.dtype.is_floating_point:
-                                self.ema[k].lerp_(v, 1 - cfg.ema_decay)
-                            else:
-                                self.ema[k].copy_(v)
+                optimizer_step(self.optimizer, self.model, self.ema, cfg.ema_decay)
             else:  # a bad batch must not poison the weights
                 skipped += 1
             self.state["step"] = step = step + 1
