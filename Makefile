@@ -28,7 +28,8 @@ system-deps:
 		echo "installing$$missing with apt"; \
 		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; }
 
-# Speaks sentences never used in training, transcribes them with the shipped default-asr.
+# Speaks sentences never used in training, transcribes them with the shipped default-asr, then
+# streams them through streaming-asr.
 demo: setup
 	$(PY) -m suite.demo
 

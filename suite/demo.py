@@ -2,9 +2,11 @@
 
 The sentences come from the corpus generator with a seed no training corpus uses
 (:data:`DEMO_SEED`); half are spoken by voice configurations held out of training. Synthesis
-needs espeak-ng; the model is the shipped ``default-asr`` unless another is named.
+needs espeak-ng; the model is the shipped ``default-asr`` unless another is named. Then the same
+sentences stream through the shipped ``streaming-asr`` in 160 ms chunks: partial text as it
+grows, per-chunk compute time, and the streaming WER beside that model's full-context WER.
 
-    python -m suite.demo [MODEL] [--sentences N]
+    python -m suite.demo [MODEL] [--sentences N] [--streaming-model NAME | --no-streaming]
 """
 
 from __future__ import annotations
@@ -59,8 +61,11 @@ def demo_utterances(count: int) -> list[tuple[str, np.ndarray, str, bool]]:
     return out
 
 
-def run(model_name: str = "default-asr", count: int = 6) -> float:
-    """Print reference, hypothesis and WER per sentence, then the totals; returns the WER."""
+def run(
+    model_name: str = "default-asr", count: int = 6, streaming_model: str | None = "streaming-asr"
+) -> float:
+    """Print reference, hypothesis and WER per sentence, then the totals, then stream the same
+    sentences through ``streaming_model`` (unless ``None``); returns the offline WER."""
     import suite
     from suite.evaluate import score
 
@@ -83,7 +88,50 @@ def run(model_name: str = "default-asr", count: int = 6) -> float:
         f"transcribed in {elapsed:.2f} s (RTFx {seconds / elapsed:.0f}, "
         f"{torch_threads()} CPU threads)"
     )
+    if streaming_model is not None:
+        run_streaming(utterances, streaming_model)
     return total.wer
+
+
+def run_streaming(
+    utterances: list[tuple[str, np.ndarray, str, bool]],
+    model_name: str = "streaming-asr",
+    chunk_seconds: float = 0.16,
+) -> float:
+    """Stream each utterance chunk by chunk (as fast as it computes), print how the first
+    one's text grows, then streaming vs full-context WER; returns the streaming WER."""
+    import suite
+    from suite.api import default_stream_context
+    from suite.evaluate import score
+    from suite.streaming import stream_audio
+
+    asr = suite.load(model_name)
+    context = default_stream_context(asr.model)
+    print(
+        f"\nstreaming with {model_name}: {chunk_seconds * 1000:.0f} ms chunks, attention "
+        f"context (left, right) = {context} encoder frames"
+    )
+    finals, latencies = [], []
+    for index, (_, audio, _, _) in enumerate(utterances):
+        shown = ""
+        for p in stream_audio(asr.stream(att_context=context), audio, chunk_seconds, False):
+            latencies.append(p.latency)
+            if index == 0 and p.text != shown:
+                tag = "final" if p.final else f"{p.seconds:5.2f} s"
+                print(f"  [{tag}] {p.text}")
+                shown = p.text
+            if p.final:
+                finals.append(p.text)
+    offline = asr.transcribe([u[1] for u in utterances], sample_rate=16000)
+    refs = [u[0] for u in utterances]
+    streaming, full = score(refs, finals).wer, score(refs, offline).wer
+    ms = sorted(x * 1000 for x in latencies)
+    print(
+        f"{model_name}: streaming WER {streaming:.2%} vs full-context WER {full:.2%}; "
+        f"per-chunk compute p50 {ms[len(ms) // 2]:.1f} ms, "
+        f"p95 {ms[min(len(ms) - 1, int(0.95 * len(ms)))]:.1f} ms ({len(ms)} chunks)"
+    )
+    return streaming
 
 
 def torch_threads() -> int:
@@ -98,9 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("model", nargs="?", default="default-asr")
     parser.add_argument("--sentences", type=int, default=6)
+    parser.add_argument("--streaming-model", default="streaming-asr")
+    parser.add_argument("--no-streaming", action="store_true", help="skip the streaming part")
     args = parser.parse_args(argv)
     try:
-        run(args.model, args.sentences)
+        run(args.model, args.sentences, None if args.no_streaming else args.streaming_model)
     except UserError as e:
         print(f"suite demo: error: {e}", file=sys.stderr)
         return 2

@@ -14,3 +14,25 @@ def test_default_asr_is_listed_and_transcribes_unseen_sentences():
     hypotheses = asr.transcribe([u[1] for u in utterances], sample_rate=16000)
     # Measured 12.7% on the six demo sentences (model card: 21.8% on the test split).
     assert score([u[0] for u in utterances], hypotheses).wer < 0.4
+
+
+def test_streaming_asr_streams_unseen_sentences_as_it_transcribes_them(capsys):
+    from suite.api import default_stream_context
+    from suite.demo import run_streaming
+
+    assert suite.list_models()["streaming-asr"] == "asr"
+    utterances = demo_utterances(2)
+    wer = run_streaming(utterances, "streaming-asr")  # 160 ms chunks, the first context
+    printed = capsys.readouterr().out
+    assert "streaming WER" in printed and "[final]" in printed
+    assert wer < 0.5
+
+    # The final streamed text is the offline transcription at the same attention context.
+    asr = suite.load("streaming-asr")
+    context = default_stream_context(asr.model)
+    asr.model.encoder.att_context = context
+    offline = asr.transcribe([u[1] for u in utterances], sample_rate=16000)
+    session = suite.load("streaming-asr").stream(att_context=context)
+    for start in range(0, len(utterances[0][1]), 2560):
+        session.accept(utterances[0][1][start : start + 2560], sample_rate=16000)
+    assert session.finish() == offline[0]
