@@ -279,6 +279,11 @@ def test_loss_weights_scale_each_heads_loss(tiny_corpus, tmp_path):
         ]
         trainer.model.eval()
         losses[len(weights)] = {k: v.item() for k, v in trainer.model.loss(batch).items()}
+    # Either head of the hybrid decodes; the first listed is the default.
+    for head in ("ctc", "rnnt"):
+        hyps = trainer.model.recognize(batch.features, batch.lengths, head=head)
+        assert len(hyps) == 2 and all(isinstance(h.text, str) for h in hyps)
+    assert list(trainer.model.heads) == ["ctc", "rnnt"]
     plain, weighted = losses[0], losses[2]
     assert plain["loss"] == pytest.approx(plain["ctc_loss"] + plain["rnnt_loss"])
     expected = 0.3 * weighted["ctc_loss"] + 0.7 * weighted["rnnt_loss"]
