@@ -33,8 +33,6 @@ positions), E - LM width, P - prompt tokens, U - answer tokens, L - LM positions
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,14 +41,7 @@ from torch import Tensor, nn
 
 from suite.encoders.blocks import frame_mask
 from suite.errors import UserError
-from suite.heads.lm import (
-    BOUNDARY_ID,
-    CausalLM,
-    TransformerLM,
-    greedy_generate,
-    load_lm_package,
-    sequence_nll,
-)
+from suite.heads.lm import BOUNDARY_ID, build_lm, greedy_generate, lm_options, sequence_nll
 from suite.interfaces import Batch, EncoderOutput, Head, Hypothesis, Tokenizer, with_text
 from suite.registry import register_head
 from suite.text import normalize_text
@@ -67,18 +58,6 @@ def stack_frames(features: Tensor, lengths: Tensor, stack: int) -> tuple[Tensor,
     x = features * frame_mask(lengths, T)[..., None]
     x = F.pad(x, (0, 0, 0, -T % stack))  # (B, N * stack, D)
     return x.reshape(B, -1, stack * D), torch.div(lengths + stack - 1, stack, rounding_mode="floor")
-
-
-def same_tokenizer(a: Tokenizer, b: Tokenizer) -> bool:
-    """Whether two tokenizers save the same files (the same ids for every text)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        da, db = Path(tmp) / "a", Path(tmp) / "b"
-        a.save(da)
-        b.save(db)
-        files = sorted(p.name for p in da.iterdir())
-        return files == sorted(p.name for p in db.iterdir()) and all(
-            (da / f).read_bytes() == (db / f).read_bytes() for f in files
-        )
 
 
 @register_head(
@@ -125,16 +104,7 @@ class LlmAdapterHead(Head):
         super().__init__()
         if stack < 1:
             raise ValueError(f"stack must be >= 1 encoder frames per LM position, got {stack}")
-        self.lm, package_tokenizer = self._build_lm(lm, vocab_size)
-        if package_tokenizer is not None and tokenizer is not None:
-            if not same_tokenizer(package_tokenizer, tokenizer):
-                raise UserError(
-                    f"the task model's tokenizer is not the LM package's ({lm}/tokenizer): the "
-                    f"LM reads that tokenizer's ids. Point the recipe's model.tokenizer at it; "
-                    f"for BPE: {{name: bpe, vocab_size: {vocab_size}, model_file: "
-                    f"{lm}/tokenizer/tokenizer.model}}"
-                )
-        tokenizer = tokenizer or package_tokenizer
+        self.lm, tokenizer = build_lm(lm, vocab_size, tokenizer, "llm_adapter")
         prompt = normalize_text(prompt)
         if prompt and tokenizer is None:
             raise UserError(
@@ -163,33 +133,6 @@ class LlmAdapterHead(Head):
             self.lm.requires_grad_(False)
             self.lm.eval()
 
-    @staticmethod
-    def _build_lm(lm: Any, vocab_size: int) -> tuple[nn.Module, Tokenizer | None]:
-        """The LM module, and the tokenizer of the package it came from (if any)."""
-        tokenizer = None
-        if isinstance(lm, (str, Path)):
-            package = load_lm_package(lm)
-            lm, tokenizer = package.lm, package.tokenizer
-        elif isinstance(lm, dict):
-            lm = TransformerLM(**{"vocab_size": vocab_size, **lm})
-        elif lm is None:
-            raise UserError(
-                "the llm_adapter head needs `lm`: an LM package folder from `suite train-lm` "
-                "(e.g. lm: runs/espeak_text_lm/model) or TransformerLM options "
-                "(e.g. lm: {d_model: 128, num_layers: 2, num_heads: 4})"
-            )
-        if not isinstance(lm, nn.Module) or not isinstance(lm, CausalLM):
-            raise UserError(
-                f"lm must be a causal LM module with embed, forward, d_model and vocab_size "
-                f"(suite.heads.lm.CausalLM); got {type(lm).__name__}"
-            )
-        if lm.vocab_size != vocab_size:
-            raise UserError(
-                f"the LM has {lm.vocab_size} tokens but the tokenizer {vocab_size}: the LM must "
-                f"read the task model's tokenizer (pre-train it with the same tokenizer)"
-            )
-        return lm, tokenizer
-
     def train(self, mode: bool = True) -> LlmAdapterHead:
         """As ``nn.Module.train``, but a frozen LM stays in eval mode (no dropout)."""
         super().train(mode)
@@ -204,13 +147,7 @@ class LlmAdapterHead(Head):
         options (its weights are in the package's ``model.safetensors``), so loading never reads
         the LM package folder the recipe named.
         """
-        options = getattr(self.lm, "config", None)
-        if not isinstance(options, dict):
-            raise UserError(
-                f"cannot save a model package with a {type(self.lm).__name__} LM: it has no "
-                f"`config` dict of constructor options; use suite.heads.lm.TransformerLM"
-            )
-        return {"name": spec["name"], **self.options, "lm": dict(options)}
+        return {"name": spec["name"], **self.options, "lm": lm_options(self.lm)}
 
     def audio_embeddings(self, enc: EncoderOutput) -> tuple[Tensor, Tensor]:
         """Stacked, projected encoder frames ``(B, N, E)`` and their lengths ``(B,)``."""

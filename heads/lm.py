@@ -27,6 +27,7 @@ H - heads, Dh - head width, V - vocabulary.
 from __future__ import annotations
 
 import math
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -370,6 +371,88 @@ def greedy_generate(
     return tokens, scores
 
 
+class PrefixScorer:
+    """Next-token log-probabilities of growing token prefixes, for shallow fusion in a search.
+
+    Every scored prefix keeps its KV cache (a row of a pool that grows as needed), so scoring
+    prefixes one token longer than scored ones costs one LM position each, all in one
+    :meth:`CausalLM.forward`. A prefix is read as the LM reads a sentence, ``[0, y_1 .. y_U]``;
+    its row is ``log p(. | y_1 .. y_U)``, whose entry :data:`BOUNDARY_ID` is the probability that
+    the sentence ends there.
+
+    Args:
+        lm: a :class:`TransformerLM` (or any :class:`CausalLM` returning a :class:`KVCache`).
+    """
+
+    def __init__(self, lm: CausalLM) -> None:
+        self.lm = lm
+        self.device = next(lm.parameters()).device
+        logits, cache = lm(lm.embed(torch.full((1, 1), BOUNDARY_ID, device=self.device)))
+        self.rows: dict[tuple[int, ...], list[float]] = {
+            (): F.log_softmax(logits[0, -1].float(), dim=-1).tolist()
+        }
+        # Per layer, keys and values (P, H, L, Dh): pool row ``self._slot[prefix]`` holds the
+        # prefix's len(prefix) + 1 positions (boundary first); rows in ``self._free`` are unused.
+        grow = (0, 0, 0, 63, 0, 0, 0, 255)  # 256 rows of 64 positions to start with
+        self._keys = [F.pad(k, grow) for k in cache.keys]
+        self._values = [F.pad(v, grow) for v in cache.values]
+        self._slot = {(): 0}
+        self._free = list(range(255, 0, -1))
+
+    def __contains__(self, prefix: tuple[int, ...]) -> bool:
+        return prefix in self.rows
+
+    def __getitem__(self, prefix: tuple[int, ...]) -> list[float]:
+        return self.rows[prefix]
+
+    def score(self, prefixes: list[tuple[int, ...]]) -> None:
+        """Score new prefixes, each one token longer than a scored prefix (its parent)."""
+        if not prefixes:
+            return
+        N = len(prefixes)
+        sizes = [len(p) for p in prefixes]  # the parents' positions (boundary included)
+        S = max(sizes)
+        capacity, L = self._keys[0].shape[0], self._keys[0].shape[2]
+        if N > len(self._free) or S + 1 > L:  # grow the pool (rows and positions x2 at least)
+            more = max(capacity, N - len(self._free)) if N > len(self._free) else 0
+            grow = (0, 0, 0, max(L, 2 * (S + 1)) - L if S + 1 > L else 0, 0, 0, 0, more)
+            self._keys = [F.pad(k, grow) for k in self._keys]
+            self._values = [F.pad(v, grow) for v in self._values]
+            self._free += range(capacity, capacity + more)
+        slots = [self._free.pop() for _ in prefixes]
+        parents = torch.tensor([self._slot[p[:-1]] for p in prefixes], device=self.device)
+        lengths = torch.tensor(sizes, device=self.device)
+        cache = KVCache(
+            keys=[k[parents, :, :S] for k in self._keys],  # (N, H, S, Dh)
+            values=[v[parents, :, :S] for v in self._values],
+            valid=frame_mask(lengths, S),
+            positions=lengths,
+        )
+        last = torch.tensor([[p[-1]] for p in prefixes], device=self.device)  # (N, 1)
+        logits, cache = self.lm(self.lm.embed(last), cache)  # (N, 1, V)
+        rows = torch.tensor(slots, device=self.device)
+        for pool, new in zip(self._keys + self._values, cache.keys + cache.values, strict=True):
+            pool[rows, :, :S] = new[:, :, :S]  # the parent's positions (padding past its own)
+            pool[rows, :, lengths] = new[:, :, S]  # the new token at position len(parent)
+        for prefix, slot, row in zip(
+            prefixes, slots, F.log_softmax(logits[:, 0].float(), dim=-1).tolist(), strict=True
+        ):
+            self.rows[prefix] = row
+            self._slot[prefix] = slot
+
+    @property
+    def free_rows(self) -> int:
+        """Prefixes :meth:`score` can take before the cache pool grows."""
+        return len(self._free)
+
+    def retain(self, keep: set[tuple[int, ...]]) -> None:
+        """Forget every scored prefix not in ``keep`` (the search's live prefixes), freeing its
+        cache row; a forgotten prefix may be scored again later."""
+        for prefix in [p for p in self._slot if p and p not in keep]:
+            self._free.append(self._slot.pop(prefix))
+            del self.rows[prefix]
+
+
 @dataclass
 class LmPackage:
     """A loaded LM package: the LM, its tokenizer, and the folder it came from."""
@@ -419,3 +502,75 @@ def load_lm_package(directory: str | Path) -> LmPackage:
     lm = TransformerLM(**raw["model"])
     lm.load_state_dict(load_file(str(directory / "model.safetensors")))
     return LmPackage(lm.eval(), load_tokenizer(directory / "tokenizer"), directory)
+
+
+def same_tokenizer(a: Tokenizer, b: Tokenizer) -> bool:
+    """Whether two tokenizers save the same files (the same ids for every text)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        da, db = Path(tmp) / "a", Path(tmp) / "b"
+        a.save(da)
+        b.save(db)
+        files = sorted(p.name for p in da.iterdir())
+        return files == sorted(p.name for p in db.iterdir()) and all(
+            (da / f).read_bytes() == (db / f).read_bytes() for f in files
+        )
+
+
+def build_lm(
+    lm: Any, vocab_size: int, tokenizer: Tokenizer | None, head: str
+) -> tuple[nn.Module, Tokenizer | None]:
+    """The LM module a head's ``lm`` option names, and the tokenizer the head should use.
+
+    Args:
+        lm: an LM package folder written by ``suite train-lm`` (its weights and options), a
+            mapping of :class:`TransformerLM` options (a fresh LM, as a saved model package
+            records it), or any :class:`CausalLM` module.
+        vocab_size: the task model's vocabulary; the LM's must equal it.
+        tokenizer: the task model's tokenizer, if known; it must be an LM package's own.
+        head: the head's registry name, for messages.
+
+    Returns:
+        ``(lm, tokenizer)``: ``tokenizer`` is the given one, else the LM package's (or ``None``).
+    """
+    package_tokenizer = None
+    if isinstance(lm, (str, Path)):
+        package = load_lm_package(lm)
+        lm, package_tokenizer = package.lm, package.tokenizer
+    elif isinstance(lm, dict):
+        lm = TransformerLM(**{"vocab_size": vocab_size, **lm})
+    elif lm is None:
+        raise UserError(
+            f"the {head} head needs `lm`: an LM package folder from `suite train-lm` "
+            "(e.g. lm: runs/espeak_text_lm/model) or TransformerLM options "
+            "(e.g. lm: {d_model: 128, num_layers: 2, num_heads: 4})"
+        )
+    if not isinstance(lm, nn.Module) or not isinstance(lm, CausalLM):
+        raise UserError(
+            f"lm must be a causal LM module with embed, forward, d_model and vocab_size "
+            f"(suite.heads.lm.CausalLM); got {type(lm).__name__}"
+        )
+    if lm.vocab_size != vocab_size:
+        raise UserError(
+            f"the LM has {lm.vocab_size} tokens but the tokenizer {vocab_size}: the LM must "
+            f"read the task model's tokenizer (pre-train it with the same tokenizer)"
+        )
+    if package_tokenizer is not None and tokenizer is not None:
+        if not same_tokenizer(package_tokenizer, tokenizer):
+            raise UserError(
+                f"the task model's tokenizer is not the LM package's ({package.path}/tokenizer): "
+                f"the LM reads that tokenizer's ids. Point the recipe's model.tokenizer at it; "
+                f"for BPE: {{name: bpe, vocab_size: {vocab_size}, model_file: "
+                f"{package.path}/tokenizer/tokenizer.model}}"
+            )
+    return lm, tokenizer or package_tokenizer
+
+
+def lm_options(lm: nn.Module) -> dict[str, Any]:
+    """The constructor options that rebuild ``lm`` (a :class:`TransformerLM`) in a package."""
+    options = getattr(lm, "config", None)
+    if not isinstance(options, dict):
+        raise UserError(
+            f"cannot save a model package with a {type(lm).__name__} LM: it has no "
+            f"`config` dict of constructor options; use suite.heads.lm.TransformerLM"
+        )
+    return dict(options)

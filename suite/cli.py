@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from suite.bench import BENCHMARKS
 from suite.errors import UserError
@@ -105,7 +106,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.context is not None:  # equals streaming with this context, by construction
         default_stream_context(model)  # a clear error for a model not trained for streaming
         model.encoder.att_context = args.context
-    scores = evaluate_cuts(model, CutSet.from_file(manifest), method=args.decoding, head=args.head)
+    cuts = CutSet.from_file(manifest)
+    scores = evaluate_cuts(model, cuts, head=args.head, **_decode_options(args))
     out = Path(args.results or manifest.with_name(manifest.name.split(".")[0] + ".results.jsonl"))
     write_results(scores, out)
     print(
@@ -124,15 +126,24 @@ def _transcribe(args: argparse.Namespace) -> None:
     import suite
 
     asr = suite.load(args.model)
-    for path, text in zip(
-        args.files, asr.transcribe(args.files, head=args.head, method=args.decoding), strict=True
-    ):
+    texts = asr.transcribe(args.files, head=args.head, **_decode_options(args))
+    for path, text in zip(args.files, texts, strict=True):
         print(f"{path}\t{text}")
 
 
 def _models(args: argparse.Namespace) -> None:
     import suite
 
+    if args.models_command == "attach-lm":
+        from suite.api import resolve
+        from suite.model import attach_lm
+
+        options = {"lm_weight": args.lm_weight, "length_bonus": args.length_bonus}
+        options["beam_size"] = args.beam_size
+        given = {k: v for k, v in options.items() if v is not None}
+        out = attach_lm(resolve(args.model), args.lm, args.out, args.head, **given)
+        print(f"wrote {out}: its CTC head decodes with {args.lm} ({args.out}/README.md)")
+        return
     for name, task in suite.list_models().items():
         print(f"{name}\t{task}")
 
@@ -175,9 +186,35 @@ def _bench(args: argparse.Namespace) -> None:
 
 
 def _add_decoding(parser: argparse.ArgumentParser) -> None:
-    """``--decoding`` and ``--head``: how a model decodes, and with which of its heads."""
-    parser.add_argument("--decoding", default="greedy", choices=["greedy", "beam"])
+    """``--decoding``, ``--head`` and the beam options: how a model decodes, with which head."""
+    parser.add_argument(
+        "--decoding",
+        default=None,
+        choices=["greedy", "beam"],
+        help="default: the head's (beam for a CTC head with an LM, else greedy)",
+    )
     parser.add_argument("--head", default=None, help="which head decodes (default: the first)")
+    _add_beam_options(parser)
+
+
+def _add_beam_options(parser: argparse.ArgumentParser) -> None:
+    """``--beam-size``, ``--lm-weight``, ``--length-bonus`` (default: the head's own)."""
+    parser.add_argument("--beam-size", type=int, default=None, help="hypotheses kept per step")
+    parser.add_argument(
+        "--lm-weight", type=float, default=None, help="weight of the CTC head's LM (0: none)"
+    )
+    parser.add_argument("--length-bonus", type=float, default=None, help="score per token")
+
+
+def _decode_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The decoding options given on the command line (the rest stay the head's defaults)."""
+    options = {
+        "method": args.decoding,
+        "beam_size": args.beam_size,
+        "lm_weight": args.lm_weight,
+        "length_bonus": args.length_bonus,
+    }
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def _add_context(
@@ -298,7 +335,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_context(sv)
     sv.set_defaults(func=_serve)
 
-    models = commands.add_parser("models", help="list the shipped models")
+    models = commands.add_parser("models", help="list the shipped models (or attach an LM)")
+    models_commands = models.add_subparsers(dest="models_command", required=False)
+    attach = models_commands.add_parser(
+        "attach-lm", help="copy a model package with an LM for its CTC head's beam search"
+    )
+    attach.add_argument("model", help="a shipped model name or a package folder")
+    attach.add_argument("lm", help="an LM package from `suite train-lm` (same tokenizer)")
+    attach.add_argument("--out", required=True, help="the new package folder")
+    attach.add_argument("--head", default=None, help="the CTC head (default: the first)")
+    _add_beam_options(attach)
     models.set_defaults(func=_models)
 
     bench = commands.add_parser("bench", help="run a benchmark (results go in BENCHMARKS.md)")

@@ -157,3 +157,47 @@ def load_package(directory: str | Path, device: str | torch.device = "cpu") -> A
     model = build_model(config, load_tokenizer(directory / "tokenizer"))
     model.load_state_dict(load_file(str(directory / "model.safetensors")))
     return model.to(device).eval()
+
+
+def attach_lm(
+    model_dir: str | Path,
+    lm_dir: str | Path,
+    out_dir: str | Path,
+    head: str | None = None,
+    **options: Any,
+) -> Path:
+    """Write a copy of a model package whose CTC head decodes with an LM (shallow fusion).
+
+    The LM package's weights go inside the head (frozen), so the new package loads alone; its
+    tokenizer must be the model's. The model card is copied with a section on the LM.
+
+    Args:
+        model_dir: the model package.
+        lm_dir: an LM package written by ``suite train-lm`` over the model's tokenizer.
+        out_dir: the new package folder (may be ``model_dir`` itself).
+        head: the CTC head to give the LM (default: the first CTC head).
+        **options: the head's decoding defaults, e.g. ``lm_weight=1.0, length_bonus=2.5``.
+    """
+    model = load_package(model_dir)
+    ctc = [name for name, spec in model.config.heads.items() if spec["name"] == "ctc"]
+    name = head or (ctc[0] if ctc else next(iter(model.heads)))
+    if name not in ctc:
+        raise UserError(
+            f"head '{name}' of {model_dir} is a '{model.config.heads[name]['name']}' head; only "
+            f"CTC heads decode with an LM (shallow fusion); its CTC heads: {ctc or 'none'}"
+        )
+    config = dataclasses.replace(model.config, heads=dict(model.config.heads))
+    config.heads[name] = {**config.heads[name], **options, "lm": str(lm_dir)}
+    fused = build_model(config, model.tokenizer)
+    missing, unexpected = fused.load_state_dict(model.state_dict(), strict=False)
+    prefix = f"heads.{name}.lm."
+    assert not unexpected and all(k.startswith(prefix) for k in missing), (missing, unexpected)
+    card_path = Path(model_dir) / "README.md"
+    card = card_path.read_text() if card_path.is_file() else f"# {Path(out_dir).name}\n"
+    settings = ", ".join(f"{k}={v}" for k, v in fused.heads[name].options.items())
+    card += (
+        f"\n## Language model\n\nThe `{name}` head decodes with the LM package `{lm_dir}` "
+        f"(frozen, inside this package) by shallow fusion in the prefix beam search ({settings}); "
+        f'written by `suite models attach-lm`. `method="greedy"` decodes without it.\n'
+    )
+    return save_package(fused.eval(), out_dir, card=card)

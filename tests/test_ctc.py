@@ -64,7 +64,7 @@ def test_beam_equals_exhaustive_search(seed):
             scored[seq] = lp
     best = max(scored, key=scored.get)
     # A beam wider than the number of prefixes prunes nothing: it must be exact.
-    hyp = prefix_beam_search(log_probs, blank_id=0, beam_size=64)
+    (hyp,) = prefix_beam_search(log_probs[None], torch.tensor([T]), blank_id=0, beam_size=64)
     assert tuple(hyp.tokens) == best
     assert hyp.score == pytest.approx(scored[best], abs=1e-9)
 
@@ -74,7 +74,7 @@ def test_beam_at_least_greedy(seed):
     torch.manual_seed(seed)
     T, V = 30, 6
     log_probs = (torch.randn(T, V) * 2.0).log_softmax(-1)
-    beam = prefix_beam_search(log_probs, beam_size=8)
+    (beam,) = prefix_beam_search(log_probs[None], torch.tensor([T]), beam_size=8)
     greedy = greedy_search(log_probs[None], torch.tensor([T]))[0]
     beam_lp = sequence_log_prob(log_probs.double(), beam.tokens)
     # Pruned prefixes lose alignment mass, so the beam's score is a lower bound.

@@ -1,0 +1,202 @@
+"""CTC beam search with a fused LM: exact against exhaustive search, batch-invariant, the LM's
+cached prefix scores equal a full forward, and packages that carry the LM."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+import yaml
+
+import suite
+from suite.cli import main
+from suite.config import ModelConfig
+from suite.errors import UserError
+from suite.heads.ctc import CtcHead, prefix_beam_search
+from suite.heads.lm import BOUNDARY_ID, PrefixScorer, TransformerLM, lm_loss, save_lm_package
+from suite.interfaces import EncoderOutput
+from suite.model import attach_lm, build_model, load_package, save_package
+from suite.text import ALPHABET
+from suite.tokenizers import CharTokenizer
+from tests.test_ctc import all_label_sequences, sequence_log_prob
+
+
+def random_lm(vocab_size: int, seed: int = 0) -> TransformerLM:
+    """A random LM with large embeddings (tied to the output), so its preferences are strong."""
+    torch.manual_seed(seed)
+    lm = TransformerLM(vocab_size, d_model=16, num_layers=2, num_heads=2)
+    with torch.no_grad():
+        lm.tokens.weight.normal_(std=1.0)
+    return lm.eval()
+
+
+def lm_log_prob(lm: TransformerLM, tokens: list[int]) -> float:
+    """log p(tokens, then the end) under ``lm``."""
+    with torch.no_grad():
+        nll, _ = lm_loss(lm, [tokens])
+    return -float(nll[0])
+
+
+def test_prefix_scores_equal_a_full_forward_through_pool_growth_and_forgetting():
+    lm = random_lm(7)
+    scorer = PrefixScorer(lm)
+    g = torch.Generator().manual_seed(0)
+    prefixes: list[tuple[int, ...]] = [()]
+    for step in range(80):  # grow prefixes a token at a time, past 256 rows and 64 positions
+        picks = torch.randint(len(prefixes), (12,), generator=g).tolist()
+        parents = prefixes[-12:] + [prefixes[i] for i in picks]  # the longest, and any
+        new = {p + (int(torch.randint(1, 7, (1,), generator=g)),) for p in parents}
+        new = [p for p in new if p not in scorer]
+        scorer.score(new)
+        prefixes = sorted(set(prefixes) | set(new), key=len)
+        if step % 20 == 19:  # forget all but the longest; their caches must stay right
+            scorer.retain(set(prefixes[-40:]))
+            prefixes = [()] + prefixes[-40:]
+    assert max(len(p) for p in prefixes) > 64
+    for prefix in prefixes[-20:] + [()]:
+        inputs = torch.tensor([[BOUNDARY_ID, *prefix]])
+        want = lm(lm.embed(inputs))[0][0, -1].log_softmax(-1)
+        torch.testing.assert_close(torch.tensor(scorer[prefix]), want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fused_beam_search_equals_exhaustive_search(seed):
+    torch.manual_seed(seed)
+    T, V, weight, bonus = 5, 4, 0.7, 0.4
+    lm = random_lm(V, seed)
+    log_probs = (torch.randn(T, V, dtype=torch.float64) * 1.5).log_softmax(-1)
+    scored = {}
+    for seq in all_label_sequences(T, [1, 2, 3]):
+        acoustic = sequence_log_prob(log_probs, list(seq))
+        if acoustic > float("-inf"):
+            fused = weight * lm_log_prob(lm, list(seq)) + bonus * len(seq)
+            scored[seq] = acoustic + fused
+    best = max(scored, key=scored.get)
+    (hyp,) = prefix_beam_search(log_probs[None], torch.tensor([T]), 0, 512, lm, weight, bonus)
+    assert tuple(hyp.tokens) == best
+    assert hyp.score == pytest.approx(scored[best], abs=1e-4)
+    (plain,) = prefix_beam_search(log_probs[None], torch.tensor([T]), 0, 512)
+    acoustic_best = max(scored, key=lambda s: sequence_log_prob(log_probs, list(s)))
+    assert tuple(plain.tokens) == acoustic_best
+
+
+def test_the_lm_decides_between_sounds_alike():
+    # Frames say "1 or 2, equally"; the LM was made to prefer 2 after the boundary.
+    lm = random_lm(4)
+    with torch.no_grad():
+        lm.tokens.weight[2] = lm.tokens.weight[0] * 3.0  # tied output: high logit for 2 after 0
+    assert torch.tensor(PrefixScorer(lm)[()]).argmax() == 2
+    log_probs = torch.tensor([[0.1, 0.45, 0.45, 0.0], [0.9, 0.05, 0.05, 0.0]]).clamp(1e-6).log()
+    lengths = torch.tensor([2])
+    with_lm = prefix_beam_search(log_probs[None], lengths, 0, 4, lm, 1.0, 0.0)[0]
+    assert with_lm.tokens == [2]
+
+
+def test_batch_gives_each_item_its_own_result():
+    torch.manual_seed(1)
+    V = 6
+    lm = random_lm(V)
+    log_probs = (torch.randn(3, 20, V) * 2).log_softmax(-1)
+    lengths = torch.tensor([20, 13, 0])
+    batch = prefix_beam_search(log_probs, lengths, 0, 6, lm, 0.8, 0.5)
+    for b in range(3):
+        alone = prefix_beam_search(
+            log_probs[b : b + 1, : lengths[b]], lengths[b : b + 1], 0, 6, lm, 0.8, 0.5
+        )
+        assert batch[b].tokens == alone[0].tokens
+        assert batch[b].score == pytest.approx(alone[0].score, abs=1e-4)
+    assert batch[2].tokens == []
+
+
+# --- The head and packages ----------------------------------------------------------------------
+
+
+def ctc_config(**head) -> ModelConfig:
+    return ModelConfig(
+        encoder={"name": "conformer", "preset": "tiny"},
+        heads={"ctc": {"name": "ctc", **head}},
+        tokenizer={"name": "char"},
+    )
+
+
+def test_head_with_an_lm_defaults_to_beam_and_keeps_the_lm_frozen(tmp_path):
+    tokenizer = CharTokenizer()
+    save_lm_package(random_lm(tokenizer.vocab_size), tokenizer, tmp_path / "lm")
+    head = build_model(ctc_config(lm=str(tmp_path / "lm"), lm_weight=2.0), tokenizer).heads["ctc"]
+    assert all(not p.requires_grad for p in head.lm.parameters())
+    head.train()
+    assert not head.lm.training and head.proj.training
+    torch.manual_seed(0)
+    enc = EncoderOutput(torch.randn(2, 9, head.proj.in_features), torch.tensor([9, 6]))
+    default = head.decode(enc)
+    beam = head.decode(enc, method="beam")
+    assert [h.tokens for h in default] == [h.tokens for h in beam]
+    no_lm = head.decode(enc, method="beam", lm_weight=0.0)
+    plain = CtcHead(head.proj.in_features, tokenizer.vocab_size)
+    plain.proj.load_state_dict(head.proj.state_dict())
+    assert [h.tokens for h in no_lm] == [h.tokens for h in plain.decode(enc, method="beam")]
+    assert [h.tokens for h in default] != [h.tokens for h in no_lm]  # a weight of 2 changes it
+    with pytest.raises(ValueError, match="beam_size"):
+        head.decode(enc, beam_size=0)
+
+
+def test_attach_lm_writes_a_package_that_loads_alone_and_decodes_with_it(tmp_path):
+    tokenizer = CharTokenizer()
+    torch.manual_seed(0)
+    save_package(build_model(ctc_config(), tokenizer), tmp_path / "asr", card="# asr\n")
+    save_lm_package(random_lm(tokenizer.vocab_size), tokenizer, tmp_path / "lm")
+    attach_lm(tmp_path / "asr", tmp_path / "lm", tmp_path / "fused", lm_weight=2.0, beam_size=4)
+    shutil.rmtree(tmp_path / "lm")  # the package holds the LM
+    spec = yaml.safe_load((tmp_path / "fused/config.yaml").read_text())["model"]["heads"]["ctc"]
+    assert spec["lm"]["d_model"] == 16 and spec["lm_weight"] == 2.0 and spec["beam_size"] == 4
+    assert "## Language model" in (tmp_path / "fused/README.md").read_text()
+    original, fused = load_package(tmp_path / "asr"), load_package(tmp_path / "fused")
+    for k, v in original.state_dict().items():
+        assert torch.equal(fused.state_dict()[k], v), k  # nothing else changed
+    g = torch.Generator().manual_seed(3)
+    audio = [torch.randn(n, generator=g).numpy() * 0.1 for n in (12000, 7000)]
+    asr, plain = suite.load(tmp_path / "fused"), suite.load(tmp_path / "asr")
+    assert asr.transcribe(audio, sample_rate=16000, lm_weight=0.0, beam_size=4) == plain.transcribe(
+        audio, sample_rate=16000, method="beam", beam_size=4
+    )
+    assert asr.transcribe(audio, sample_rate=16000) != plain.transcribe(audio, sample_rate=16000)
+
+
+def test_attach_lm_refuses_another_tokenizer_and_non_ctc_heads(tmp_path):
+    tokenizer = CharTokenizer()
+    save_package(build_model(ctc_config(), tokenizer), tmp_path / "asr", card="# asr\n")
+    save_lm_package(random_lm(tokenizer.vocab_size), CharTokenizer(ALPHABET[::-1]), tmp_path / "lm")
+    with pytest.raises(UserError, match="tokenizer"):
+        attach_lm(tmp_path / "asr", tmp_path / "lm", tmp_path / "out")
+    rnnt = ModelConfig(
+        encoder={"name": "conformer", "preset": "tiny"},
+        heads={"rnnt": {"name": "rnnt"}},
+        tokenizer={"name": "char"},
+    )
+    save_package(build_model(rnnt, tokenizer), tmp_path / "rnnt", card="# rnnt\n")
+    with pytest.raises(UserError, match="only CTC heads"):
+        attach_lm(tmp_path / "rnnt", tmp_path / "lm", tmp_path / "out")
+
+
+def test_cli_attaches_an_lm_and_decodes_with_and_without_it(tmp_path, capsys):
+    import soundfile as sf
+
+    tokenizer = CharTokenizer()
+    torch.manual_seed(0)
+    save_package(build_model(ctc_config(), tokenizer), tmp_path / "asr", card="# asr\n")
+    save_lm_package(random_lm(tokenizer.vocab_size), tokenizer, tmp_path / "lm")
+    args = ["models", "attach-lm", str(tmp_path / "asr"), str(tmp_path / "lm")]
+    assert main([*args, "--out", str(tmp_path / "fused"), "--lm-weight", "2.0"]) == 0
+    wav = tmp_path / "a.wav"
+    sf.write(
+        wav, torch.randn(16000, generator=torch.Generator().manual_seed(1)).numpy() * 0.1, 16000
+    )
+    capsys.readouterr()
+    outputs = {}
+    for extra in ([], ["--lm-weight", "0", "--beam-size", "8"], ["--decoding", "greedy"]):
+        assert main(["transcribe", str(tmp_path / "fused"), str(wav), *extra]) == 0
+        outputs[tuple(extra)] = capsys.readouterr().out
+    assert all(str(wav) in out for out in outputs.values())
+    asr = suite.load(tmp_path / "fused")
+    assert outputs[()].split("\t")[1].strip() == asr.transcribe(str(wav))[0]
