@@ -373,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("suite: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`suite evaluate ... | head -1`): stop quietly
+        sys.stdout = None  # type: ignore[assignment]  # no flush of the closed pipe at exit
+        return 141
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ The runtime of "Stateful Conformer with Cache-based Inference for Streaming ASR"
 2024) for a whole task model: audio chunks of any size go through the causal frontend
 (``Fbank.streaming_forward``), the cache-aware encoder (``streaming_forward``, which emits frames
 chunk by chunk of its attention context) and the head's streaming greedy decoder (CTC or RNN-T,
-``streaming_decode``).
+``streaming_decode``). A CTC head with an LM decodes each stream once more when it ends
+(``final_decode``: the LM's beam search over its frames): partial texts are greedy, the final
+text is the head's default decoding.
 Every stage is exact, so a stream's final text equals the offline transcription of the same
 audio by the same model with the same attention context.
 
@@ -293,10 +295,17 @@ class StreamBatcher:
             features, feature_lengths, encoder, final=torch.tensor(final, device=self.device)
         )
         hyps, decoder = self.head.streaming_decode(enc, decoder, tokenizer=self.model.tokenizer)
+        texts = [h.text for h in hyps]
         parts = zip(split_state(frontend), split_state(encoder), split_state(decoder), strict=True)
         for s, (f, e, d) in zip(streams, parts, strict=True):
             s.frontend, s.encoder, s.decoder = f, e, d
-        return [h.text for h in hyps]
+        ended = [b for b, f in enumerate(final) if f]
+        if ended and hasattr(self.head, "final_decode"):  # e.g. a CTC head's LM beam search
+            state = concat_states([streams[b].decoder for b in ended])
+            finals = self.head.final_decode(state, tokenizer=self.model.tokenizer)
+            for b, hyp in zip(ended, finals or [], strict=False):
+                texts[b] = hyp.text
+        return texts
 
 
 class StreamingSession:

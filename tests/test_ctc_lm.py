@@ -200,3 +200,39 @@ def test_cli_attaches_an_lm_and_decodes_with_and_without_it(tmp_path, capsys):
     assert all(str(wav) in out for out in outputs.values())
     asr = suite.load(tmp_path / "fused")
     assert outputs[()].split("\t")[1].strip() == asr.transcribe(str(wav))[0]
+
+
+def test_streams_end_with_the_lm_beam_search_of_their_frames():
+    from suite.api import Transcriber
+    from suite.streaming import StreamBatcher, StreamingSession
+    from tests.test_streaming import SR, random_chunks, tiny_model, tones
+
+    model = tiny_model("conformer", context=(4, 1))
+    greedy_head = model.heads["ctc"]
+    head = CtcHead(
+        greedy_head.proj.in_features,
+        greedy_head.vocab_size,
+        lm=random_lm(greedy_head.vocab_size),
+        lm_weight=2.0,
+    )
+    head.proj.load_state_dict(greedy_head.proj.state_dict())
+    model.heads["ctc"] = head.eval()
+    audio = tones(3.0, seed=0)
+    offline = Transcriber(model).transcribe(audio, sample_rate=SR)[0]
+    greedy = Transcriber(model).transcribe(audio, sample_rate=SR, method="greedy")[0]
+    assert offline != greedy  # the LM changes the text: the check below has power
+    with StreamingSession(model) as session:
+        partials = [session.accept(chunk, sample_rate=SR) for chunk in random_chunks(audio, 1)]
+        final = session.finish()
+    assert final == offline
+    assert partials[-1] == greedy[: len(partials[-1])]  # partials are greedy, and only grow
+    for before, after in zip(partials, partials[1:], strict=False):
+        assert after.startswith(before)
+    batcher = StreamBatcher(model)  # a stream that ends beside one that goes on
+    a, b = batcher.open(), batcher.open()
+    batcher.accept(a, audio)
+    batcher.accept(b, audio[: SR // 2])
+    batcher.finish(a)
+    updates = batcher.step()
+    assert updates[a].final and updates[a].text == offline
+    assert not updates[b].final and greedy.startswith(updates[b].text)

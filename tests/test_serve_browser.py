@@ -104,8 +104,10 @@ def test_page_shows_the_words_spoken_into_the_microphone(sentence, server_url):
             browser.close()
     assert error == ""
     assert partial_at < seconds, "no partial text while the sentence was playing"
-    assert final.startswith(partial.strip())  # partial text only grows
-    assert score([text], [final]).wer <= 0.5, (text, final)
+    # The partial text is greedy; the final one is the LM's beam search over the same frames
+    # (streaming-asr carries an LM), so it may respell the words the partial already showed.
+    assert len(partial.split()) <= len(final.split()) + 1
+    assert score([text], [final]).wer <= 0.25, (text, final)
 
 
 def test_page_explains_a_denied_microphone(server_url):

@@ -91,12 +91,15 @@ async function start() {
   const source = context.createMediaStreamSource(media);
   source.connect(node);
   session = { ws, context, media, node, stopping: false };
+  let ended = false; // after {"type": "end"} the server takes no more audio
   node.port.onmessage = (event) => {
+    if (ended || ws.readyState !== WebSocket.OPEN) return;
     if (event.data === "flushed") {
-      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "end" }));
+      ended = true;
+      ws.send(JSON.stringify({ type: "end" }));
       return;
     }
-    if (ws.readyState === WebSocket.OPEN) ws.send(event.data);
+    ws.send(event.data);
   };
   ws.onmessage = (event) => {
     const message = JSON.parse(event.data);

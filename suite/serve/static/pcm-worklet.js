@@ -36,10 +36,12 @@ class PcmSender extends AudioWorkletProcessor {
     this.blockSize = Math.max(1, Math.round(targetRate * blockSeconds));
     this.block = new Int16Array(this.blockSize);
     this.filled = 0;
+    this.flushed = false;
     this.port.onmessage = (event) => {
       if (event.data === "flush") { // the page stops: send what is left, then say so
         this.post();
         this.port.postMessage("flushed");
+        this.flushed = true; // and nothing after it
       }
     };
   }
@@ -58,6 +60,7 @@ class PcmSender extends AudioWorkletProcessor {
   }
 
   process(inputs) {
+    if (this.flushed) return false; // the stream has ended: let the browser drop this node
     const channels = inputs[0];
     if (!channels || channels.length === 0) return true; // no input connected yet
     const frames = channels[0].length;
