@@ -98,6 +98,10 @@ class TrainConfig:
     init_from: str | None = None
     # Copy only these parts' weights (top-level modules, e.g. ``[frontend, encoder]``).
     init_include: list[str] | None = None
+    # Parts whose weights stay fixed (no gradient, eval mode: no dropout), e.g.
+    # ``[frontend, encoder]`` to train a new head on a trained encoder; dotted names such as
+    # ``heads.ctc`` name a head.
+    freeze: list[str] | None = None
 
 
 @dataclass

@@ -253,7 +253,9 @@ def test_init_from_starts_at_the_package_weights_and_tokenizer(tiny_corpus, tmp_
         **{
             "train.init_from": str(first),
             "train.init_include": ["frontend", "encoder"],
+            "train.freeze": ["frontend", "encoder"],
             "model.heads": {"rnnt": {"name": "rnnt", "predictor": "stateless"}},
+            "model.encoder.dropout": 0.1,
         },
     )
     trainer = Trainer(load_recipe(RECIPE, new_head), progress=False)
@@ -261,6 +263,18 @@ def test_init_from_starts_at_the_package_weights_and_tokenizer(tiny_corpus, tmp_
     encoder = [k for k in start if k.startswith("encoder.")]
     assert encoder and all(torch.equal(state[k], start[k]) for k in encoder)
     assert not any(k.startswith("heads.ctc") for k in state)
+    head_before = {k: v.clone() for k, v in state.items() if k.startswith("heads.rnnt")}
+    optimized = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert optimized == {id(p) for p in trainer.model.heads.parameters()}
+    trainer._train_mode()
+    assert not trainer.model.encoder.training and trainer.model.heads.training  # no dropout
+    trainer.train()  # the frozen encoder stays the package's; the new head learns
+    state = trainer.model.state_dict()
+    assert all(torch.equal(state[k], start[k]) for k in encoder)
+    assert any(not torch.equal(state[k], v) for k, v in head_before.items())
+    typo = tiny_overrides(tiny_corpus, tmp_path / "e", steps=1, **{"train.freeze": ["encodr"]})
+    with pytest.raises(UserError, match="encodr.*its parts: frontend, encoder, heads"):
+        Trainer(load_recipe(RECIPE, typo), progress=False)
 
 
 def test_loss_weights_scale_each_heads_loss(tiny_corpus, tmp_path):

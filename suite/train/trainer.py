@@ -58,10 +58,27 @@ def lr_at(step: int, peak: float, warmup: int, total: int, final_ratio: float = 
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over every parameter of ``model``, with ``train.lr`` and ``train.weight_decay``."""
-    return torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay
-    )
+    """AdamW over the trainable parameters of ``model`` (frozen ones are left out), with
+    ``train.lr`` and ``train.weight_decay``."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+
+
+def frozen_parts(model: torch.nn.Module, names: list[str] | None) -> list[torch.nn.Module]:
+    """The submodules ``train.freeze`` names, with their weights made fixed (no gradient)."""
+    parts = []
+    for name in names or []:
+        try:
+            part = model.get_submodule(name)
+        except AttributeError:
+            top = ", ".join(n for n, _ in model.named_children())
+            raise UserError(
+                f"train.freeze names '{name}', which this model does not have; its parts: {top} "
+                f"(a head: heads.NAME)"
+            ) from None
+        part.requires_grad_(False)
+        parts.append(part)
+    return parts
 
 
 def copy_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -227,6 +244,7 @@ class Trainer:
         self.dev_cuts = CutSet.from_file(dev_path) if dev_path.is_file() else None
         self.tokenizer = recipe_tokenizer(recipe, self.train_cuts, self.run_dir / "tokenizer")
         self.model: AsrModel = build_model(recipe.model, self.tokenizer).to(self.device)
+        self.frozen = frozen_parts(self.model, self.cfg.freeze)
         self.optimizer = make_optimizer(self.model, self.cfg)
         self.ema = copy_weights(self.model) if self.cfg.ema_decay is not None else None
         self.state: dict[str, Any] = {
@@ -286,6 +304,12 @@ class Trainer:
         if self.ema is not None:
             self.ema = copy_weights(self.model)
         print(f"initialized {', '.join(include or ['all parts'])} from {path}", file=sys.stderr)
+
+    def _train_mode(self) -> None:
+        """Training mode, but frozen parts stay in eval mode (no dropout, fixed statistics)."""
+        self.model.train()
+        for part in self.frozen:
+            part.eval()
 
     def _restore(self, path: Path) -> None:
         ck = load_checkpoint(path)
@@ -363,7 +387,7 @@ class Trainer:
         cfg = self.cfg
         frame_seconds = self.dataset.frontend.hop_ms / 1000
         batches = self._batches()
-        self.model.train()
+        self._train_mode()
         bar = tqdm(
             total=cfg.max_steps,
             initial=self.state["step"],
@@ -413,7 +437,7 @@ class Trainer:
                 val = self._validate()
                 self.metrics.write(step, val)
                 bar.write(f"step {step}: dev WER {val['dev_wer']:.2%} CER {val['dev_cer']:.2%}")
-                self.model.train()
+                self._train_mode()
             if step % self.save_every == 0 or step == cfg.max_steps:
                 self._checkpoint()
         bar.close()
