@@ -9,7 +9,8 @@ a model package carries it; ``suite models attach-lm`` puts one into a trained p
 Streaming: ``CtcHead.init_stream`` / ``CtcHead.streaming_decode`` run greedy decoding chunk by
 chunk with a :class:`CtcStreamState` (the last frame's label, so a token whose run of frames spans
 two chunks is emitted once). Partial hypotheses only grow, and after the last chunk they equal
-:func:`greedy_search` over the whole encoder output (streaming never uses the LM).
+:func:`greedy_search` over the whole encoder output; partials never use the LM. A head with an
+LM decodes each ended stream again with it (:meth:`CtcHead.final_decode`), as offline.
 
 Dims legend: B - batch, T - encoder frames, D - encoder width, V - vocabulary (incl. blank),
 U - target tokens.
@@ -40,11 +41,13 @@ from suite.registry import register_head
 
 _NEG_INF = float("-inf")
 # Extensions less likely than this on a frame are not tried by the beam search. On default-asr's
-# dev split (200 utterances, LM fusion) -10 gave the WER of no limit (4.19%) in 85% of the time;
+# dev split (200 utterances, LM weight 1.0, bonus 2.5) -10 gave the WER of no limit (4.19%) in
+# 85% of the time;
 # -6 and -4 cost 0.3 and 1.5 points.
 TOKEN_MIN_LOGP = -10.0
-# Prefixes this far below a frame's best are dropped. Same split, beam 8, LM weight 1.2: no limit
-# 4.41% in 21 s, 12: 4.43% in 15 s, 8: 4.57% in 10.5 s, 5: 5.40% in 8 s.
+# Prefixes this far below a frame's best are dropped. Whole dev split (654 utterances), beam 8,
+# LM weight 1.2, bonus 3.5: no limit 4.41% in 21 s, 12: 4.43% in 15 s, 8: 4.57% in 10.5 s,
+# 5: 5.40% in 8 s.
 BEAM_PRUNE_LOGP = 8.0
 
 
@@ -160,8 +163,9 @@ def prefix_beam_search(
     Shallow fusion (Gulcehre et al., 2015; as in the CTC decoders of NeMo, ESPnet and
     pyctcdecode, with a token-level LM): a prefix is ranked by
     ``log p_ctc(prefix) + lm_weight * log p_lm(prefix) + length_bonus * len(prefix)``, and at the
-    end ``lm_weight * log p_lm(end | prefix)`` is added. The LM scores each new prefix once: the
-    prefixes that survive a frame, across the whole batch, go through one LM forward together.
+    end ``lm_weight * log p_lm(end | prefix)`` is added. The LM scores each prefix once, when it
+    is first about to be extended: per frame, such prefixes of the whole batch go through one LM
+    forward together.
 
     Args:
         log_probs: ``(B, T, V)`` per-frame log-probabilities.

@@ -138,9 +138,7 @@ def _models(args: argparse.Namespace) -> None:
         from suite.api import resolve
         from suite.model import attach_lm
 
-        options = {"lm_weight": args.lm_weight, "length_bonus": args.length_bonus}
-        options["beam_size"] = args.beam_size
-        given = {k: v for k, v in options.items() if v is not None}
+        given = _decode_options(args)
         out = attach_lm(resolve(args.model), args.lm, args.out, args.head, **given)
         print(f"wrote {out}: its CTC head decodes with {args.lm} ({args.out}/README.md)")
         return
@@ -209,7 +207,7 @@ def _add_beam_options(parser: argparse.ArgumentParser) -> None:
 def _decode_options(args: argparse.Namespace) -> dict[str, Any]:
     """The decoding options given on the command line (the rest stay the head's defaults)."""
     options = {
-        "method": args.decoding,
+        "method": getattr(args, "decoding", None),  # attach-lm sets only the beam options
         "beam_size": args.beam_size,
         "lm_weight": args.lm_weight,
         "length_bonus": args.length_bonus,

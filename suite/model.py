@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from suite.interfaces import Batch, EncoderOutput, Frontend, Head, Hypothesis, T
 from suite.io import write_package
 
 PACKAGE_FILES = ("config.yaml", "model.safetensors", "tokenizer")
+LM_CARD_SECTION = "## Language model"  # the model-card section attach_lm writes
 
 
 class AsrModel(nn.Module):
@@ -169,7 +171,8 @@ def attach_lm(
     """Write a copy of a model package whose CTC head decodes with an LM (shallow fusion).
 
     The LM package's weights go inside the head (frozen), so the new package loads alone; its
-    tokenizer must be the model's. The model card is copied with a section on the LM.
+    tokenizer must be the model's. An LM the head already had is replaced. The model card is
+    copied with a section on the LM (replacing an earlier one).
 
     Args:
         model_dir: the model package.
@@ -188,15 +191,18 @@ def attach_lm(
         )
     config = dataclasses.replace(model.config, heads=dict(model.config.heads))
     config.heads[name] = {**config.heads[name], **options, "lm": str(lm_dir)}
-    fused = build_model(config, model.tokenizer)
-    missing, unexpected = fused.load_state_dict(model.state_dict(), strict=False)
+    fused = build_model(config, model.tokenizer)  # the head's LM: the LM package's weights
     prefix = f"heads.{name}.lm."
+    kept = {k: v for k, v in model.state_dict().items() if not k.startswith(prefix)}
+    missing, unexpected = fused.load_state_dict(kept, strict=False)
     assert not unexpected and all(k.startswith(prefix) for k in missing), (missing, unexpected)
     card_path = Path(model_dir) / "README.md"
     card = card_path.read_text() if card_path.is_file() else f"# {Path(out_dir).name}\n"
+    earlier = rf"\n{LM_CARD_SECTION}\n.*?(?=\n## |\Z)"  # an earlier LM's section, to the next
+    card = re.sub(earlier, "", card, flags=re.S).rstrip("\n") + "\n"
     settings = ", ".join(f"{k}={v}" for k, v in fused.heads[name].options.items())
     card += (
-        f"\n## Language model\n\nThe `{name}` head decodes with the LM package `{lm_dir}` "
+        f"\n{LM_CARD_SECTION}\n\nThe `{name}` head decodes with the LM package `{lm_dir}` "
         f"(frozen, inside this package) by shallow fusion in the prefix beam search ({settings}); "
         f'written by `suite models attach-lm`. `method="greedy"` decodes without it.\n'
     )

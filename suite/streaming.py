@@ -303,8 +303,9 @@ class StreamBatcher:
         if ended and hasattr(self.head, "final_decode"):  # e.g. a CTC head's LM beam search
             state = concat_states([streams[b].decoder for b in ended])
             finals = self.head.final_decode(state, tokenizer=self.model.tokenizer)
-            for b, hyp in zip(ended, finals or [], strict=False):
-                texts[b] = hyp.text
+            if finals is not None:  # None: the greedy text already is the final one
+                for b, hyp in zip(ended, finals, strict=True):
+                    texts[b] = hyp.text
         return texts
 
 

@@ -162,6 +162,16 @@ def test_attach_lm_writes_a_package_that_loads_alone_and_decodes_with_it(tmp_pat
     )
     assert asr.transcribe(audio, sample_rate=16000) != plain.transcribe(audio, sample_rate=16000)
 
+    # Attaching another LM in place replaces the first one's weights and card section.
+    other = random_lm(tokenizer.vocab_size, seed=1)
+    save_lm_package(other, tokenizer, tmp_path / "lm2")
+    attach_lm(tmp_path / "fused", tmp_path / "lm2", tmp_path / "fused")
+    replaced = load_package(tmp_path / "fused").heads["ctc"].lm
+    for k, v in other.state_dict().items():
+        assert torch.equal(replaced.state_dict()[k], v), k
+    card = (tmp_path / "fused/README.md").read_text()
+    assert card.count("## Language model") == 1 and "lm2" in card and card.startswith("# asr")
+
 
 def test_attach_lm_refuses_another_tokenizer_and_non_ctc_heads(tmp_path):
     tokenizer = CharTokenizer()
