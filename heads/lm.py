@@ -274,6 +274,54 @@ class TransformerLM(nn.Module):
         valid = new_valid if cache is None else torch.cat([cache.valid, new_valid], dim=1)
         return logits, KVCache(keys, values, valid, start + new_valid.sum(dim=1))
 
+    def kv_shape(self, rows: int, positions: int) -> tuple[int, ...]:
+        """The shape of :meth:`step`'s stacked cache: ``(layers, 2, N, H, S, Dh)``."""
+        attn = self.blocks[0].attn
+        return (len(self.blocks), 2, rows, attn.num_heads, positions, attn.head_dim)
+
+    def step(self, tokens: Tensor, kv: Tensor, lengths: Tensor) -> Tensor:
+        """One new token per row on a stacked KV cache, written in place: a search's fast path.
+
+        The arithmetic of :meth:`forward` with a cache (in eval mode: no dropout), in about
+        half its operations, as a search makes one call per frame for a few rows: one tensor
+        holds every layer's keys and values, each row's real positions are a prefix of it, the
+        rotary tables and the mask are made once per call, queries and keys are rotated together,
+        and the layers' weights are applied as functions.
+
+        Args:
+            tokens: ``(N,)`` the token at position ``lengths[n]`` of each row.
+            kv: ``(layers, 2, N, H, S, Dh)`` (:meth:`kv_shape`), ``S > max(lengths)``: keys
+                (index 0) and values of each row's first ``lengths[n]`` positions; what lies past
+                them is ignored, and position ``lengths[n]`` is overwritten by the new token's.
+            lengths: ``(N,)`` int64, positions before the new token.
+
+        Returns:
+            ``logits (N, V)`` of the token after it.
+        """
+        N, S = tokens.shape[0], kv.shape[4]
+        H, Dh = kv.shape[3], kv.shape[5]
+        D = H * Dh
+        rows = torch.arange(N, device=tokens.device)
+        x = F.embedding(tokens, self.tokens.weight)  # (N, D)
+        inv_freq = self.blocks[0].attn.inv_freq
+        cos, sin = rotary_tables(lengths[:, None, None, None], inv_freq, x.dtype)  # (N,1,1,1,Dh)
+        hidden = torch.arange(S, device=tokens.device) > lengths[:, None]  # (N, S)
+        mask = torch.zeros(N, 1, 1, S, dtype=x.dtype, device=x.device)
+        mask.masked_fill_(hidden[:, None, None], float("-inf"))  # additive: cheaper than bool
+        for layer, block in enumerate(self.blocks):
+            attn, ff = block.attn, block.ff
+            h = F.layer_norm(x, (D,), attn.norm.weight, attn.norm.bias, attn.norm.eps)
+            qkv = F.linear(h, attn.qkv.weight, attn.qkv.bias).view(N, 3, H, 1, Dh)
+            qk = apply_rotary(qkv[:, :2], cos, sin)  # (N, 2, H, 1, Dh)
+            kv[layer, :, rows, :, lengths] = torch.stack([qk[:, 1, :, 0], qkv[:, 2, :, 0]], dim=1)
+            out = F.scaled_dot_product_attention(qk[:, 0], kv[layer, 0], kv[layer, 1], mask)
+            x = x + F.linear(out.view(N, D), attn.proj.weight, attn.proj.bias)
+            norm, up, down = ff[0], ff[1], ff[-1]
+            h = F.layer_norm(x, (D,), norm.weight, norm.bias, norm.eps)
+            x = x + F.linear(F.silu(F.linear(h, up.weight, up.bias)), down.weight, down.bias)
+        norm = self.norm
+        return F.linear(F.layer_norm(x, (D,), norm.weight, norm.bias, norm.eps), self.tokens.weight)
+
 
 def sequence_nll(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
     """Per-sequence sums of ``-log p(targets)`` over ``mask``, in fp32.
@@ -376,28 +424,30 @@ class PrefixScorer:
 
     Every scored prefix keeps its KV cache (a row of a pool that grows as needed), so scoring
     prefixes one token longer than scored ones costs one LM position each, all in one
-    :meth:`CausalLM.forward`. A prefix is read as the LM reads a sentence, ``[0, y_1 .. y_U]``;
+    :meth:`TransformerLM.step`. A prefix is read as the LM reads a sentence, ``[0, y_1 .. y_U]``;
     its row is ``log p(. | y_1 .. y_U)``, whose entry :data:`BOUNDARY_ID` is the probability that
     the sentence ends there.
 
     Args:
-        lm: a :class:`TransformerLM` (or any :class:`CausalLM` returning a :class:`KVCache`).
+        lm: a :class:`TransformerLM` (the scorer uses its :meth:`~TransformerLM.step`).
     """
 
-    def __init__(self, lm: CausalLM) -> None:
+    def __init__(self, lm: TransformerLM) -> None:
         self.lm = lm
         self.device = next(lm.parameters()).device
-        logits, cache = lm(lm.embed(torch.full((1, 1), BOUNDARY_ID, device=self.device)))
-        self.rows: dict[tuple[int, ...], list[float]] = {
-            (): F.log_softmax(logits[0, -1].float(), dim=-1).tolist()
-        }
-        # Per layer, keys and values (P, H, L, Dh): pool row ``self._slot[prefix]`` holds the
-        # prefix's len(prefix) + 1 positions (boundary first); rows in ``self._free`` are unused.
-        grow = (0, 0, 0, 63, 0, 0, 0, 255)  # 256 rows of 64 positions to start with
-        self._keys = [F.pad(k, grow) for k in cache.keys]
-        self._values = [F.pad(v, grow) for v in cache.values]
+        dtype = next(lm.parameters()).dtype
+        # Every layer's keys and values, (layers, 2, P, H, S, Dh): pool row ``self._slot[prefix]``
+        # holds the prefix's len(prefix) + 1 positions (boundary first); rows in ``self._free``
+        # are unused. 64 rows of 32 positions to start with (zeros: the positions past a row's
+        # own are masked, and must be finite to be masked).
+        self._kv = torch.zeros(lm.kv_shape(64, 32), dtype=dtype, device=self.device)
         self._slot = {(): 0}
-        self._free = list(range(255, 0, -1))
+        self._free = list(range(63, 0, -1))
+        start = torch.full((1,), BOUNDARY_ID, device=self.device)
+        logits = lm.step(start, self._kv[:, :, :1], torch.zeros_like(start))
+        self.rows: dict[tuple[int, ...], list[float]] = {
+            (): F.log_softmax(logits[0].float(), dim=-1).tolist()
+        }
 
     def __contains__(self, prefix: tuple[int, ...]) -> bool:
         return prefix in self.rows
@@ -406,37 +456,38 @@ class PrefixScorer:
         return self.rows[prefix]
 
     def score(self, prefixes: list[tuple[int, ...]]) -> None:
+        """Score new prefixes; their unscored ancestors (forgotten, or among ``prefixes``) are
+        scored first, one call per generation (one in all when every parent is scored)."""
+        todo = {p for p in prefixes if p not in self.rows}
+        for prefix in list(todo):
+            parent = prefix[:-1]
+            while parent not in self.rows and parent not in todo:
+                todo.add(parent)
+                parent = parent[:-1]
+        while todo:
+            ready = [p for p in todo if p[:-1] in self.rows]
+            self._score(ready)
+            todo.difference_update(ready)
+
+    def _score(self, prefixes: list[tuple[int, ...]]) -> None:
         """Score new prefixes, each one token longer than a scored prefix (its parent)."""
-        if not prefixes:
-            return
         N = len(prefixes)
         sizes = [len(p) for p in prefixes]  # the parents' positions (boundary included)
-        S = max(sizes)
-        capacity, L = self._keys[0].shape[0], self._keys[0].shape[2]
-        if N > len(self._free) or S + 1 > L:  # grow the pool (rows and positions x2 at least)
+        S = max(sizes) + 1  # and the new token's
+        capacity, L = self._kv.shape[2], self._kv.shape[4]
+        if N > len(self._free) or S > L:  # grow the pool (rows and positions x2 at least)
             more = max(capacity, N - len(self._free)) if N > len(self._free) else 0
-            grow = (0, 0, 0, max(L, 2 * (S + 1)) - L if S + 1 > L else 0, 0, 0, 0, more)
-            self._keys = [F.pad(k, grow) for k in self._keys]
-            self._values = [F.pad(v, grow) for v in self._values]
+            grow = (0, 0, 0, max(L, 2 * S) - L if S > L else 0, 0, 0, 0, more)
+            self._kv = F.pad(self._kv, grow)
             self._free += range(capacity, capacity + more)
         slots = [self._free.pop() for _ in prefixes]
         parents = torch.tensor([self._slot[p[:-1]] for p in prefixes], device=self.device)
-        lengths = torch.tensor(sizes, device=self.device)
-        cache = KVCache(
-            keys=[k[parents, :, :S] for k in self._keys],  # (N, H, S, Dh)
-            values=[v[parents, :, :S] for v in self._values],
-            valid=frame_mask(lengths, S),
-            positions=lengths,
-        )
-        last = torch.tensor([[p[-1]] for p in prefixes], device=self.device)  # (N, 1)
-        logits, cache = self.lm(self.lm.embed(last), cache)  # (N, 1, V)
-        rows = torch.tensor(slots, device=self.device)
-        for pool, new in zip(self._keys + self._values, cache.keys + cache.values, strict=True):
-            pool[rows, :, :S] = new[:, :, :S]  # the parent's positions (padding past its own)
-            pool[rows, :, lengths] = new[:, :, S]  # the new token at position len(parent)
-        for prefix, slot, row in zip(
-            prefixes, slots, F.log_softmax(logits[:, 0].float(), dim=-1).tolist(), strict=True
-        ):
+        kv = self._kv[:, :, parents, :, :S]  # (layers, 2, N, H, S, Dh), a copy
+        last = torch.tensor([p[-1] for p in prefixes], device=self.device)
+        logits = self.lm.step(last, kv, torch.tensor(sizes, device=self.device))  # (N, V)
+        self._kv[:, :, torch.tensor(slots, device=self.device), :, :S] = kv
+        rows = F.log_softmax(logits.float(), dim=-1).tolist()
+        for prefix, slot, row in zip(prefixes, slots, rows, strict=True):
             self.rows[prefix] = row
             self._slot[prefix] = slot
 

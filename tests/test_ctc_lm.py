@@ -43,7 +43,7 @@ def test_prefix_scores_equal_a_full_forward_through_pool_growth_and_forgetting()
     scorer = PrefixScorer(lm)
     g = torch.Generator().manual_seed(0)
     prefixes: list[tuple[int, ...]] = [()]
-    for step in range(80):  # grow prefixes a token at a time, past 256 rows and 64 positions
+    for step in range(80):  # grow prefixes a token at a time, past 64 rows and 32 positions, twice
         picks = torch.randint(len(prefixes), (12,), generator=g).tolist()
         parents = prefixes[-12:] + [prefixes[i] for i in picks]  # the longest, and any
         new = {p + (int(torch.randint(1, 7, (1,), generator=g)),) for p in parents}
@@ -55,6 +55,20 @@ def test_prefix_scores_equal_a_full_forward_through_pool_growth_and_forgetting()
             prefixes = [()] + prefixes[-40:]
     assert max(len(p) for p in prefixes) > 64
     for prefix in prefixes[-20:] + [()]:
+        inputs = torch.tensor([[BOUNDARY_ID, *prefix]])
+        want = lm(lm.embed(inputs))[0][0, -1].log_softmax(-1)
+        torch.testing.assert_close(torch.tensor(scorer[prefix]), want, atol=1e-5, rtol=0)
+
+
+def test_prefixes_are_scored_with_their_unscored_ancestors():
+    lm = random_lm(7)
+    scorer = PrefixScorer(lm)
+    scorer.score([(3, 1, 4), (3, 1)])  # nothing but () was scored: (3,) comes first
+    assert (3,) in scorer
+    scorer.retain({(3, 1, 4), (2,)})  # (3,) and (3, 1) forgotten; (2,) was never scored
+    assert (3,) not in scorer and (3, 1) not in scorer
+    scorer.score([(3, 1, 4, 1, 5), (2, 6)])
+    for prefix in [(3, 1, 4), (3, 1, 4, 1), (3, 1, 4, 1, 5), (2,), (2, 6)]:
         inputs = torch.tensor([[BOUNDARY_ID, *prefix]])
         want = lm(lm.embed(inputs))[0][0, -1].log_softmax(-1)
         torch.testing.assert_close(torch.tensor(scorer[prefix]), want, atol=1e-5, rtol=0)
