@@ -40,6 +40,29 @@ def frame_mask(lengths: Tensor, T: int) -> Tensor:
     return torch.arange(T, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def real_rows(valid: Tensor) -> Tensor | None:
+    """Indices of the real frames of ``valid (B, T, 1)`` (float or bool) in the flattened
+    ``(B * T)`` layout, or ``None`` when no frame is padding (see :func:`on_real_rows`)."""
+    flat = valid.reshape(-1)
+    if bool(flat.all()):
+        return None
+    return flat.nonzero()[:, 0]
+
+
+def on_real_rows(module: nn.Module, x: Tensor, rows: Tensor | None) -> Tensor:
+    """``module`` (frame by frame, width-preserving) on the real frames of ``x (B, T, D)``
+    only: ``rows`` from :func:`real_rows`; padding frames get zeros (``None``: every frame).
+
+    A batch of utterances of mixed lengths wastes the arithmetic of its padding frames in every
+    frame-wise layer; gathered, the feed-forwards (most of a Conformer's work) skip it.
+    """
+    if rows is None:
+        return module(x)
+    flat = x.reshape(-1, x.shape[-1])
+    out = module(flat.index_select(0, rows))
+    return flat.new_zeros(flat.shape).index_copy(0, rows, out).view_as(x)
+
+
 def _time_mask(lengths: Tensor, x: Tensor, dim: int) -> Tensor:
     """``frame_mask`` shaped to broadcast against ``x`` whose time axis is ``dim``."""
     shape = [1] * x.dim()

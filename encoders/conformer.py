@@ -60,6 +60,8 @@ from suite.encoders.blocks import (
     as_context,
     cache_frames,
     frame_mask,
+    on_real_rows,
+    real_rows,
     rotate,
     sample_context,
     split_ready,
@@ -112,12 +114,23 @@ class ConformerBlock(nn.Module):
         self.norm_out = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, lengths: Tensor, valid: Tensor, context: Context) -> Tensor:
-        """``x (B, T', D)``, ``lengths (B,)``, ``valid (B, T', 1)`` -> ``(B, T', D)``."""
-        x = x + 0.5 * self.dropout(self.ff1(x))
+    def forward(
+        self,
+        x: Tensor,
+        lengths: Tensor,
+        valid: Tensor,
+        context: Context,
+        rows: Tensor | None = None,
+    ) -> Tensor:
+        """``x (B, T', D)``, ``lengths (B,)``, ``valid (B, T', 1)`` -> ``(B, T', D)``.
+
+        ``rows`` (:func:`~suite.encoders.blocks.real_rows` of ``valid``) makes the feed-forwards
+        skip padding frames; what padding frames hold never reaches a real one either way.
+        """
+        x = x + 0.5 * self.dropout(on_real_rows(self.ff1, x, rows))
         x = x + self.dropout(self.attn(x, lengths, context))
         x = x + self.dropout(self.conv(x, valid))
-        x = x + 0.5 * self.dropout(self.ff2(x))
+        x = x + 0.5 * self.dropout(on_real_rows(self.ff2, x, rows))
         return self.norm_out(x)
 
     def streaming_forward(
@@ -381,8 +394,9 @@ class Conformer(StreamingEncoder):
         x, lengths = self.subsampling(x, lengths)  # (B, T', D), (B,)
         x = self.dropout(x)
         valid = frame_mask(lengths, x.shape[1]).unsqueeze(-1).to(x.dtype)  # (B, T', 1)
+        rows = real_rows(valid)
         for layer in self.layers:
-            x = layer(x, lengths, valid, context)
+            x = layer(x, lengths, valid, context, rows)
         return EncoderOutput(features=x * valid, lengths=lengths)
 
     def init_state(

@@ -33,6 +33,21 @@ def test_padded_frames_are_zero():
     assert out.features[1, 3:].abs().sum() == 0
 
 
+def test_feed_forwards_skip_padding_frames_and_real_frames_are_unchanged():
+    model = tiny()
+    lengths = torch.tensor([50, 20, 33])
+    calls = []
+    model.layers[0].ff1.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    x = torch.randn(3, 50, 80)
+    out = model(x, lengths)
+    assert calls == [int(out.lengths.sum())]  # the real frames only, gathered (7 + 3 + 5)
+    for b, n in enumerate(lengths.tolist()):  # each item alone: no padding, every frame
+        alone = model(x[b : b + 1, :n], lengths[b : b + 1])
+        m = int(alone.lengths)
+        torch.testing.assert_close(out.features[b, :m], alone.features[0], atol=1e-5, rtol=0)
+    assert calls[1:] == [1, 1, 1]  # alone, nothing is padding: the (1, T', D) batch as it is
+
+
 def test_fully_causal_setting_never_looks_ahead():
     # causal convs + 1-frame chunks with unlimited left: encoder frame e depends on input
     # frames <= 8e only (each causal stride-2 stage: output t sees inputs <= 2t).
