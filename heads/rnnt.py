@@ -119,7 +119,8 @@ class LstmPredictor(nn.Module):
     def input_table(self) -> Tensor:
         """The LSTM's input gates of every token, ``(V, 4P)``: a decoder computes them once and
         passes them to each :meth:`step`, which then indexes instead of embedding and
-        multiplying (one matmul of two; about 17% of batched greedy search)."""
+        multiplying: one matmul of two per label (batched greedy search of ``suite bench
+        decoding`` on 1 thread: 261 instead of 315 ms; the per-utterance loop gains too)."""
         lstm = self.lstm
         return F.linear(self.embed.weight, lstm.weight_ih_l0, lstm.bias_ih_l0)
 
