@@ -40,11 +40,11 @@ from suite.interfaces import (
 from suite.registry import register_head
 
 _NEG_INF = float("-inf")
-# Extensions less likely than this on a frame are not tried by the beam search. On default-asr's
-# dev split (200 utterances, LM weight 1.0, bonus 2.5) -10 gave the WER of no limit (4.19%) in
-# 85% of the time;
-# -6 and -4 cost 0.3 and 1.5 points.
-TOKEN_MIN_LOGP = -10.0
+# Extensions less likely than this on a frame are not tried by the beam search. Whole dev split
+# of default-asr (654 utterances), beam 8, LM weight 1.2, bonus 3.5, prune margin 8 (search time
+# on 1 thread beside a training job): -10: 4.57% (12.7-14.6 s), -8: 4.56% (12.5 s), -7: 4.56%
+# (9.6-10.8 s), -6: 4.71% (10.7 s), -5: 5.08% (7.4 s).
+TOKEN_MIN_LOGP = -7.0
 # Prefixes this far below a frame's best are dropped. Whole dev split (654 utterances), beam 8,
 # LM weight 1.2, bonus 3.5: no limit 4.41% in 21 s, 12: 4.43% in 15 s, 8: 4.57% in 10.5 s,
 # 5: 5.40% in 8 s.
