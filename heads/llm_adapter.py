@@ -12,8 +12,9 @@ the prompt is a short instruction in the tokenizer's text (e.g. ``"transcribe"``
 the cross-entropy of the answer ``y_1 .. y_U`` and the closing ``0`` only: audio and prompt
 positions are context, never targets. Each utterance's sum over its ``U + 1`` predictions is
 divided by ``U + 1``, then averaged over the batch, so the loss reads as nats per token like the
-CTC, RNN-T and AED heads' losses. Decoding is batched greedy generation with a KV cache
-(:func:`suite.heads.lm.greedy_generate`).
+CTC, RNN-T and AED heads' losses. Decoding is the AED head's batched greedy or beam search
+(:func:`suite.heads.aed.greedy_search`, :func:`~suite.heads.aed.beam_search`) over the LM's
+next-token log-probabilities, with its KV cache (:class:`LmScorer`).
 
 What differs from SLAM-ASR: the LM is the small :class:`~suite.heads.lm.TransformerLM` that
 ``suite train-lm`` pre-trains on the corpus text (any module with the
@@ -41,7 +42,15 @@ from torch import Tensor, nn
 
 from suite.encoders.blocks import frame_mask
 from suite.errors import UserError
-from suite.heads.lm import BOUNDARY_ID, build_lm, greedy_generate, lm_options, sequence_nll
+from suite.heads.aed import beam_search, greedy_search
+from suite.heads.lm import (
+    BOUNDARY_ID,
+    CausalLM,
+    KVCache,
+    build_lm,
+    lm_options,
+    sequence_nll,
+)
 from suite.interfaces import Batch, EncoderOutput, Head, Hypothesis, Tokenizer, with_text
 from suite.registry import register_head
 from suite.text import normalize_text
@@ -58,6 +67,46 @@ def stack_frames(features: Tensor, lengths: Tensor, stack: int) -> tuple[Tensor,
     x = features * frame_mask(lengths, T)[..., None]
     x = F.pad(x, (0, 0, 0, -T % stack))  # (B, N * stack, D)
     return x.reshape(B, -1, stack * D), torch.div(lengths + stack - 1, stack, rounding_mode="floor")
+
+
+class LmScorer:
+    """The :class:`~suite.heads.aed.Scorer` of a causal LM continuing prefix embeddings.
+
+    Each row's prefix (audio and prompt, right-padded) runs through the LM once; every step then
+    feeds one token per row against the KV cache (padding slots of the prefixes are masked).
+
+    Args:
+        lm: any :class:`~suite.heads.lm.CausalLM`.
+        embeds: ``(B, L, E)`` right-padded prefix embeddings.
+        lengths: ``(B,)`` real prefix positions (at least 1).
+    """
+
+    def __init__(self, lm: CausalLM, embeds: Tensor, lengths: Tensor) -> None:
+        if embeds.shape[0] and int(lengths.min()) < 1:
+            raise ValueError(f"every prefix needs at least one position, got lengths {lengths}")
+        self.lm, self.embeds, self.lengths = lm, embeds, lengths.to(embeds.device)
+        self.cache: KVCache | None = None
+
+    def start(self) -> Tensor:
+        logits, self.cache = self.lm(self.embeds, lengths=self.lengths)
+        last = logits[torch.arange(logits.shape[0], device=logits.device), self.lengths - 1]
+        return F.log_softmax(last.float(), dim=-1)  # (B, V)
+
+    def expand(self, rows: Tensor) -> None:
+        self._reorder(rows)
+
+    def _reorder(self, rows: Tensor) -> None:
+        c = self.cache
+        assert c is not None, "start() first"
+        self.cache = KVCache(
+            [k[rows] for k in c.keys], [v[rows] for v in c.values], c.valid[rows], c.positions[rows]
+        )
+
+    def advance(self, tokens: Tensor, parents: Tensor | None = None) -> Tensor:
+        if parents is not None:
+            self._reorder(parents)
+        logits, self.cache = self.lm(self.lm.embed(tokens[:, None]), self.cache)
+        return F.log_softmax(logits[:, 0].float(), dim=-1)
 
 
 @register_head(
@@ -86,7 +135,8 @@ class LlmAdapterHead(Head):
             layer.
         prompt: the instruction between audio and answer, e.g. ``"transcribe"`` (normalized
             like transcripts; ``""``: none).
-        max_new_tokens: default cap on generated tokens per utterance (eos included).
+        max_new_tokens: default cap on generated tokens per utterance (the closing boundary
+            not counted).
     """
 
     def __init__(
@@ -230,30 +280,40 @@ class LlmAdapterHead(Head):
         enc: EncoderOutput,
         method: str = "greedy",
         max_new_tokens: int | None = None,
+        beam_size: int = 4,
+        length_penalty: float = 1.0,
         tokenizer: Any = None,
     ) -> list[Hypothesis]:
-        """Greedy generation after ``[0] audio prompt``, batched, with a KV cache.
+        """Greedy or beam search after ``[0] audio prompt``, batched, with a KV cache.
 
         Args:
             enc: encoder output ``(B, T, D)`` with ``lengths (B,)``.
-            method: ``"greedy"`` (the only one).
-            max_new_tokens: cap on generated tokens per utterance, eos included (default: the
-                head's ``max_new_tokens``).
+            method: ``"greedy"`` or ``"beam"`` (the AED head's searches, see the module
+                docstring).
+            max_new_tokens: cap on generated tokens per utterance, after which the closing
+                boundary is forced (default: the head's ``max_new_tokens``).
+            beam_size: hypotheses kept per utterance (``"beam"``).
+            length_penalty: the beam search's final ranking divides log-probabilities by
+                ``length ** length_penalty``.
             tokenizer: if given, ``Hypothesis.text`` is ``tokenizer.decode(tokens)``.
 
         Returns:
             One :class:`Hypothesis` per item; ``score`` is the log-probability of the generated
-            tokens (and the closing boundary when it was reached).
+            tokens and the closing boundary.
         """
-        if method != "greedy":
+        if method not in ("greedy", "beam"):
             raise ValueError(
-                f"the llm_adapter head decodes with method='greedy' only, got '{method}'"
+                f"unknown llm_adapter decoding method '{method}'; use 'greedy' or 'beam'"
             )
         B = enc.features.shape[0]
         empty = torch.zeros(B, 0, dtype=torch.long, device=enc.features.device)
         embeds, _, _, lengths = self.sequences(enc, empty, torch.zeros_like(enc.lengths))
         limit = self.max_new_tokens if max_new_tokens is None else max_new_tokens
         # The prefix ends at the prompt: its closing boundary (position length - 1) is dropped.
-        tokens, scores = greedy_generate(self.lm, embeds, lengths - 1, limit, BOUNDARY_ID)
-        hyps = [Hypothesis(tokens=t, score=s) for t, s in zip(tokens, scores.tolist(), strict=True)]
+        scorer = LmScorer(self.lm, embeds, lengths - 1)
+        max_lengths = torch.full((B,), limit, dtype=torch.long, device=embeds.device)
+        if method == "greedy":
+            hyps = greedy_search(scorer, max_lengths, BOUNDARY_ID)
+        else:
+            hyps = beam_search(scorer, max_lengths, BOUNDARY_ID, beam_size, length_penalty)
         return with_text(hyps, tokenizer)

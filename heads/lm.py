@@ -1,4 +1,4 @@
-"""A small decoder-only language model, its KV-cached greedy generation, and the LM package.
+"""A small decoder-only language model, its prefix scorer for shallow fusion, and the LM package.
 
 :class:`TransformerLM` is a GPT-style causal transformer (Radford et al., 2019; laid out as
 nanoGPT's ``model.py``): token embedding, pre-norm blocks of causal self-attention and a
@@ -13,8 +13,8 @@ sentence is read as ``[0, y_1 .. y_U]`` and ends by predicting ``0``. The LM nee
 own, so its vocabulary is exactly the tokenizer's.
 
 :class:`CausalLM` is the small interface that the LLM adapter head
-(:mod:`suite.heads.llm_adapter`) needs; any module with it plugs in. :func:`greedy_generate`
-decodes with it.
+(:mod:`suite.heads.llm_adapter`) needs; any module with it plugs in, and the adapter decodes
+with it through :class:`~suite.heads.llm_adapter.LmScorer`.
 
 An LM package is a folder like a model package: ``config.yaml`` (``task: lm`` and the
 constructor's keyword arguments), ``model.safetensors``, ``tokenizer/`` and ``README.md``;
@@ -363,60 +363,6 @@ def lm_loss(lm: CausalLM, sequences: list[list[int]], device: Any = None) -> tup
     lengths = torch.tensor([len(s) + 1 for s in sequences], device=inputs.device)
     logits, _ = lm(lm.embed(inputs))
     return sequence_nll(logits, targets, frame_mask(lengths, inputs.shape[1])), lengths
-
-
-@torch.no_grad()
-def greedy_generate(
-    lm: CausalLM,
-    embeds: Tensor,
-    lengths: Tensor,
-    max_new_tokens: int | Tensor,
-    eos_id: int = BOUNDARY_ID,
-) -> tuple[list[list[int]], Tensor]:
-    """Batched greedy continuation of prefixes with a KV cache.
-
-    The prefixes are run once (right-padded, their padding slots masked in the cache), then each
-    step feeds every sequence's last token as one new position, so a step costs one position,
-    not the whole prefix.
-
-    Args:
-        lm: any :class:`CausalLM`.
-        embeds: ``(B, L, D)`` right-padded prefix embeddings.
-        lengths: ``(B,)`` real prefix positions (at least 1).
-        max_new_tokens: the most tokens generated per sequence (eos included), an int or
-            ``(B,)`` per sequence.
-        eos_id: generation ends after this token (it is not returned).
-
-    Returns:
-        Per sequence the generated ids (without eos) and ``scores (B,)``, the log-probability of
-        the generated tokens, eos included when it was reached.
-    """
-    B = embeds.shape[0]
-    device = embeds.device
-    lengths = lengths.to(device)
-    if B and int(lengths.min()) < 1:
-        raise ValueError(f"every prefix needs at least one position, got lengths {lengths}")
-    limit = torch.as_tensor(max_new_tokens, device=device).expand(B)
-    logits, cache = lm(embeds, lengths=lengths)
-    last = logits[torch.arange(B, device=device), lengths - 1]  # (B, V)
-    scores = torch.zeros(B, device=device)
-    done = limit <= 0
-    steps = []  # (B,) ids per step
-    for step in range(int(limit.max()) if B else 0):
-        log_probs = F.log_softmax(last.float(), dim=-1)
-        best, ids = log_probs.max(dim=-1)  # (B,)
-        scores = scores + best.masked_fill(done, 0.0)
-        steps.append(ids.masked_fill(done, eos_id))
-        done = done | (ids == eos_id) | (step + 1 >= limit)
-        if bool(done.all()):
-            break
-        out, cache = lm(lm.embed(ids[:, None]), cache)
-        last = out[:, 0]
-    if not steps:
-        return [[] for _ in range(B)], scores
-    table = torch.stack(steps, dim=1).tolist()  # (B, steps)
-    tokens = [row[: row.index(eos_id)] if eos_id in row else row for row in table]
-    return tokens, scores
 
 
 class PrefixScorer:

@@ -20,11 +20,11 @@ import suite
 from suite.api import Transcriber
 from suite.config import ModelConfig, load_recipe
 from suite.errors import UserError
-from suite.heads.llm_adapter import LlmAdapterHead, stack_frames
+from suite.heads.aed import beam_search, greedy_search
+from suite.heads.llm_adapter import LlmAdapterHead, LmScorer, stack_frames
 from suite.heads.lm import (
     CausalLM,
     TransformerLM,
-    greedy_generate,
     lm_loss,
     load_lm_package,
     save_lm_package,
@@ -125,11 +125,26 @@ def test_generation_with_a_kv_cache_equals_generation_without():
     g = torch.Generator().manual_seed(2)
     lengths = torch.tensor([5, 2, 7])  # right-padded prefixes of different lengths
     embeds = torch.randn(3, 7, LM["d_model"], generator=g)
-    tokens, scores = greedy_generate(lm, embeds, lengths, max_new_tokens=12)
+    hyps = greedy_search(LmScorer(lm, embeds, lengths), torch.full((3,), 12), eos_id=0)
+    tokens = [h.tokens for h in hyps]
     for b, n in enumerate(lengths.tolist()):
         assert tokens[b] == reference_generate(lm, embeds[b, :n], 12), b
     assert len({tuple(t) for t in tokens}) == 3 and max(map(len, tokens)) > 3  # varied: power
-    assert scores.shape == (3,) and bool((scores < 0).all())
+    assert all(h.score < 0 for h in hyps)
+    # Beam search over the same scorer: one beam is greedy; with four, rows trade places in
+    # the cache every step, and each result's score must still be its tokens' log-probability
+    # (and the closing boundary's) under the LM without a cache.
+    one = beam_search(LmScorer(lm, embeds, lengths), torch.full((3,), 12), 0, beam_size=1)
+    assert [h.tokens for h in one] == tokens
+    four = beam_search(LmScorer(lm, embeds, lengths), torch.full((3,), 12), 0, beam_size=4)
+    assert [h.tokens for h in four] != tokens  # the wider search found other hypotheses
+    for b, n in enumerate(lengths.tolist()):
+        answer = torch.tensor([*four[b].tokens, 0])
+        with torch.no_grad():
+            x = torch.cat([embeds[b, :n], lm.embed(answer[None, :-1])[0]])[None]
+            log_probs = lm(x)[0][0, n - 1 :].log_softmax(-1)  # predicting each answer token
+        want = log_probs.gather(1, answer[:, None]).sum()
+        assert abs(four[b].score - float(want)) < 1e-4, b
     # The cached logits themselves match a full forward pass.
     with torch.no_grad():
         full, _ = lm(embeds[:1])
@@ -322,8 +337,8 @@ def test_bad_options_are_clear_errors(tmp_path):
     with pytest.raises(UserError, match="30 tokens but the tokenizer 40"):
         LlmAdapterHead(8, 40, lm=tiny_lm())
     head = adapter()
-    with pytest.raises(ValueError, match="greedy' only"):
-        head.decode(EncoderOutput(torch.zeros(1, 4, 24), torch.tensor([4])), method="beam")
+    with pytest.raises(ValueError, match="use 'greedy' or 'beam'"):
+        head.decode(EncoderOutput(torch.zeros(1, 4, 24), torch.tensor([4])), method="sample")
     bad = Batch(torch.zeros(1, 4, 16), torch.tensor([4]), torch.tensor([[3, 0]]), torch.tensor([2]))
     with pytest.raises(ValueError, match="not a text token"):
         head.loss(EncoderOutput(torch.zeros(1, 4, 24), torch.tensor([4])), bad)
