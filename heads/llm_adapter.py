@@ -97,7 +97,8 @@ class LmScorer:
 
     def _reorder(self, rows: Tensor) -> None:
         c = self.cache
-        assert c is not None, "start() first"
+        if c is None:
+            raise RuntimeError("LmScorer: call start() before expand() or advance()")
         self.cache = KVCache(
             [k[rows] for k in c.keys], [v[rows] for v in c.values], c.valid[rows], c.positions[rows]
         )
