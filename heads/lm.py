@@ -282,8 +282,8 @@ class TransformerLM(nn.Module):
     def step(self, tokens: Tensor, kv: Tensor, lengths: Tensor) -> Tensor:
         """One new token per row on a stacked KV cache, written in place: a search's fast path.
 
-        The arithmetic of :meth:`forward` with a cache (in eval mode: no dropout), in about
-        half its operations, as a search makes one call per frame for a few rows: one tensor
+        The arithmetic of :meth:`forward` with a cache (in eval mode: no dropout), in fewer
+        operations, as a search makes one call per frame for a few rows: one tensor
         holds every layer's keys and values, each row's real positions are a prefix of it, the
         rotary tables and the mask are made once per call, queries and keys are rotated together,
         and the layers' weights are applied as functions.

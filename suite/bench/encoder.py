@@ -20,7 +20,6 @@ import torch
 import torchaudio
 
 from suite.bench import print_header
-from suite.encoders.blocks import frame_mask, real_rows
 from suite.encoders.conformer import Conformer
 
 BATCH, FRAMES = 16, 250  # 16 utterances of 20 s after 8x subsampling (80 ms frames)
@@ -32,14 +31,6 @@ def _ours(d_model: int, num_layers: int, num_heads: int, kernel: int) -> torch.n
         d_model=d_model, num_layers=num_layers, num_heads=num_heads, conv_kernel=kernel
     )
     return encoder.eval()
-
-
-def _run_ours(encoder: Conformer, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    valid = frame_mask(lengths, x.shape[1]).unsqueeze(-1).to(x.dtype)  # (B, T', 1)
-    rows = real_rows(valid)
-    for layer in encoder.layers:
-        x = layer(x, lengths, valid, None, rows)
-    return x
 
 
 def measure() -> dict:
@@ -60,9 +51,9 @@ def measure() -> dict:
     lengths[0] = FRAMES
     full = torch.full_like(lengths, FRAMES)  # the same batch without padding
     runs = {
-        "ours": lambda: _run_ours(ours, x, lengths),
+        "ours": lambda: ours.run_blocks(x, lengths, None),
         "torchaudio": lambda: theirs(x, lengths),
-        "ours_no_padding": lambda: _run_ours(ours, x, full),
+        "ours_no_padding": lambda: ours.run_blocks(x, full, None),
         "torchaudio_no_padding": lambda: theirs(x, full),
     }
     times: dict[str, list[float]] = {name: [] for name in runs}
