@@ -231,10 +231,21 @@ class ConvSubsampling(nn.Module):
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Map ``x (B, T, F)`` with ``lengths (B,)`` to ``(B, T', D)`` and ``(B,)``."""
         x = x.unsqueeze(1)  # (B, 1, T, F)
+        # The strided convolutions pad by themselves instead of convolving a padded copy (a
+        # quarter of this forward's time on default-asr's demo batch): one bin on each side, and
+        # one frame (non-causal) or two (causal: the last output, which alone saw a frame of
+        # right padding, is dropped, leaving the outputs of padding two frames on the left).
+        padding = (2 if self.causal else 1, 1)
         for stage in self.stages:
             # Zero padding frames so valid outputs see the same zeros as an unpadded input.
             x = x * frame_mask(lengths, x.shape[2])[:, None, :, None].to(x.dtype)
-            x = F.relu(stage(F.pad(x, self.padding)))  # (B, C, ceil(T/2), ceil(F/2))
+            strided = stage if isinstance(stage, nn.Conv2d) else stage[0]
+            x = F.conv2d(x, strided.weight, strided.bias, 2, padding, 1, strided.groups)
+            if self.causal:
+                x = x[:, :, :-1]
+            if strided is not stage:
+                x = stage[1](x)  # pointwise
+            x = F.relu_(x)  # (B, C, ceil(T/2), ceil(F/2)); in place: nothing else reads it
             lengths = torch.div(lengths + 1, 2, rounding_mode="floor")
         B, C, T, Fq = x.shape
         x = self.out(x.transpose(1, 2).reshape(B, T, C * Fq))  # (B, T', D)
