@@ -33,11 +33,18 @@ def _decoding(json_output: bool) -> None:
     main(json_output)
 
 
+def _transcribe(json_output: bool) -> None:
+    from suite.bench.transcribe import main
+
+    main(json_output)
+
+
 BENCHMARKS: dict[str, Callable[[bool], None]] = {
     "sampler": _sampler,
     "encoder": _encoder,
     "streaming": _streaming,
     "decoding": _decoding,
+    "transcribe": _transcribe,
 }
 
 
