@@ -11,6 +11,7 @@ from suite.cli import main
 def test_bench_streaming_json_reports_each_context(monkeypatch, capsys):
     monkeypatch.setattr(streaming, "SECONDS", 1.5)  # short audio: this checks the plumbing
     monkeypatch.setattr(streaming, "MAX_STREAMS", 2)
+    monkeypatch.setattr(streaming, "BATCHED_STREAMS", 2)
     assert main(["bench", "streaming", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     contexts = result["contexts"]
@@ -20,6 +21,10 @@ def test_bench_streaming_json_reports_each_context(monkeypatch, capsys):
         assert 0 < r["latency_p50_ms"] <= r["latency_p95_ms"]
         assert r["streaming_rtfx"] > 0 and r["offline_rtfx"] > 0
         assert 0 <= r["realtime_streams"] <= 2
+        assert r["batched_streams"] == 2
+        assert r["batched_streaming_rtfx"] > 0 and r["batched_offline_rtfx"] > 0
+        ratio = r["batched_streaming_rtfx"] / r["batched_offline_rtfx"]
+        assert r["batched_streaming_over_offline_rtfx"] == ratio
         assert r["emformer"]["throughput_ratio"] > 0
         # Matched sizes: parameter counts within 15% (ours adds the convolution modules).
         ours, theirs = r["emformer"]["ours"]["parameters"], r["emformer"]["emformer"]["parameters"]

@@ -12,6 +12,9 @@ yet). The input is 20 s of low-level noise at 16 kHz. Measured per trained chunk
   context on the whole utterance (``recognize_audio``), and their ratio;
 - concurrent real-time streams: the largest power of two of streams that one
   :class:`~suite.streaming.StreamBatcher` steps, one chunk each, faster than the chunk lasts;
+- batched: ``BATCHED_STREAMS`` streams of the same audio stepped together through one
+  :class:`~suite.streaming.StreamBatcher` chunk by chunk to the end (what a server does), their
+  audio seconds over the wall time, against the same utterances decoded offline in one batch;
 - against Emformer at matched width, depth, heads, feed-forward parameters (one feed-forward
   twice as wide as each of our macaron pair), segment (= our chunk) and left context, both fed
   the same feature chunks of one stream through the same subsampling convolution: encoder
@@ -38,6 +41,7 @@ from suite.tokenizers import CharTokenizer
 RECIPE = Path(__file__).resolve().parents[2] / "recipes/asr/espeak_conformer_ctc_streaming.yaml"
 SECONDS, SAMPLE_RATE = 20.0, 16000
 MAX_STREAMS = 64
+BATCHED_STREAMS = 16
 
 
 def _model() -> AsrModel:
@@ -98,6 +102,39 @@ def _concurrent_streams(model: AsrModel, audio: np.ndarray, context: tuple[int, 
             break
         best, count = count, count * 2
     return best, steps
+
+
+def _batched_rtfx(
+    model: AsrModel, audio: np.ndarray, context: tuple[int, int], chunk: int, count: int
+) -> tuple[float, float]:
+    """RTFx of ``count`` streams of ``audio`` stepped together to their final text, and of the
+    same ``count`` utterances decoded offline in one batch (each after a warm-up)."""
+    seconds = count * len(audio) / SAMPLE_RATE
+
+    def streamed() -> float:
+        batcher = StreamBatcher(model, att_context=context)
+        ids = [batcher.open() for _ in range(count)]
+        begin = time.perf_counter()
+        for start in range(0, len(audio), chunk):
+            for i in ids:
+                batcher.accept(i, audio[start : start + chunk], sample_rate=SAMPLE_RATE)
+            batcher.step()
+        for i in ids:
+            batcher.finish(i)
+        batcher.step()
+        return time.perf_counter() - begin
+
+    model.encoder.att_context = context
+    samples = torch.from_numpy(audio)[None].expand(count, -1).contiguous()
+    lengths = torch.full((count,), len(audio))
+
+    def offline() -> float:
+        begin = time.perf_counter()
+        model.recognize_audio(samples, lengths)
+        return time.perf_counter() - begin
+
+    streamed(), offline()  # warm-up
+    return seconds / streamed(), seconds / offline()
 
 
 def _emformer_ratio(model: AsrModel, context: tuple[int, int], seconds: float) -> dict:
@@ -183,6 +220,7 @@ def measure() -> dict:
             latencies, streaming = _stream_latencies(model, audio, context, chunk)
             offline = _offline_seconds(model, audio, context)
             streams, step_seconds = _concurrent_streams(model, audio, context, chunk)
+            batched = _batched_rtfx(model, audio, context, chunk, BATCHED_STREAMS)
             result["contexts"][str(list(context))] = {
                 "chunk_ms": 1000 * chunk / SAMPLE_RATE,
                 "latency_p50_ms": 1000 * float(np.percentile(latencies, 50)),
@@ -192,6 +230,10 @@ def measure() -> dict:
                 "streaming_over_offline_rtfx": offline / streaming,
                 "realtime_streams": streams,
                 "step_seconds_by_streams": step_seconds,
+                "batched_streams": BATCHED_STREAMS,
+                "batched_streaming_rtfx": batched[0],
+                "batched_offline_rtfx": batched[1],
+                "batched_streaming_over_offline_rtfx": batched[0] / batched[1],
                 "emformer": _emformer_ratio(model, context, SECONDS),
             }
     return result
@@ -221,4 +263,15 @@ def main(json_output: bool = False) -> None:
             f"{r['latency_p95_ms']:.1f} | {r['streaming_rtfx']:.1f} | {r['offline_rtfx']:.1f} | "
             f"{r['streaming_over_offline_rtfx']:.2f} | {r['realtime_streams']} | "
             f"{r['emformer']['throughput_ratio']:.2f} |"
+        )
+    print(
+        f"\nBatched: {BATCHED_STREAMS} streams of the same audio stepped together to their final "
+        f"text, against the same {BATCHED_STREAMS} utterances offline in one batch\n"
+    )
+    print("| context | chunk (ms) | streaming RTFx | offline RTFx | ratio |")
+    print("|---|---:|---:|---:|---:|")
+    for name, r in result["contexts"].items():
+        print(
+            f"| {name} | {r['chunk_ms']:.0f} | {r['batched_streaming_rtfx']:.1f} | "
+            f"{r['batched_offline_rtfx']:.1f} | {r['batched_streaming_over_offline_rtfx']:.2f} |"
         )
