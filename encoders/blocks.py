@@ -81,6 +81,11 @@ def take(x: Tensor, start: Tensor, size: int, dim: int) -> Tensor:
         shape = list(x.shape)
         shape[dim] = size
         return x.new_zeros(shape)
+    # Every item's window at the same place inside x (streams that all got a full chunk, the
+    # usual batched step): a view, no copy. The gathers were a fifth of a 16-stream step.
+    first = int(start[0]) if start.numel() else -1
+    if 0 <= first <= x.shape[dim] - size and bool((start == first).all()):
+        return x.narrow(dim, first, size)
     index = start[:, None] + torch.arange(size, device=x.device)  # (B, size)
     index = index.clamp(0, x.shape[dim] - 1)
     shape = [1] * x.dim()
