@@ -1,51 +1,28 @@
 """Benchmarks run by ``suite bench NAME [--json]``; results are recorded in BENCHMARKS.md.
 
-A benchmark registers here: a name and a function taking ``json_output`` that prints either a
-Markdown section (machine, command, date, table) or one JSON object.
+A benchmark registers here: a name and the module whose ``main(json_output)`` prints either a
+Markdown section (machine, command, date, table) or one JSON object (:func:`report`).
 """
 
 from __future__ import annotations
 
+import importlib
+import json
 from collections.abc import Callable
 
-
-def _sampler(json_output: bool) -> None:
-    from suite.bench.sampler import main
-
-    main(json_output)
-
-
-def _encoder(json_output: bool) -> None:
-    from suite.bench.encoder import main
-
-    main(json_output)
-
-
-def _streaming(json_output: bool) -> None:
-    from suite.bench.streaming import main
-
-    main(json_output)
-
-
-def _decoding(json_output: bool) -> None:
-    from suite.bench.decoding import main
-
-    main(json_output)
-
-
-def _transcribe(json_output: bool) -> None:
-    from suite.bench.transcribe import main
-
-    main(json_output)
-
-
-BENCHMARKS: dict[str, Callable[[bool], None]] = {
-    "sampler": _sampler,
-    "encoder": _encoder,
-    "streaming": _streaming,
-    "decoding": _decoding,
-    "transcribe": _transcribe,
+# Benchmark name -> its module; each module has ``main(json_output)``, imported only when run.
+BENCHMARKS: dict[str, str] = {
+    name: f"suite.bench.{name}"
+    for name in ("sampler", "encoder", "streaming", "decoding", "transcribe")
 }
+
+
+def report(result: dict, json_output: bool, markdown: Callable[[dict], None]) -> None:
+    """Print ``result`` as one JSON object, or as a Markdown section through ``markdown``."""
+    if json_output:
+        print(json.dumps(result))
+    else:
+        markdown(result)
 
 
 def print_header(title: str, name: str, threads: int) -> None:
@@ -71,4 +48,4 @@ def run_benchmark(name: str, json_output: bool = False) -> None:
 
     if name not in BENCHMARKS:
         raise UserError(f"unknown benchmark '{name}'; choose one of {', '.join(BENCHMARKS)}")
-    BENCHMARKS[name](json_output)
+    importlib.import_module(BENCHMARKS[name]).main(json_output)

@@ -25,7 +25,6 @@ trained BPE-256 model on 40 ms frames emits about that) and the work is the same
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from collections.abc import Callable
 import torch
 
 import suite
-from suite.bench import print_header
+from suite.bench import print_header, report
 from suite.heads.aed import AedHead
 from suite.heads.rnnt import RnntHead, greedy_search, greedy_search_reference
 from suite.interfaces import EncoderOutput, Hypothesis
@@ -198,10 +197,10 @@ def measure() -> dict:
 
 
 def main(json_output: bool = False) -> None:
-    result = measure()
-    if json_output:
-        print(json.dumps(result))
-        return
+    report(measure(), json_output, _markdown)
+
+
+def _markdown(result: dict) -> None:
     c = result["config"]
     print_header(
         "Decoding: batched label-looping RNN-T greedy vs a per-utterance loop; AED beam search "

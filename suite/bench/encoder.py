@@ -12,14 +12,13 @@ in the convolution module.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 
 import torch
 import torchaudio
 
-from suite.bench import print_header
+from suite.bench import print_header, report
 from suite.encoders.conformer import Conformer
 
 BATCH, FRAMES = 16, 250  # 16 utterances of 20 s after 8x subsampling (80 ms frames)
@@ -99,10 +98,10 @@ def measure() -> dict:
 
 
 def main(json_output: bool = False) -> None:
-    result = measure()
-    if json_output:
-        print(json.dumps(result))
-        return
+    report(measure(), json_output, _markdown)
+
+
+def _markdown(result: dict) -> None:
     c = result["config"]
     print_header(
         "Encoder: Conformer blocks vs torchaudio.models.Conformer", "encoder", c["threads"]

@@ -23,7 +23,6 @@ yet). The input is 20 s of low-level noise at 16 kHz. Measured per trained chunk
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 import torchaudio
 
-from suite.bench import print_header
+from suite.bench import print_header, report
 from suite.config import load_recipe
 from suite.model import AsrModel, build_model
 from suite.streaming import StreamBatcher, StreamingSession
@@ -240,10 +239,10 @@ def measure() -> dict:
 
 
 def main(json_output: bool = False) -> None:
-    result = measure()
-    if json_output:
-        print(json.dumps(result))
-        return
+    report(measure(), json_output, _markdown)
+
+
+def _markdown(result: dict) -> None:
     c = result["config"]
     print_header(
         "Streaming: latency, RTFx, concurrent streams, Emformer", "streaming", c["threads"]

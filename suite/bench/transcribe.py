@@ -12,13 +12,12 @@ Feature extraction, the encoder and decoding are timed; synthesis and loading ar
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 
 import torch
 
-from suite.bench import print_header
+from suite.bench import print_header, report
 
 MODEL = "default-asr"
 DEMO_COUNT, MORE_COUNT = 6, 32
@@ -76,10 +75,10 @@ def measure() -> dict:
 
 
 def main(json_output: bool = False) -> None:
-    result = measure()
-    if json_output:
-        print(json.dumps(result))
-        return
+    report(measure(), json_output, _markdown)
+
+
+def _markdown(result: dict) -> None:
     c = result["config"]
     print_header(f"ASR transcription speed (`{c['model']}`)", "transcribe", c["threads"])
     print(
