@@ -107,7 +107,7 @@ def _batched_rtfx(
     model: AsrModel, audio: np.ndarray, context: tuple[int, int], chunk: int, count: int
 ) -> tuple[float, float]:
     """RTFx of ``count`` streams of ``audio`` stepped together to their final text, and of the
-    same ``count`` utterances decoded offline in one batch (each after a warm-up)."""
+    same ``count`` utterances decoded offline in one batch (medians of 3 after a warm-up)."""
     seconds = count * len(audio) / SAMPLE_RATE
 
     def streamed() -> float:
@@ -133,7 +133,11 @@ def _batched_rtfx(
         return time.perf_counter() - begin
 
     streamed(), offline()  # warm-up
-    return seconds / streamed(), seconds / offline()
+    streaming, batch = [], []
+    for _ in range(3):  # interleaved: drift hits both alike
+        streaming.append(streamed())
+        batch.append(offline())
+    return seconds / statistics.median(streaming), seconds / statistics.median(batch)
 
 
 def _emformer_ratio(model: AsrModel, context: tuple[int, int], seconds: float) -> dict:
