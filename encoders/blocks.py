@@ -486,7 +486,13 @@ class ConvModule(nn.Module):
         x = F.glu(self.pointwise_in(self.norm_in(x)), dim=-1)  # (B, T, D)
         x = x * valid[..., None].to(x.dtype)
         joined = torch.cat([cache, x], dim=1)  # (B, K - 1 + T, D)
-        out = self.depthwise(joined.transpose(1, 2)).transpose(1, 2)  # (B, T, D)
+        if joined.shape[0] * x.shape[1] <= 32:
+            # Few rows (one stream's chunk): the K taps as one product and sum; a oneDNN depthwise
+            # call costs a fixed ~110-130 us here, this 28 us at B=1, T=4 (torch 2.14, 2 cores).
+            taps = joined.unfold(1, self.kernel, 1)  # (B, T, D, K)
+            out = (taps * self.depthwise.weight[:, 0]).sum(-1) + self.depthwise.bias
+        else:
+            out = self.depthwise(joined.transpose(1, 2)).transpose(1, 2)  # (B, T, D)
         cache = take(joined, valid.sum(dim=1), self.kernel - 1, dim=1)
         return self.pointwise_out(F.silu(self.norm_mid(out))), cache
 
