@@ -156,6 +156,11 @@ class _Stream:
         return head
 
 
+def _held_states(streams: list[_Stream]) -> list[Any]:
+    """Every state object the streams hold, in order (compared by identity)."""
+    return [x for s in streams for x in (s.frontend, s.encoder, s.decoder)]
+
+
 class StreamBatcher:
     """Steps many concurrent streams of one model together, in one batch per step.
 
@@ -290,7 +295,7 @@ class StreamBatcher:
         for b, p in enumerate(pieces):
             audio[b, : p.size] = torch.from_numpy(p)
         audio, lengths = audio.to(self.device), lengths.to(self.device)
-        held = [x for s in streams for x in (s.frontend, s.encoder, s.decoder)]
+        held = _held_states(streams)
         last = self._last
         if (
             last is not None
@@ -313,8 +318,7 @@ class StreamBatcher:
         parts = zip(split_state(frontend), split_state(encoder), split_state(decoder), strict=True)
         for s, (f, e, d) in zip(streams, parts, strict=True):
             s.frontend, s.encoder, s.decoder = f, e, d
-        held = [x for s in streams for x in (s.frontend, s.encoder, s.decoder)]
-        self._last = (held, (frontend, encoder, decoder))
+        self._last = (_held_states(streams), (frontend, encoder, decoder))
         ended = [b for b, f in enumerate(final) if f]
         if ended and hasattr(self.head, "final_decode"):  # e.g. a CTC head's LM beam search
             state = concat_states([streams[b].decoder for b in ended])
