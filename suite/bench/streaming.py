@@ -3,8 +3,9 @@ and the cache-aware Conformer against ``torchaudio.models.Emformer``, on CPU.
 
 The model is the streaming recipe's (``recipes/asr/espeak_conformer_ctc_streaming.yaml``: small
 preset, causal, 4x subsampling) with random weights: the work per chunk does not depend on the
-weights, so speed is measured without a trained model (error rates need one; none is shipped
-yet). The input is 20 s of low-level noise at 16 kHz. Measured per trained chunked context:
+weights, so speed is measured without a trained model (error rates need one: the shipped
+``streaming-asr``, a smaller CPU-trained model, is scored with ``suite evaluate``). The input is
+20 s of low-level noise at 16 kHz. Measured per trained chunked context:
 
 - per-chunk compute latency (p50/p95) of one stream fed chunk by chunk through
   :class:`~suite.streaming.StreamingSession` (frontend, encoder, greedy CTC);
