@@ -96,7 +96,8 @@ class TrainConfig:
     # Start from a model package's weights and tokenizer (a shipped name such as ``default-asr``
     # or a package folder), as NeMo's ``init_from_nemo_model``; the optimizer starts fresh.
     init_from: str | None = None
-    # Copy only these parts' weights (top-level modules, e.g. ``[frontend, encoder]``).
+    # Copy only these parts' weights (modules, e.g. ``[frontend, encoder]``; dotted names such
+    # as ``heads.ctc.proj`` name a submodule).
     init_include: list[str] | None = None
     # Parts whose weights stay fixed (no gradient, eval mode: no dropout), e.g.
     # ``[frontend, encoder]`` to train a new head on a trained encoder; dotted names such as

@@ -272,6 +272,20 @@ def test_init_from_starts_at_the_package_weights_and_tokenizer(tiny_corpus, tmp_
     state = trainer.model.state_dict()
     assert all(torch.equal(state[k], start[k]) for k in encoder)
     assert any(not torch.equal(state[k], v) for k, v in head_before.items())
+    # Dotted names copy a submodule: the CTC head into a hybrid whose RNN-T head starts fresh.
+    hybrid = tiny_overrides(
+        tiny_corpus,
+        tmp_path / "f",
+        steps=1,
+        **{
+            "train.init_from": str(first),
+            "train.init_include": ["encoder", "heads.ctc"],
+            "model.heads": {"ctc": {"name": "ctc"}, "rnnt": {"name": "rnnt"}},
+        },
+    )
+    state = Trainer(load_recipe(RECIPE, hybrid), progress=False).model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in start.items())
+    assert any(k.startswith("heads.rnnt.") for k in state)
     typo = tiny_overrides(tiny_corpus, tmp_path / "e", steps=1, **{"train.freeze": ["encodr"]})
     with pytest.raises(UserError, match="encodr.*its parts: frontend, encoder, heads"):
         Trainer(load_recipe(RECIPE, typo), progress=False)

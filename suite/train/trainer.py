@@ -282,12 +282,13 @@ class Trainer:
     def _init_from(self, name_or_path: str) -> None:
         """Copy a package's weights into the (freshly built) model: all of them, or those of
         the parts named in ``train.init_include`` (e.g. ``[frontend, encoder]`` to put a new
-        head on a trained encoder). Every copied tensor must exist on both sides and fit."""
+        head on a trained encoder; dotted names such as ``heads.ctc.proj`` name a submodule, as
+        in ``train.freeze``). Every copied tensor must exist on both sides and fit."""
         path = resolve(name_or_path) / "model.safetensors"
         include = self.cfg.init_include
 
         def wanted(key: str) -> bool:
-            return include is None or key.split(".")[0] in include
+            return include is None or any(key.startswith(f"{part}.") for part in include)
 
         weights = {k: v for k, v in load_file(str(path)).items() if wanted(k)}
         own = {k: v for k, v in self.model.state_dict().items() if wanted(k)}
