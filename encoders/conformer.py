@@ -57,6 +57,7 @@ from suite.encoders.blocks import (
     ConvSubsampling,
     FeedForward,
     SelfAttention,
+    StreamStep,
     as_context,
     cache_frames,
     frame_mask,
@@ -66,6 +67,7 @@ from suite.encoders.blocks import (
     sample_context,
     split_ready,
     stream_context,
+    stream_step,
 )
 from suite.interfaces import EncoderOutput, StreamingEncoder
 from suite.kernels.attention import Context
@@ -134,28 +136,20 @@ class ConformerBlock(nn.Module):
         return self.norm_out(x)
 
     def streaming_forward(
-        self,
-        x: Tensor,
-        valid: Tensor,
-        positions: Tensor,
-        cache: tuple[Tensor, Tensor, Tensor],
-        context: Context,
-        stride: int = 1,
+        self, x: Tensor, step: StreamStep, cache: tuple[Tensor, Tensor, Tensor]
     ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
-        """One block on new frames ``x (B, T, D)`` (``valid``/``positions`` ``(B, T)``).
+        """One block on new frames ``x (B, T, D)`` of ``step``.
 
         ``cache`` is ``(keys, values, conv)`` as in :class:`ConformerState`; returns the output
         and the advanced cache.
         """
         keys, values, conv = cache
-        x = x + 0.5 * self.dropout(self.ff1(x))
-        out, keys, values = self.attn.streaming_forward(
-            x, valid, positions, keys, values, context, stride
-        )
+        x = torch.add(x, self.dropout(self.ff1(x)), alpha=0.5)
+        out, keys, values = self.attn.streaming_forward(x, step, keys, values)
         x = x + self.dropout(out)
-        out, conv = self.conv.streaming_forward(x, valid, conv)
+        out, conv = self.conv.streaming_forward(x, step, conv)
         x = x + self.dropout(out)
-        x = x + 0.5 * self.dropout(self.ff2(x))
+        x = torch.add(x, self.dropout(self.ff2(x)), alpha=0.5)
         return self.norm_out(x), (keys, values, conv)
 
 
@@ -461,11 +455,16 @@ class Conformer(StreamingEncoder):
         caches = list(zip(state.keys, state.values, state.conv, strict=True))
         if block.shape[1] > 0:
             positions = state.offsets[:, None] + torch.arange(block.shape[1], device=n.device)
-            valid = frame_mask(n, block.shape[1])  # (B, T')
+            step = stream_step(
+                frame_mask(n, block.shape[1]),
+                positions,
+                state.context,
+                caches[0][0].shape[2],
+                self.layers[0].attn.inv_freq,
+            )
             for i, layer in enumerate(self.layers):
-                block, caches[i] = layer.streaming_forward(
-                    block, valid, positions, caches[i], state.context
-                )
-            block = block * valid[..., None].to(block.dtype)
+                block, caches[i] = layer.streaming_forward(block, step, caches[i])
+            if step.keep is not None:
+                block = block * step.keep.to(block.dtype)
         new_state = dataclasses.replace(state, **front, **stack_caches(caches))
         return EncoderOutput(features=block, lengths=n), new_state

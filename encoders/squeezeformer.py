@@ -50,11 +50,14 @@ from suite.encoders.blocks import (
     ConvSubsampling,
     FeedForward,
     SelfAttention,
+    StreamStep,
     as_context,
+    cache_frames,
     causal_stride2_step,
     frame_mask,
     sample_context,
     stream_context,
+    stream_step,
     take,
 )
 from suite.encoders.conformer import (
@@ -133,23 +136,15 @@ class SqueezeformerBlock(nn.Module):
         return self._feed_forwards_after(x, self.conv(x, valid))
 
     def streaming_forward(
-        self,
-        x: Tensor,
-        valid: Tensor,
-        positions: Tensor,
-        cache: tuple[Tensor, Tensor, Tensor],
-        context: Context,
-        stride: int = 1,
+        self, x: Tensor, step: StreamStep, cache: tuple[Tensor, Tensor, Tensor]
     ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
-        """One block on new frames ``x (B, T, D)`` (``valid``/``positions`` ``(B, T)``);
-        ``cache`` is ``(keys, values, conv)`` as in :class:`SqueezeformerState`."""
+        """One block on new frames ``x (B, T, D)`` of ``step``; ``cache`` is ``(keys, values,
+        conv)`` as in :class:`SqueezeformerState`."""
         keys, values, conv = cache
-        out, keys, values = self.attn.streaming_forward(
-            x, valid, positions, keys, values, context, stride
-        )
+        out, keys, values = self.attn.streaming_forward(x, step, keys, values)
         x = self.norm_attn(x + self.dropout(out))
         x = self.norm_ff1(x + self.dropout(self.ff1(x)))
-        out, conv = self.conv.streaming_forward(x, valid, conv)
+        out, conv = self.conv.streaming_forward(x, step, conv)
         return self._feed_forwards_after(x, out), (keys, values, conv)
 
 
@@ -439,27 +434,29 @@ class Squeezeformer(StreamingEncoder):
         if T > 0:
             device, offsets = n.device, state.offsets
             positions = offsets[:, None] + torch.arange(T, device=device)  # (B, T')
-            valid = frame_mask(n, T)
-            stride = 1
+
+            def step_of(valid: Tensor, positions: Tensor, stride: int) -> StreamStep:
+                M = cache_frames(state.context, stride)
+                inv_freq = self.layers[0].attn.inv_freq
+                return stream_step(valid, positions, state.context, M, inv_freq, stride)
+
+            step = full_rate = step_of(frame_mask(n, T), positions, 1)
             for i, layer in enumerate(self.layers):
                 if i == self.reduce_at:
-                    skip, skip_valid, skip_positions = block, valid, positions
+                    skip = block
                     block, n_reduced, reduce = self.reduce.streaming_forward(
                         block, n, reduce, offsets
                     )  # (B, T'', D)
                     first = torch.div(offsets + 1, 2, rounding_mode="floor")  # reduced offsets
                     positions = first[:, None] + torch.arange(block.shape[1], device=device)
-                    valid, stride = frame_mask(n_reduced, block.shape[1]), 2
+                    step = step_of(frame_mask(n_reduced, block.shape[1]), positions, 2)
                 if i == self.recover_at:
                     up, recover = self.recover.streaming_forward(
                         block, n_reduced, recover, offsets, T
                     )
-                    block = skip + up  # (B, T', D)
-                    valid, positions, stride = skip_valid, skip_positions, 1
-                block, caches[i] = layer.streaming_forward(
-                    block, valid, positions, caches[i], state.context, stride
-                )
-            block = block * valid[..., None].to(block.dtype)
+                    block, step = skip + up, full_rate  # (B, T', D)
+                block, caches[i] = layer.streaming_forward(block, step, caches[i])
+            block = block * full_rate.valid[..., None].to(block.dtype)
         new_state = dataclasses.replace(
             state, **front, **stack_caches(caches), reduce=reduce, recover=recover
         )

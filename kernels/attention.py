@@ -184,5 +184,23 @@ def cached_attention(
             f"{tuple(k.shape)}, {tuple(v.shape)}"
         )
     mask = cached_attention_mask(q_pos, k_pos, q_valid, k_valid, context, stride)
+    return masked_attention(q, k, v, mask, q_valid[:, None, :, None].to(q.dtype))
+
+
+def masked_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, keep: Tensor | None
+) -> Tensor:
+    """:func:`cached_attention` with its mask already built (a streaming step builds it once
+    for all its layers).
+
+    Args:
+        q, k, v: as in :func:`cached_attention`.
+        mask: ``(B, 1, Tq, Tk)`` bool from :func:`cached_attention_mask`, or ``None`` when every
+            query may attend to every key.
+        keep: ``(B, 1, Tq, 1)`` 1 on real queries and 0 on padding ones, or ``None`` (all real).
+
+    Returns:
+        ``(B, H, Tq, Dh)``; rows of padding queries are exactly zero.
+    """
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, Tq, Dh)
-    return out * q_valid[:, None, :, None].to(out.dtype)
+    return out if keep is None else out * keep
