@@ -43,25 +43,6 @@ from suite.kernels.attention import (
 NormLayer = Callable[[int], nn.Module]
 
 
-class Linear(nn.Linear):
-    """``nn.Linear`` (the same parameters and state-dict keys) that computes a handful of rows
-    on the CPU as ``(W @ x^T)^T``.
-
-    For 2-8 rows (a streaming chunk of one stream, a beam of a language model's step) MKL
-    reads the weight matrix much faster in that orientation: the 64 linears of the streaming
-    recipe's encoder take 4.4 ms instead of 7.5 ms on 4 rows (torch 2.14, 2 cores, weights
-    not in cache); one row and larger batches stay on ``F.linear``. The output is the
-    transposed view; the next linear reads it as a contiguous ``x^T`` again.
-    """
-
-    def forward(self, x: Tensor) -> Tensor:
-        rows = x.numel() // self.in_features if self.in_features else 0
-        if not 2 <= rows <= 8 or x.device.type != "cpu" or self.bias is None:
-            return F.linear(x, self.weight, self.bias)
-        out = torch.addmm(self.bias[:, None], self.weight, x.reshape(rows, -1).t())
-        return out.t().view(*x.shape[:-1], self.out_features)
-
-
 def frame_mask(lengths: Tensor, T: int) -> Tensor:
     """``(B, T)`` bool, True on the first ``lengths[b]`` frames of each item."""
     return torch.arange(T, device=lengths.device)[None, :] < lengths[:, None]
@@ -274,7 +255,7 @@ class ConvSubsampling(nn.Module):
             freq = (freq + 1) // 2
             self.stage_inputs.append((channels, freq))
         self.stage_inputs.pop()
-        self.out = Linear(channels * freq, d_model)
+        self.out = nn.Linear(channels * freq, d_model)
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         """Exact ``(B,)`` output lengths: ``ceil(L / 2)`` per stage."""
@@ -481,8 +462,8 @@ class RotaryAttentionBase(nn.Module):
         self.num_heads = num_heads
         self.head_dim = d_model // num_heads
         self.norm = norm_layer(d_model)
-        self.qkv = Linear(d_model, 3 * d_model)
-        self.proj = Linear(d_model, d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
         inv_freq = rope_base ** (
             -torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim
         )
@@ -547,6 +528,7 @@ class SelfAttention(RotaryAttentionBase):
         qk = apply_rotary(qkv[:, :, :2], cos, sin)  # queries and keys rotated in one pass
         q, k = qk.permute(2, 0, 3, 1, 4)  # (B, H, T, Dh) each
         v = qkv[:, :, 2].transpose(1, 2)
+        q = q.contiguous()  # CPU attention on a strided q: 74 us instead of 38 (B=1, T=4)
         k_all, v_all = torch.cat([keys, k], dim=2), torch.cat([values, v], dim=2)  # (B,H,M+T,Dh)
         keep = None if step.keep is None else step.keep[:, None].to(q.dtype)  # (B, 1, T, 1)
         out = masked_attention(q, k_all, v_all, step.mask, keep)
@@ -575,10 +557,10 @@ class ConvModule(nn.Module):
         self.kernel = kernel
         self.padding = (kernel - 1, 0) if causal else ((kernel - 1) // 2, (kernel - 1) // 2)
         self.norm_in = norm_layer(d_model)
-        self.pointwise_in = Linear(d_model, 2 * d_model)
+        self.pointwise_in = nn.Linear(d_model, 2 * d_model)
         self.depthwise = nn.Conv1d(d_model, d_model, kernel, groups=d_model)
         self.norm_mid = nn.LayerNorm(d_model)
-        self.pointwise_out = Linear(d_model, d_model)
+        self.pointwise_out = nn.Linear(d_model, d_model)
 
     def forward(self, x: Tensor, valid: Tensor) -> Tensor:
         """``x (B, T, D)`` with ``valid (B, T, 1)`` float frame mask -> ``(B, T, D)``."""
@@ -618,10 +600,10 @@ class FeedForward(nn.Sequential):
     ):
         super().__init__(
             norm_layer(d_model),
-            Linear(d_model, mult * d_model),
+            nn.Linear(d_model, mult * d_model),
             nn.SiLU(),
             nn.Dropout(dropout),
-            Linear(mult * d_model, d_model),
+            nn.Linear(mult * d_model, d_model),
         )
 
 
