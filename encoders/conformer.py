@@ -459,7 +459,7 @@ class Conformer(StreamingEncoder):
                 frame_mask(n, block.shape[1]),
                 positions,
                 state.context,
-                caches[0][0].shape[2],
+                cache_frames(state.context),
                 self.layers[0].attn.inv_freq,
             )
             for i, layer in enumerate(self.layers):
