@@ -612,9 +612,30 @@ def as_context(value: Sequence[int] | None) -> Context:
     return context
 
 
-def sample_context(contexts: Sequence[Context]) -> Context:
-    """One of ``contexts``, drawn with torch's global generator (seeded by the trainer)."""
-    return contexts[int(torch.randint(len(contexts), ()))]
+def sample_context(contexts: Sequence[Context], probs: Tensor | None = None) -> Context:
+    """One of ``contexts``, drawn with torch's global generator (seeded by the trainer):
+    uniformly, or with ``probs`` (one per context, summing to 1)."""
+    if probs is None:
+        return contexts[int(torch.randint(len(contexts), ()))]
+    return contexts[int(torch.multinomial(probs, 1))]
+
+
+def context_probs(
+    contexts: Sequence[Context] | None, probs: Sequence[float] | None
+) -> Tensor | None:
+    """``probs`` checked against ``contexts`` (as in ``att_context_probs`` of NeMo's encoders):
+    ``None`` draws uniformly."""
+    if probs is None:
+        return None
+    if contexts is None or len(probs) != len(contexts):
+        raise ValueError(
+            f"att_context_probs needs one probability per entry of att_contexts, got "
+            f"{list(probs)} for {contexts}"
+        )
+    t = torch.tensor([float(p) for p in probs], dtype=torch.float64)
+    if bool((t < 0).any()) or abs(float(t.sum()) - 1.0) > 1e-6:
+        raise ValueError(f"att_context_probs must be non-negative and sum to 1, got {list(probs)}")
+    return t
 
 
 def stream_context(context: Context, causal: bool, who: str) -> tuple[int, int]:

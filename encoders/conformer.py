@@ -60,6 +60,7 @@ from suite.encoders.blocks import (
     StreamStep,
     as_context,
     cache_frames,
+    context_probs,
     frame_mask,
     on_real_rows,
     real_rows,
@@ -315,6 +316,8 @@ class Conformer(StreamingEncoder):
         att_contexts: contexts to train with, one drawn per training-mode ``forward`` call
             with torch's global generator (entries may be ``None``: full context). ``None``
             trains with ``att_context``.
+        att_context_probs: how often each of ``att_contexts`` is drawn (``None``: uniformly),
+            e.g. to weight the smallest chunk that a model streams with.
     """
 
     def __init__(
@@ -331,6 +334,7 @@ class Conformer(StreamingEncoder):
         causal: bool = False,
         att_context: Sequence[int] | None = None,
         att_contexts: Sequence[Sequence[int] | None] | None = None,
+        att_context_probs: Sequence[float] | None = None,
     ):
         super().__init__()
         self.input_dim = input_dim
@@ -339,6 +343,7 @@ class Conformer(StreamingEncoder):
         self.att_contexts = None if att_contexts is None else [as_context(c) for c in att_contexts]
         if self.att_contexts is not None and not self.att_contexts:
             raise ValueError("att_contexts must list at least one context, or be None")
+        self.att_context_probs = context_probs(self.att_contexts, att_context_probs)
         if att_context is None and self.att_contexts:
             att_context = self.att_contexts[0]
         self.att_context = att_context  # validated by the property setter
@@ -384,7 +389,7 @@ class Conformer(StreamingEncoder):
         self._check_features(x)
         context = self.att_context
         if self.training and self.att_contexts:
-            context = sample_context(self.att_contexts)
+            context = sample_context(self.att_contexts, self.att_context_probs)
         x, lengths = self.subsampling(x, lengths)  # (B, T', D), (B,)
         x = self.run_blocks(self.dropout(x), lengths, context)
         return EncoderOutput(features=x, lengths=lengths)

@@ -54,6 +54,7 @@ from suite.encoders.blocks import (
     as_context,
     cache_frames,
     causal_stride2_step,
+    context_probs,
     frame_mask,
     sample_context,
     stream_context,
@@ -281,6 +282,7 @@ class Squeezeformer(StreamingEncoder):
             encoder (full-rate) frames, used at inference and streaming; defaults to the first
             of ``att_contexts`` when those are given.
         att_contexts: contexts to train with, one drawn per training-mode ``forward`` call.
+        att_context_probs: how often each of ``att_contexts`` is drawn (``None``: uniformly).
         reduce_at: index of the first block at half rate (default ``num_layers // 2 - 1``, the
             paper's 7 of 16).
         recover_at: index of the first block back at full rate (default: the last block).
@@ -300,6 +302,7 @@ class Squeezeformer(StreamingEncoder):
         causal: bool = False,
         att_context: Sequence[int] | None = None,
         att_contexts: Sequence[Sequence[int] | None] | None = None,
+        att_context_probs: Sequence[float] | None = None,
         reduce_at: int | None = None,
         recover_at: int | None = None,
     ):
@@ -318,6 +321,7 @@ class Squeezeformer(StreamingEncoder):
         self.att_contexts = None if att_contexts is None else [as_context(c) for c in att_contexts]
         if self.att_contexts is not None and not self.att_contexts:
             raise ValueError("att_contexts must list at least one context, or be None")
+        self.att_context_probs = context_probs(self.att_contexts, att_context_probs)
         if att_context is None and self.att_contexts:
             att_context = self.att_contexts[0]
         self.att_context = att_context
@@ -361,7 +365,7 @@ class Squeezeformer(StreamingEncoder):
         self._check_features(x)
         context = self.att_context
         if self.training and self.att_contexts:
-            context = sample_context(self.att_contexts)
+            context = sample_context(self.att_contexts, self.att_context_probs)
         x, lengths = self.subsampling(x, lengths)  # (B, T', D)
         x = self.dropout(x)
         valid = frame_mask(lengths, x.shape[1]).unsqueeze(-1).to(x.dtype)  # (B, T', 1)

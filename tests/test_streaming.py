@@ -3,6 +3,8 @@ sessions and the multi-stream batcher (the encoder parity contract is in test_co
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ import torch
 import suite
 from suite.api import Transcriber
 from suite.config import ModelConfig
+from suite.encoders.blocks import sample_context
 from suite.encoders.conformer import Conformer
 from suite.errors import UserError
 from suite.features import Fbank
@@ -103,6 +106,25 @@ def test_training_samples_one_of_several_contexts():
             torch.manual_seed(seed)  # seeded: the same draw again
             torch.testing.assert_close(encoder(x, n).features, out)
     assert drawn == set(contexts)
+
+
+@pytest.mark.parametrize("name", ["conformer", "squeezeformer"])
+def test_att_context_probs_weight_the_draw(name):
+    contexts = [None, (4, 1), (4, 3)]
+    encoder = suite.create_encoder(
+        name, preset="tiny", causal=True, att_contexts=contexts, att_context_probs=[0, 1, 0]
+    )
+    assert encoder.att_context is None  # inference default: still the first
+    torch.manual_seed(0)
+    assert {sample_context(contexts, encoder.att_context_probs) for _ in range(50)} == {(4, 1)}
+    torch.manual_seed(0)
+    counts = Counter(sample_context(contexts, torch.tensor([0.2, 0.7, 0.1])) for _ in range(2000))
+    assert 0.65 < counts[(4, 1)] / 2000 < 0.75 and counts[None] > counts[(4, 3)] > 0
+    for probs in ([0.5, 0.5], [0.5, 0.7, -0.2], [0.3, 0.3, 0.3]):
+        with pytest.raises(ValueError, match="att_context_probs"):
+            suite.create_encoder(
+                name, preset="tiny", causal=True, att_contexts=contexts, att_context_probs=probs
+            )
 
 
 @pytest.mark.parametrize("name", ["conformer", "squeezeformer"])
