@@ -70,9 +70,10 @@ from suite.interfaces import (
 from suite.registry import register_head
 
 PREDICTORS = ("lstm", "stateless")
-# Joiner rows per blank-skipping pass of batched greedy search (see _next_labels). A pass has a
-# fixed cost on CPU; 64 rows was fastest for B=32, J=V=256 (32 and 128 were slower).
-ROWS_PER_PASS = 64
+# Joiner rows per pass of batched greedy search, shared out among the streams still decoding
+# (see _window_frames), and the most frames one stream looks at per pass.
+ROWS_PER_PASS = 96
+MAX_FRAMES_PER_PASS = 16
 
 
 class LstmPredictor(nn.Module):
@@ -243,58 +244,10 @@ class RnntStreamState:
     tokens: list[list[int]]
 
 
-def _next_labels(
-    head: RnntHead, frames: Tensor, lengths: Tensor, t: Tensor, pred: Tensor
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Skip blanks: per stream, the first frame from ``t`` on whose best decision is a label.
-
-    While no label is emitted the predictor output is fixed, so the joiner's decisions on the
-    coming frames do not depend on each other and may be taken several at once. Each pass joins
-    the streams still searching (compacted) with ``ROWS_PER_PASS // searching`` frames each (at
-    least 1): a full batch looks one or two frames ahead, the last stragglers in a long
-    run of blanks look far ahead, so a pass costs about the same and few are needed.
-
-    Args:
-        head: the RNN-T head whose joiner decides.
-        frames: ``(B, T, J)`` projected encoder frames.
-        lengths: ``(B,)`` valid frames.
-        t: ``(B,)`` each stream's current frame.
-        pred: ``(B, J)`` projected predictor output of each stream.
-
-    Returns:
-        ``t (B,)`` the frame of each stream's next label (its length when none is left), the
-        ``label (B,)`` and its log-probability ``best (B,)`` there (meaningless for ended
-        streams), and ``skipped (B,)`` the summed log-probabilities of the blanks passed.
-    """
-    B, T, J = frames.shape
-    flat = frames.reshape(B * T, J)  # frame f of stream b is row b * T + f
-    t = t.clone()
-    label = torch.zeros_like(t)
-    best = frames.new_zeros(t.shape)
-    skipped = frames.new_zeros(t.shape)
-    search = (t < lengths).nonzero()[:, 0]  # (S,) streams still searching
-    while search.numel():
-        S = search.numel()
-        W = max(1, ROWS_PER_PASS // S)
-        ahead = torch.arange(W, device=t.device)
-        at = t.index_select(0, search)[:, None] + ahead  # (S, W) frames looked at
-        # One flat gather of the S * W frames: advanced indexing with two index tensors took
-        # about 4x as long for these shapes.
-        rows = (search[:, None] * T + at.clamp(max=T - 1)).view(-1)
-        seen = flat.index_select(0, rows).view(S, W, J)
-        joint = head.joiner(seen, pred.index_select(0, search)[:, None])
-        best_w, label_w = joint.log_softmax(-1).max(dim=-1)  # (S, W) each
-        end = lengths.index_select(0, search)[:, None]
-        stop = (at >= end) | (label_w != head.blank_id)  # a label or the end
-        blank = stop.cumsum(1) == 0  # (S, W) the blanks before the first stop
-        first = blank.sum(1)  # (S,) W where there is no stop
-        skipped.index_add_(0, search, (best_w * blank).sum(1))
-        t.index_add_(0, search, first)
-        hit = first.clamp(max=W - 1)[:, None]
-        label.index_copy_(0, search, label_w.gather(1, hit)[:, 0])
-        best.index_copy_(0, search, best_w.gather(1, hit)[:, 0])
-        search = search[first == W]
-    return t, label, best, skipped
+def _window_frames(streams: int, frames: int) -> int:
+    """Frames each of ``streams`` streams looks at per pass (``ROWS_PER_PASS`` joiner rows
+    shared out, at least 1, at most ``MAX_FRAMES_PER_PASS`` and the ``frames`` there are)."""
+    return max(1, min(ROWS_PER_PASS // max(streams, 1), MAX_FRAMES_PER_PASS, frames))
 
 
 @torch.no_grad()
@@ -303,13 +256,17 @@ def greedy_search_step(
 ) -> RnntStreamState:
     """Batched label-looping greedy search over the frames of ``enc``, continuing ``state``.
 
-    Each outer step finds every stream's next label (:func:`_next_labels`, blanks skipped in
-    tensors), then runs one predictor step for all the streams that found one.
+    Each pass joins every stream still decoding with its predictor output at the next W
+    frames (:func:`_window_frames`): while no label is emitted the predictor output is fixed,
+    so those decisions do not depend on each other. A stream skips the blanks up to its first
+    label in the window (or all W) and takes that label; one predictor step then serves the
+    streams that took one. When half of the streams have ended, the rest are compacted (and
+    look further ahead).
 
     Args:
         head: the RNN-T head whose predictor and joiner decode.
         enc: ``(B, T, D)`` encoder frames with ``lengths (B,)`` (0 leaves a stream unchanged).
-        state: from :meth:`RnntHead.init_stream` or the previous step.
+        state: from :meth:`RnntHead.init_stream` or the previous step (not modified).
         max_symbols_per_frame: labels one frame may emit before decoding moves on.
 
     Returns:
@@ -319,50 +276,107 @@ def greedy_search_step(
         raise ValueError(f"max_symbols_per_frame must be >= 1, got {max_symbols_per_frame}")
     head.check_encoder_output(enc)
     frames = head.joiner.enc_proj(enc.features)  # (B, T, J)
-    lengths = enc.lengths.to(frames.device, torch.long)
-    B = lengths.shape[0]
-    t = torch.zeros_like(lengths)  # each stream's current frame
-    emitted = torch.zeros_like(t)  # labels emitted at frame t
-    pred, pred_state = state.pred_out, state.pred_state
+    B, T, J = frames.shape
+    device = frames.device
+    widest = _window_frames(1, T)
+    # Frame f of stream b is row b * T + f; the zero rows after the last let a window run past
+    # the end without clamping (what lies past a stream's end is never taken).
+    flat = torch.cat([frames.reshape(B * T, J), frames.new_zeros(widest, J)])
+    ahead = torch.arange(widest, device=device)
+    final = RnntStreamState(
+        pred_out=state.pred_out.clone(),
+        pred_state=[s.clone() for s in state.pred_state],
+        scores=state.scores.clone(),
+        tokens=[list(tok) for tok in state.tokens],
+    )
+    # The streams in the batch (all, then the unfinished ones) and their working copies, which
+    # are the final tensors themselves until the first compaction; updated in place.
+    ids = torch.arange(B, device=device)
+    pos = ids * T  # (N,) flat row of each stream's current frame
+    end = pos + enc.lengths.to(device, torch.long)
+    emitted = torch.zeros_like(pos)  # labels emitted at the current frame
+    pred, pred_state, scores = final.pred_out, final.pred_state, final.scores
     table = head.predictor.input_table()
-    scores = state.scores.clone()
-    labels, emits = [], []  # per outer step: (B,) label and whether the stream emitted it
+    segments = []  # (ids, per pass: (N,) label and whether it was taken) per batch composition
+    labels: list[tuple[Tensor, Tensor]] = []
+    N = B
     while True:
-        found_at, label, best, skipped = _next_labels(head, frames, lengths, t, pred)
-        scores += skipped
-        emitted.masked_fill_(found_at > t, 0)
-        t = found_at
-        active = t < lengths
-        if not bool(active.any()):
+        left = int((pos < end).sum())
+        if left == 0:
             break
-        # Every active stream holds a label at its frame: one predictor step for all of them,
-        # on those rows only (the streams richest in labels run alone at the end).
-        scores += best.masked_fill(~active, 0.0)
-        labels.append(label)
-        emits.append(active)
-        rows = active.nonzero()[:, 0]  # (A,)
-        if rows.numel() == B:  # every stream: no gathers and scatters
-            out, pred_state = head.predictor.step(label, pred_state, table)
-            pred = head.joiner.pred_proj(out)
+        if left <= N // 2:  # compact: write the batch back, keep the unfinished streams
+            keep = (pos < end).nonzero()[:, 0]
+            segments.append((ids, labels))
+            labels = []
+            _write_back(final, ids, pred, pred_state, scores, N < B)
+            ids, pos, end, emitted = (x.index_select(0, keep) for x in (ids, pos, end, emitted))
+            pred, scores = pred.index_select(0, keep), scores.index_select(0, keep)
+            pred_state = [s.index_select(0, keep) for s in pred_state]
+            N = left
+        W = _window_frames(N, T)
+        at = pos[:, None] + ahead[:W]  # (N, W)
+        seen = flat.index_select(0, at.view(-1)).view(N, W, J)
+        joint = head.joiner(seen, pred[:, None])
+        best_w, label_w = joint.log_softmax(-1).max(dim=-1)  # (N, W) each
+        stop = (label_w != head.blank_id) | (at >= end[:, None])  # a label or the end
+        # torch.max gives the first maximal index: the first stop where there is one.
+        stopped, hit = stop.max(dim=1)  # (N,) each
+        first = torch.where(stopped, hit, W)  # (N,) blanks skipped
+        pos += first
+        take = stopped & (pos < end)  # a label, not the end
+        taken = take.long()
+        label = label_w.gather(1, hit[:, None])[:, 0]
+        decided = ahead[:W] < (first + taken)[:, None]  # (N, W) the blanks and the label
+        scores += torch.where(decided, best_w, 0.0).sum(1)
+        emitted.masked_fill_(first > 0, 0)
+        emitted += taken
+        full = emitted >= max_symbols_per_frame
+        pos += full.long()
+        emitted.masked_fill_(full, 0)
+        rows = take.nonzero()[:, 0]  # (A,)
+        if not rows.numel():
+            continue
+        labels.append((label, take))
+        if rows.numel() == N:  # every stream: no gathers and scatters
+            out, new_state = head.predictor.step(label, pred_state, table)
+            pred.copy_(head.joiner.pred_proj(out))
+            for s, n in zip(pred_state, new_state, strict=True):
+                s.copy_(n)
         else:
             out, new_state = head.predictor.step(
                 label.index_select(0, rows), [s.index_select(0, rows) for s in pred_state], table
             )
-            pred = pred.index_copy(0, rows, head.joiner.pred_proj(out))
-            pred_state = [
-                s.index_copy(0, rows, n) for s, n in zip(pred_state, new_state, strict=True)
-            ]
-        emitted += active
-        full = emitted >= max_symbols_per_frame
-        t = t + full
-        emitted.masked_fill_(full, 0)
-    tokens = [list(tok) for tok in state.tokens]
-    if labels:
-        label_table = torch.stack(labels, dim=1).cpu()  # (B, steps)
-        emit_table = torch.stack(emits, dim=1).cpu()  # (B, steps)
-        for b in range(len(tokens)):
-            tokens[b] += label_table[b][emit_table[b]].tolist()
-    return RnntStreamState(pred_out=pred, pred_state=pred_state, scores=scores, tokens=tokens)
+            pred.index_copy_(0, rows, head.joiner.pred_proj(out))
+            for s, n in zip(pred_state, new_state, strict=True):
+                s.index_copy_(0, rows, n)
+    segments.append((ids, labels))
+    _write_back(final, ids, pred, pred_state, scores, N < B)
+    for seg_ids, seg_labels in segments:
+        if not seg_labels:
+            continue
+        label_table = torch.stack([lab for lab, _ in seg_labels], dim=1).cpu()  # (N, passes)
+        take_table = torch.stack([t for _, t in seg_labels], dim=1).cpu()
+        for i, b in enumerate(seg_ids.tolist()):
+            final.tokens[b] += label_table[i][take_table[i]].tolist()
+    return final
+
+
+def _write_back(
+    final: RnntStreamState,
+    ids: Tensor,
+    pred: Tensor,
+    pred_state: list[Tensor],
+    scores: Tensor,
+    compacted: bool,
+) -> None:
+    """Copy the working tensors of streams ``ids`` into ``final`` (nothing to do before the
+    first compaction: they are ``final``'s own)."""
+    if not compacted:
+        return
+    final.pred_out.index_copy_(0, ids, pred)
+    final.scores.index_copy_(0, ids, scores)
+    for s, w in zip(final.pred_state, pred_state, strict=True):
+        s.index_copy_(0, ids, w)
 
 
 def greedy_search(
