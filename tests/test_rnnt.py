@@ -191,9 +191,11 @@ def test_streaming_greedy_equals_offline_greedy(predictor, trained, encode_padde
         chunk = torch.zeros(len(lengths), max(n), enc.features.shape[-1])
         for b in range(len(lengths)):
             chunk[b, : n[b]] = enc.features[b, pos[b] : pos[b] + n[b]]
-        hyps, state = head.streaming_decode(
-            EncoderOutput(chunk, torch.tensor(n)), concat_states(states)
-        )
+        given = concat_states(states)
+        kept = [t.clone() for t in (given.pred_out, given.scores, *given.pred_state)]
+        hyps, state = head.streaming_decode(EncoderOutput(chunk, torch.tensor(n)), given)
+        # States are values: the one passed in is left as it was (the search works on copies).
+        assert all(map(torch.equal, kept, (given.pred_out, given.scores, *given.pred_state)))
         states = split_state(state)
         for b, hyp in enumerate(hyps):
             assert hyp.tokens[: len(previous[b])] == previous[b]  # partials only grow
