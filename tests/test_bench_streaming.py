@@ -28,6 +28,12 @@ def test_bench_streaming_json_reports_each_context(monkeypatch, capsys):
             ratio = b["streaming_rtfx"] / b["offline_rtfx"]
             assert b["streaming_over_offline_rtfx"] == ratio
         assert r["emformer"]["throughput_ratio"] > 0
-        # Matched sizes: parameter counts within 15% (ours adds the convolution modules).
-        ours, theirs = r["emformer"]["ours"]["parameters"], r["emformer"]["emformer"]["parameters"]
+        # Matched dimensions: parameter counts within 15% (ours adds the convolution modules);
+        # matched size: equal to 0.1% (to one unit of feed-forward width).
+        e = r["emformer"]
+        ours, theirs = e["ours"]["parameters"], e["emformer"]["parameters"]
         assert 0.85 < ours / theirs < 1.15
+        sized = e["emformer_matched_size"]
+        assert sized["ffn_dim"] > e["emformer"]["ffn_dim"]
+        assert abs(sized["parameters"] - ours) < 0.001 * ours
+        assert e["throughput_ratio_matched_size"] > 0

@@ -20,7 +20,8 @@ weights, so speed is measured without a trained model (error rates need one: the
 - against Emformer at matched width, depth, heads, feed-forward parameters (one feed-forward
   twice as wide as each of our macaron pair), segment (= our chunk) and left context, both fed
   the same feature chunks of one stream through the same subsampling convolution: encoder
-  frames per second, and the ratio ours / Emformer.
+  frames per second, and the ratio ours / Emformer; and against an Emformer of matched size
+  (the same, with feed-forwards widened until its parameter count equals ours).
 """
 
 from __future__ import annotations
@@ -142,22 +143,42 @@ def _batched_rtfx(
     return seconds / statistics.median(streaming), seconds / statistics.median(batch)
 
 
-def _emformer_ratio(model: AsrModel, context: tuple[int, int], seconds: float) -> dict:
-    """Our encoder's streaming_forward against Emformer.infer on the same feature chunks."""
+def _emformer(model: AsrModel, context: tuple[int, int], ffn_dim: int) -> torch.nn.Module:
+    """``torchaudio.models.Emformer`` with our encoder's width, depth and heads, segment = our
+    chunk, left context = ours, no right context, and feed-forwards ``ffn_dim`` wide."""
     encoder = model.encoder
-    layer = encoder.layers[0]
-    d_model = encoder.output_dim
-    factor = 2**encoder.subsampling.num_stages
-    emformer = torchaudio.models.Emformer(
-        input_dim=d_model,
-        num_heads=layer.attn.num_heads,
-        # One feed-forward per Emformer layer, twice as wide as each of our macaron pair.
-        ffn_dim=2 * layer.ff1[1].out_features,
+    return torchaudio.models.Emformer(
+        input_dim=encoder.output_dim,
+        num_heads=encoder.layers[0].attn.num_heads,
+        ffn_dim=ffn_dim,
         num_layers=len(encoder.layers),
         segment_length=context[1] + 1,
         left_context_length=context[0],
         right_context_length=0,
     ).eval()
+
+
+def _parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _emformer_ratio(model: AsrModel, context: tuple[int, int], seconds: float) -> dict:
+    """Our encoder's streaming_forward against Emformer.infer on the same feature chunks, for
+    two Emformers: matched dimensions (one feed-forward per layer, twice as wide as each of our
+    macaron pair: ours then has the convolution modules on top) and matched size (feed-forwards
+    widened until its parameters equal ours, within one unit of width)."""
+    encoder = model.encoder
+    factor = 2**encoder.subsampling.num_stages
+    front = _parameters(encoder.subsampling)  # both run our subsampling
+    ours_size = _parameters(encoder)
+    dims_ffn = 2 * encoder.layers[0].ff1[1].out_features
+    base = _parameters(_emformer(model, context, dims_ffn))
+    per_unit = _parameters(_emformer(model, context, dims_ffn + 1)) - base
+    size_ffn = dims_ffn + round((ours_size - front - base) / per_unit)
+    emformers = {
+        "emformer": _emformer(model, context, dims_ffn),
+        "emformer_matched_size": _emformer(model, context, size_ffn),
+    }
     frames_per_chunk = (context[1] + 1) * factor
     features = torch.randn(1, int(seconds * 100) // frames_per_chunk * frames_per_chunk, 80)
     chunks = features.split(frames_per_chunk, dim=1)
@@ -170,7 +191,7 @@ def _emformer_ratio(model: AsrModel, context: tuple[int, int], seconds: float) -
             frames += int(out.lengths.sum())
         return frames
 
-    def theirs() -> int:
+    def theirs(emformer: torch.nn.Module) -> int:
         states, frames = None, 0
         for chunk in chunks:  # the same subsampling convolution, then Emformer's blocks
             x, n = encoder.subsampling(chunk, lengths)
@@ -178,27 +199,30 @@ def _emformer_ratio(model: AsrModel, context: tuple[int, int], seconds: float) -
             frames += int(n.sum())
         return frames
 
-    times: dict[str, list[float]] = {"ours": [], "emformer": []}
-    frames = {"ours": ours(), "emformer": theirs()}  # warm-up
+    runs = {"ours": ours} | {name: (lambda e=e: theirs(e)) for name, e in emformers.items()}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    frames = {name: fn() for name, fn in runs.items()}  # warm-up
     for _ in range(3):
-        for name, fn in (("ours", ours), ("emformer", theirs)):
+        for name, fn in runs.items():
             begin = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - begin)
-    parameters = {
-        "ours": sum(p.numel() for p in encoder.parameters()),
-        "emformer": sum(p.numel() for p in emformer.parameters())
-        + sum(p.numel() for p in encoder.subsampling.parameters()),  # it runs ours too
+    parameters = {"ours": ours_size} | {
+        name: _parameters(e) + front for name, e in emformers.items()
     }
-    out = {
+    out: dict = {
         name: {
             "frames_per_second": frames[name] / statistics.median(times[name]),
             "parameters": parameters[name],
         }
-        for name in ("ours", "emformer")
+        for name in runs
     }
-    out["throughput_ratio"] = (
-        out["ours"]["frames_per_second"] / out["emformer"]["frames_per_second"]
+    out["emformer"]["ffn_dim"] = dims_ffn
+    out["emformer_matched_size"]["ffn_dim"] = size_ffn
+    ours_fps = out["ours"]["frames_per_second"]
+    out["throughput_ratio"] = ours_fps / out["emformer"]["frames_per_second"]
+    out["throughput_ratio_matched_size"] = (
+        ours_fps / out["emformer_matched_size"]["frames_per_second"]
     )
     return out
 
@@ -263,7 +287,7 @@ def _markdown(result: dict) -> None:
     )
     print(
         "| context | chunk (ms) | latency p50 / p95 (ms) | streaming RTFx | offline RTFx | "
-        "ratio | real-time streams | ours / Emformer |"
+        "ratio | real-time streams | ours / Emformer (matched dims; matched size) |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in result["contexts"].items():
@@ -271,7 +295,8 @@ def _markdown(result: dict) -> None:
             f"| {name} | {r['chunk_ms']:.0f} | {r['latency_p50_ms']:.1f} / "
             f"{r['latency_p95_ms']:.1f} | {r['streaming_rtfx']:.1f} | {r['offline_rtfx']:.1f} | "
             f"{r['streaming_over_offline_rtfx']:.2f} | {r['realtime_streams']} | "
-            f"{r['emformer']['throughput_ratio']:.2f} |"
+            f"{r['emformer']['throughput_ratio']:.2f}; "
+            f"{r['emformer']['throughput_ratio_matched_size']:.2f} |"
         )
     print(
         f"\nBatched: {BATCHED_STREAMS} streams of the same audio, and as many as run in real "
