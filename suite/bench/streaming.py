@@ -159,6 +159,7 @@ def _emformer(model: AsrModel, context: tuple[int, int], ffn_dim: int) -> torch.
 
 
 def _parameters(module: torch.nn.Module) -> int:
+    """The number of parameters of ``module``."""
     return sum(p.numel() for p in module.parameters())
 
 
@@ -238,7 +239,7 @@ def measure() -> dict:
             "recipe": str(RECIPE.relative_to(RECIPE.parents[2])),
             "audio_seconds": SECONDS,
             "threads": torch.get_num_threads(),
-            "parameters": sum(p.numel() for p in model.parameters()),
+            "parameters": _parameters(model),
         },
         "contexts": {},
     }
