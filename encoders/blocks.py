@@ -620,13 +620,17 @@ def sample_context(contexts: Sequence[Context], probs: Tensor | None = None) -> 
     return contexts[int(torch.multinomial(probs, 1))]
 
 
-def context_probs(
-    contexts: Sequence[Context] | None, probs: Sequence[float] | None
-) -> Tensor | None:
-    """``probs`` checked against ``contexts`` (as in ``att_context_probs`` of NeMo's encoders):
-    ``None`` draws uniformly."""
+def training_contexts(
+    att_contexts: Sequence[Sequence[int] | None] | None, probs: Sequence[float] | None
+) -> tuple[list[Context] | None, Tensor | None]:
+    """An encoder's ``att_contexts`` as contexts and ``att_context_probs`` as a tensor, checked
+    (NeMo's names): ``None`` trains with the inference context, and ``None`` probabilities draw
+    uniformly."""
+    contexts = None if att_contexts is None else [as_context(c) for c in att_contexts]
+    if contexts is not None and not contexts:
+        raise ValueError("att_contexts must list at least one context, or be None")
     if probs is None:
-        return None
+        return contexts, None
     if contexts is None or len(probs) != len(contexts):
         raise ValueError(
             f"att_context_probs needs one probability per entry of att_contexts, got "
@@ -635,7 +639,7 @@ def context_probs(
     t = torch.tensor([float(p) for p in probs], dtype=torch.float64)
     if bool((t < 0).any()) or abs(float(t.sum()) - 1.0) > 1e-6:
         raise ValueError(f"att_context_probs must be non-negative and sum to 1, got {list(probs)}")
-    return t
+    return contexts, t
 
 
 def stream_context(context: Context, causal: bool, who: str) -> tuple[int, int]:

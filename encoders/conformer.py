@@ -60,7 +60,6 @@ from suite.encoders.blocks import (
     StreamStep,
     as_context,
     cache_frames,
-    context_probs,
     frame_mask,
     on_real_rows,
     real_rows,
@@ -69,6 +68,7 @@ from suite.encoders.blocks import (
     split_ready,
     stream_context,
     stream_step,
+    training_contexts,
 )
 from suite.interfaces import EncoderOutput, StreamingEncoder
 from suite.kernels.attention import Context
@@ -340,10 +340,9 @@ class Conformer(StreamingEncoder):
         self.input_dim = input_dim
         self.output_dim = d_model
         self.causal = causal
-        self.att_contexts = None if att_contexts is None else [as_context(c) for c in att_contexts]
-        if self.att_contexts is not None and not self.att_contexts:
-            raise ValueError("att_contexts must list at least one context, or be None")
-        self.att_context_probs = context_probs(self.att_contexts, att_context_probs)
+        self.att_contexts, self.att_context_probs = training_contexts(
+            att_contexts, att_context_probs
+        )
         if att_context is None and self.att_contexts:
             att_context = self.att_contexts[0]
         self.att_context = att_context  # validated by the property setter

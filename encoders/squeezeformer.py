@@ -54,12 +54,12 @@ from suite.encoders.blocks import (
     as_context,
     cache_frames,
     causal_stride2_step,
-    context_probs,
     frame_mask,
     sample_context,
     stream_context,
     stream_step,
     take,
+    training_contexts,
 )
 from suite.encoders.conformer import (
     ConformerState,
@@ -318,10 +318,9 @@ class Squeezeformer(StreamingEncoder):
         self.input_dim = input_dim
         self.output_dim = d_model
         self.causal = causal
-        self.att_contexts = None if att_contexts is None else [as_context(c) for c in att_contexts]
-        if self.att_contexts is not None and not self.att_contexts:
-            raise ValueError("att_contexts must list at least one context, or be None")
-        self.att_context_probs = context_probs(self.att_contexts, att_context_probs)
+        self.att_contexts, self.att_context_probs = training_contexts(
+            att_contexts, att_context_probs
+        )
         if att_context is None and self.att_contexts:
             att_context = self.att_contexts[0]
         self.att_context = att_context

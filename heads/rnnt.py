@@ -251,7 +251,7 @@ class RnntStreamState:
 def _window_frames(streams: int, frames: int) -> int:
     """Frames each of ``streams`` streams looks at per pass (``ROWS_PER_PASS`` joiner rows
     shared out, at least 1, at most ``MAX_FRAMES_PER_PASS`` and the ``frames`` there are)."""
-    return max(1, min(ROWS_PER_PASS // max(streams, 1), MAX_FRAMES_PER_PASS, frames))
+    return max(1, min(ROWS_PER_PASS // streams, MAX_FRAMES_PER_PASS, frames))
 
 
 @torch.no_grad()
@@ -312,7 +312,7 @@ def greedy_search_step(
             keep = (pos < end).nonzero()[:, 0]
             segments.append((ids, labels))
             labels = []
-            _write_back(final, ids, pred, pred_state, scores, N < B)
+            _write_back(final, ids, pred, pred_state, scores)
             ids, pos, end, emitted = (x.index_select(0, keep) for x in (ids, pos, end, emitted))
             pred, scores = pred.index_select(0, keep), scores.index_select(0, keep)
             pred_state = [s.index_select(0, keep) for s in pred_state]
@@ -354,7 +354,7 @@ def greedy_search_step(
             for s, n in zip(pred_state, new_state, strict=True):
                 s.index_copy_(0, rows, n)
     segments.append((ids, labels))
-    _write_back(final, ids, pred, pred_state, scores, N < B)
+    _write_back(final, ids, pred, pred_state, scores)
     for seg_ids, seg_labels in segments:
         if not seg_labels:
             continue
@@ -366,16 +366,11 @@ def greedy_search_step(
 
 
 def _write_back(
-    final: RnntStreamState,
-    ids: Tensor,
-    pred: Tensor,
-    pred_state: list[Tensor],
-    scores: Tensor,
-    compacted: bool,
+    final: RnntStreamState, ids: Tensor, pred: Tensor, pred_state: list[Tensor], scores: Tensor
 ) -> None:
     """Copy the working tensors of streams ``ids`` into ``final`` (nothing to do before the
     first compaction: they are ``final``'s own)."""
-    if not compacted:
+    if pred is final.pred_out:
         return
     final.pred_out.index_copy_(0, ids, pred)
     final.scores.index_copy_(0, ids, scores)
