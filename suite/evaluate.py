@@ -101,10 +101,17 @@ def evaluate_cuts(
 ) -> Scores:
     """Transcribe every cut with ``model`` (an :class:`~suite.model.AsrModel`) and score it.
 
-    Audio loading and feature extraction count towards the wall time, as they would for a user.
+    Cuts are batched longest first, as ``transcribe`` batches, so that a batch holds cuts of
+    similar length: on the test split of ``recipes/asr``, greedy RTFx 100-106 in manifest order
+    and 185 sorted, at the default ``max_duration``. The per-utterance results keep the
+    manifest's order. Audio loading and feature extraction count towards the wall time, as they
+    would for a user.
     """
     from suite.data.dataset import AsrDataset
 
+    listed = list(cuts)
+    manifest_order = {cut.id: i for i, cut in enumerate(listed)}
+    cuts = CutSet.from_cuts(sorted(listed, key=lambda cut: cut.duration, reverse=True))
     dataset = AsrDataset(model.tokenizer, model.frontend, augment=None, training=False)
     sampler = SimpleCutSampler(cuts, max_duration=max_duration, shuffle=False)
     device = next(model.parameters()).device
@@ -126,7 +133,7 @@ def evaluate_cuts(
     scores = score(refs, hyps)
     for row, utt in zip(rows, scores.per_utterance, strict=True):
         row.update(utt)
-    scores.per_utterance = rows
+    scores.per_utterance = sorted(rows, key=lambda row: manifest_order[row["id"]])
     scores.audio_seconds, scores.wall_seconds = audio_seconds, wall
     return scores
 

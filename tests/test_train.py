@@ -23,6 +23,7 @@ from suite.config import load_recipe
 from suite.errors import UserError
 from suite.evaluate import Scores, by_group, evaluate_cuts, score
 from suite.model import load_package
+from suite.text import normalize_text
 from suite.train import Trainer
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes/asr/espeak_conformer_ctc.yaml"
@@ -191,6 +192,18 @@ def test_evaluate_reports_seen_and_held_out_voices(tiny_corpus, tmp_path, capsys
         c.id: c.supervisions[0].custom["voice_seen_in_train"] for c in CutSet.from_file(manifest)
     }
     assert {r["id"]: r["voice_seen_in_train"] for r in rows} == seen
+    # Batched longest first, reported in the manifest's order, each row with its own reference.
+    cuts = list(CutSet.from_file(manifest))
+    assert [c.id for c in cuts] != [c.id for c in sorted(cuts, key=lambda c: -c.duration)]
+    assert [r["id"] for r in rows] == [c.id for c in cuts]
+    assert [r["ref"] for r in rows] == [normalize_text(c.supervisions[0].text) for c in cuts]
+    model, seen_lengths = load_package(package), []
+    recognize = model.recognize
+    model.recognize = lambda features, lengths, **kw: (
+        seen_lengths.extend(lengths.tolist()) or recognize(features, lengths, **kw)
+    )
+    assert evaluate_cuts(model, CutSet.from_file(manifest), max_duration=10.0).per_utterance
+    assert len(seen_lengths) == len(cuts) and seen_lengths == sorted(seen_lengths, reverse=True)
     assert set(seen.values()) == {True, False}  # the test split holds both kinds of voice
     assert "voices used in training: WER" in printed and "voices held out: WER" in printed
     scores = score([r["ref"] for r in rows], [r["hyp"] for r in rows])
