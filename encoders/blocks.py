@@ -272,9 +272,16 @@ class ConvSubsampling(nn.Module):
         # frames on the left). With the in-place ReLU, default-asr's demo batch subsamples in
         # 18-24 ms instead of 35 (fewer fresh 15 MB tensors, whose page faults cost most).
         padding = (2 if self.causal else 1, 1)
-        for stage in self.stages:
-            # Zero padding frames so valid outputs see the same zeros as an unpadded input.
-            x = x * frame_mask(lengths, x.shape[2])[:, None, :, None].to(x.dtype)
+        for i, stage in enumerate(self.stages):
+            # Zero padding frames so valid outputs see the same zeros as an unpadded input: in a
+            # product for the input (the caller's) and in training (the ReLU's backward reads its
+            # output), else in place and only the padding frames (on default-asr's demo batch
+            # 15.0 instead of 17.5 ms in all).
+            if i == 0 or x.requires_grad:
+                x = x * frame_mask(lengths, x.shape[2])[:, None, :, None].to(x.dtype)
+            else:
+                for b, valid in enumerate(lengths.tolist()):
+                    x[b, :, valid:] = 0.0
             strided = stage if isinstance(stage, nn.Conv2d) else stage[0]
             x = F.conv2d(x, strided.weight, strided.bias, 2, padding, 1, strided.groups)
             if self.causal:
