@@ -337,3 +337,30 @@ def test_streaming_with_chunked_fbank_equals_offline(name):
         expected = want.features[b, : int(want.lengths[b])]
         assert got[b].shape == expected.shape
         assert (got[b] - expected).abs().max() <= 1e-4, f"{name}, stream {b}"
+
+
+@pytest.mark.parametrize("name", STREAMING)
+def test_stepping_twice_from_one_state_leaves_the_first_step_intact(name):
+    """Caches grow in place inside a buffer (``encoders.blocks.append``); a second step from the
+    same state (a branch) must not write over the frames the first step's state holds."""
+    encoder = tiny_encoder(name, causal=True, att_context=STREAM_CONTEXTS[0]).eval()
+    x, _ = example_input(encoder, [128, 128])
+    main, other = x[0].split(16), x[1].split(16)  # (16, F) pieces
+    one = torch.tensor([16])
+
+    def run(pieces, state):
+        outs = []
+        for piece in pieces:
+            out, state = encoder.streaming_forward(piece[None], one, state)
+            outs.append(out.features[0, : int(out.lengths[0])])
+        return torch.cat(outs), state
+
+    with torch.inference_mode():
+        want, _ = run(main, encoder.init_state(1))
+        branch_want, _ = run([main[0], *other[1:4]], encoder.init_state(1))
+        first, s1 = run(main[:1], encoder.init_state(1))
+        second, s2 = run(main[1:2], s1)
+        branch, _ = run(other[1:4], s1)  # from s1 again, after s2 was made from it
+        rest, _ = run(main[2:], s2)
+    torch.testing.assert_close(torch.cat([first, second, rest]), want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.cat([first, branch]), branch_want, atol=1e-5, rtol=0)
