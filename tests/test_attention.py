@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from suite.kernels.attention import attention, attention_mask
+from suite.kernels.attention import attention, attention_mask, masked_attention
 
 
 def reference_allowed(T: int, length: int, context: tuple[int, int] | None) -> torch.Tensor:
@@ -98,3 +98,19 @@ def test_gradients_flow_and_stay_finite():
     for t in (q, k, v):
         assert torch.isfinite(t.grad).all()
     assert k.grad[1, :, 2:].abs().sum() == 0  # pad keys receive no gradient
+
+
+@pytest.mark.parametrize("streams", [1, 64])  # the fused kernel, and the two products
+def test_masked_attention_without_a_mask_matches_the_reference(streams):
+    """A streaming step's attention when every query sees every key: few queries per stream
+    against a cache (in a buffer with room, so the keys are strided), the padding query zeroed."""
+    torch.manual_seed(0)
+    H, T, S, Dh = 4, 4, 20, 8
+    q = torch.randn(streams, H, T, Dh)
+    k, v = (torch.randn(streams, H, 2 * S, Dh)[:, :, :S] for _ in range(2))
+    keep = torch.ones(streams, 1, T, 1)
+    keep[0, :, -1] = 0.0
+    got = masked_attention(q, k, v, None, keep)
+    want = (q @ k.transpose(-1, -2) / math.sqrt(Dh)).softmax(dim=-1) @ v * keep
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert bool((got[0, :, -1] == 0).all())
