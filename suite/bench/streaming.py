@@ -173,11 +173,12 @@ def _emformer_ratio(model: AsrModel, context: tuple[int, int], seconds: float) -
     front = _parameters(encoder.subsampling)  # both run our subsampling
     ours_size = _parameters(encoder)
     dims_ffn = 2 * encoder.layers[0].ff1[1].out_features
-    base = _parameters(_emformer(model, context, dims_ffn))
+    matched_dims = _emformer(model, context, dims_ffn)
+    base = _parameters(matched_dims)
     per_unit = _parameters(_emformer(model, context, dims_ffn + 1)) - base
     size_ffn = dims_ffn + round((ours_size - front - base) / per_unit)
     emformers = {
-        "emformer": _emformer(model, context, dims_ffn),
+        "emformer": matched_dims,
         "emformer_matched_size": _emformer(model, context, size_ffn),
     }
     frames_per_chunk = (context[1] + 1) * factor
