@@ -310,6 +310,10 @@ class ConvSubsampling(nn.Module):
         # frames on the left). With the in-place ReLU, default-asr's demo batch subsamples in
         # 18-24 ms instead of 35 (fewer fresh 15 MB tensors, whose page faults cost most).
         padding = (2 if self.causal else 1, 1)
+        # On the CPU the convolutions run channels-last (oneDNN's layout), which the weights'
+        # layout selects: default-asr's demo batch subsamples its 3x3 depthwise stage in 2.2
+        # instead of 6.9 ms, the whole greedy transcription 69.7 -> 64.7 ms (torch 2.14, 2 cores).
+        layout = torch.channels_last if x.device.type == "cpu" else torch.contiguous_format
         for i, stage in enumerate(self.stages):
             # Zero padding frames so valid outputs see the same zeros as an unpadded input: in a
             # product for the input (the caller's) and in training (the ReLU's backward reads its
@@ -321,7 +325,8 @@ class ConvSubsampling(nn.Module):
                 for b, valid in enumerate(lengths.tolist()):
                     x[b, :, valid:] = 0.0
             strided = stage if isinstance(stage, nn.Conv2d) else stage[0]
-            x = F.conv2d(x, strided.weight, strided.bias, 2, padding, 1, strided.groups)
+            weight = strided.weight.to(memory_format=layout)
+            x = F.conv2d(x, weight, strided.bias, 2, padding, 1, strided.groups)
             if self.causal:
                 x = x[:, :, :-1]
             if strided is not stage:
