@@ -60,6 +60,13 @@ def test_prefix_scores_equal_a_full_forward_through_pool_growth_and_forgetting()
         torch.testing.assert_close(torch.tensor(scorer[prefix]), want, atol=1e-5, rtol=0)
 
 
+def test_step_says_when_its_tables_are_too_short():
+    lm = random_lm(7)
+    kv = torch.zeros(lm.kv_shape(1, 9))
+    with pytest.raises(ValueError, match="step_tables cover 8 positions, not 9"):
+        lm.step(torch.tensor([3]), kv, torch.tensor([8]), lm.step_tables(8))
+
+
 def test_prefixes_are_scored_with_their_unscored_ancestors():
     lm = random_lm(7)
     scorer = PrefixScorer(lm)
