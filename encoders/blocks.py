@@ -39,6 +39,7 @@ from suite.kernels.attention import (
     check_context,
     masked_attention,
 )
+from suite.kernels.linear import Linear
 
 NormLayer = Callable[[int], nn.Module]
 
@@ -293,7 +294,7 @@ class ConvSubsampling(nn.Module):
             freq = (freq + 1) // 2
             self.stage_inputs.append((channels, freq))
         self.stage_inputs.pop()
-        self.out = nn.Linear(channels * freq, d_model)
+        self.out = Linear(channels * freq, d_model)
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         """Exact ``(B,)`` output lengths: ``ceil(L / 2)`` per stage."""
@@ -490,6 +491,8 @@ class RotaryAttentionBase(nn.Module):
         num_heads: H; ``D / H`` must be even for the rotary pairs.
         rope_base: rotary base period.
         norm_layer: the input normalization (Squeezeformer passes a learned scale and bias).
+        linear: the projections' class: :class:`suite.kernels.linear.Linear` (an encoder's),
+            or ``nn.Linear`` (the language model's, whose few weights stay in cache).
     """
 
     def __init__(
@@ -498,6 +501,7 @@ class RotaryAttentionBase(nn.Module):
         num_heads: int,
         rope_base: float = 10000.0,
         norm_layer: NormLayer = nn.LayerNorm,
+        linear: type[nn.Linear] = Linear,
     ):
         super().__init__()
         if d_model % num_heads or (d_model // num_heads) % 2:
@@ -510,8 +514,8 @@ class RotaryAttentionBase(nn.Module):
         self.num_heads = num_heads
         self.head_dim = d_model // num_heads
         self.norm = norm_layer(d_model)
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.proj = nn.Linear(d_model, d_model)
+        self.qkv = linear(d_model, 3 * d_model)
+        self.proj = linear(d_model, d_model)
         inv_freq = rope_base ** (
             -torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim
         )
@@ -605,10 +609,10 @@ class ConvModule(nn.Module):
         self.kernel = kernel
         self.padding = (kernel - 1, 0) if causal else ((kernel - 1) // 2, (kernel - 1) // 2)
         self.norm_in = norm_layer(d_model)
-        self.pointwise_in = nn.Linear(d_model, 2 * d_model)
+        self.pointwise_in = Linear(d_model, 2 * d_model)
         self.depthwise = nn.Conv1d(d_model, d_model, kernel, groups=d_model)
         self.norm_mid = nn.LayerNorm(d_model)
-        self.pointwise_out = nn.Linear(d_model, d_model)
+        self.pointwise_out = Linear(d_model, d_model)
 
     def forward(self, x: Tensor, valid: Tensor) -> Tensor:
         """``x (B, T, D)`` with ``valid (B, T, 1)`` float frame mask -> ``(B, T, D)``."""
@@ -640,18 +644,24 @@ class ConvModule(nn.Module):
 class FeedForward(nn.Sequential):
     """Pre-norm feed-forward: norm, Linear(D, mult*D), SiLU, dropout, Linear(mult*D, D).
 
-    ``norm_layer`` is the input normalization (LayerNorm; Squeezeformer: scale and bias).
+    ``norm_layer`` is the input normalization (LayerNorm; Squeezeformer: scale and bias);
+    ``linear`` the layers' class, as in :class:`RotaryAttentionBase`.
     """
 
     def __init__(
-        self, d_model: int, mult: int, dropout: float, norm_layer: NormLayer = nn.LayerNorm
+        self,
+        d_model: int,
+        mult: int,
+        dropout: float,
+        norm_layer: NormLayer = nn.LayerNorm,
+        linear: type[nn.Linear] = Linear,
     ):
         super().__init__(
             norm_layer(d_model),
-            nn.Linear(d_model, mult * d_model),
+            linear(d_model, mult * d_model),
             nn.SiLU(),
             nn.Dropout(dropout),
-            nn.Linear(mult * d_model, d_model),
+            linear(mult * d_model, d_model),
         )
 
 

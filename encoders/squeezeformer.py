@@ -70,6 +70,7 @@ from suite.encoders.conformer import (
 )
 from suite.interfaces import EncoderOutput, StreamingEncoder
 from suite.kernels.attention import Context
+from suite.kernels.linear import Linear
 from suite.registry import register_encoder
 
 
@@ -164,7 +165,7 @@ class TimeReduction(nn.Module):
         super().__init__()
         self.padding = (2, 0) if causal else (1, 1)
         self.depthwise = nn.Conv1d(d_model, d_model, kernel_size=3, stride=2, groups=d_model)
-        self.pointwise = nn.Linear(d_model, d_model)
+        self.pointwise = Linear(d_model, d_model)
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """``x (B, T, D)``, ``lengths (B,)`` -> ``(B, ceil(T / 2), D)``, ``(B,)``."""
@@ -193,7 +194,7 @@ class TimeRecovery(nn.Module):
 
     def __init__(self, d_model: int):
         super().__init__()
-        self.proj = nn.Linear(d_model, d_model)
+        self.proj = Linear(d_model, d_model)
 
     def forward(self, x: Tensor, T: int) -> Tensor:
         """``x (B, T'', D)`` -> ``(B, T, D)`` (projecting before repeating: same values)."""

@@ -110,7 +110,7 @@ class CausalSelfAttention(RotaryAttentionBase):
     """
 
     def __init__(self, d_model: int, num_heads: int, rope_base: float = 10000.0) -> None:
-        super().__init__(d_model, num_heads, rope_base)
+        super().__init__(d_model, num_heads, rope_base, linear=nn.Linear)
 
     def forward(
         self,
@@ -152,7 +152,7 @@ class LmBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.attn = CausalSelfAttention(d_model, num_heads, rope_base)
-        self.ff = FeedForward(d_model, ff_mult, dropout)
+        self.ff = FeedForward(d_model, ff_mult, dropout, linear=nn.Linear)
         self.dropout = nn.Dropout(dropout)
 
     def forward(
