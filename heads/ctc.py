@@ -68,8 +68,11 @@ def _add(
     nonblank: float,
 ) -> None:
     """Accumulate blank-ended / token-ended path mass into ``beams[prefix]``."""
-    pb, pnb = beams.get(prefix, (_NEG_INF, _NEG_INF))
-    beams[prefix] = (_logaddexp(pb, blank), _logaddexp(pnb, nonblank))
+    old = beams.get(prefix)
+    if old is None:  # most calls: a new prefix (no log-adds with -inf to make)
+        beams[prefix] = (blank, nonblank)
+    else:
+        beams[prefix] = (_logaddexp(old[0], blank), _logaddexp(old[1], nonblank))
 
 
 def greedy_search(log_probs: Tensor, lengths: Tensor, blank_id: int = 0) -> list[Hypothesis]:
