@@ -276,8 +276,6 @@ class ConvSubsampling(nn.Module):
             raise ValueError(f"subsampling_factor must be a power of two >= 2, got {factor}")
         self.num_stages = int(math.log2(factor))
         self.causal = causal
-        # (freq_left, freq_right, time_left, time_right) padding for F.pad on (B, C, T, F).
-        self.padding = (1, 1, 2, 0) if causal else (1, 1, 1, 1)
         stages = [nn.Conv2d(1, channels, kernel_size=3, stride=2)]
         for _ in range(self.num_stages - 1):
             stages.append(
@@ -311,10 +309,10 @@ class ConvSubsampling(nn.Module):
         # frames on the left). With the in-place ReLU, default-asr's demo batch subsamples in
         # 18-24 ms instead of 35 (fewer fresh 15 MB tensors, whose page faults cost most).
         padding = (2 if self.causal else 1, 1)
-        # On the CPU the convolutions run channels-last (oneDNN's layout), which the weights'
-        # layout selects: default-asr's demo batch subsamples its 3x3 depthwise stage in 2.2
-        # instead of 6.9 ms, the whole greedy transcription 69.7 -> 64.7 ms (torch 2.14, 2 cores).
-        layout = torch.channels_last if x.device.type == "cpu" else torch.contiguous_format
+        # On the CPU channels-last (oneDNN's layout): default-asr's demo batch subsamples its
+        # 3x3 depthwise stage in 2.2 instead of 6.9 ms, the whole greedy transcription 69.7 ->
+        # 64.7 ms (torch 2.14, 2 cores). A streaming step's few frames stay contiguous.
+        layout = "channels_last" if x.device.type == "cpu" else "contiguous"
         for i, stage in enumerate(self.stages):
             # Zero padding frames so valid outputs see the same zeros as an unpadded input: in a
             # product for the input (the caller's) and in training (the ReLU's backward reads its
@@ -325,18 +323,28 @@ class ConvSubsampling(nn.Module):
             else:
                 for b, valid in enumerate(lengths.tolist()):
                     x[b, :, valid:] = 0.0
-            strided = stage if isinstance(stage, nn.Conv2d) else stage[0]
-            weight = strided.weight.to(memory_format=layout)
-            x = F.conv2d(x, weight, strided.bias, 2, padding, 1, strided.groups)
-            if self.causal:
-                x = x[:, :, :-1]
-            if strided is not stage:
-                x = stage[1](x)  # pointwise
+            x = self._stage(stage, x, padding, self.causal, layout)
             x = F.relu_(x)  # (B, C, ceil(T/2), ceil(F/2)); in place: nothing else reads it
             lengths = torch.div(lengths + 1, 2, rounding_mode="floor")
         B, C, T, Fq = x.shape
         x = self.out(x.transpose(1, 2).reshape(B, T, C * Fq))  # (B, T', D)
         return x, lengths
+
+    @staticmethod
+    def _stage(
+        stage: nn.Module, x: Tensor, padding: tuple[int, int], drop_last: bool, layout: str
+    ) -> Tensor:
+        """One stage's convolutions on ``x (B, C, T, F)``, padded by ``(time, frequency)``
+        (``drop_last``: without the last output frame), before the ReLU; ``layout`` is the
+        convolutions' memory format, which the weights' selects: ``"channels_last"`` or
+        ``"contiguous"``."""
+        fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+        strided = stage if isinstance(stage, nn.Conv2d) else stage[0]
+        weight = strided.weight.to(memory_format=fmt)
+        x = F.conv2d(x, weight, strided.bias, 2, padding, 1, strided.groups)
+        if drop_last:
+            x = x[:, :, :-1]
+        return x if strided is stage else stage[1](x)  # then the pointwise convolution
 
     def init_cache(self, batch_size: int, device: torch.device | None = None) -> list[Tensor]:
         """Per stage ``(B, C_s, 2, F_s)`` zeros: the left padding a fresh stream starts with."""
@@ -367,7 +375,9 @@ class ConvSubsampling(nn.Module):
                 return h.new_zeros(B, 0, self.out.out_features), lengths, new_cache
 
             def conv(rows: Tensor, stage: nn.Module = stage) -> Tensor:
-                return F.relu(stage(F.pad(rows, self.padding[:2])))  # pad frequency only
+                # padded in frequency only; contiguous: channels-last made a 64-stream step at
+                # 160 ms 93 -> 99 ms and a one-stream step 13.6 -> 18.0 ms
+                return F.relu(self._stage(stage, rows, (0, 1), False, "contiguous"))
 
             h, out_lengths, stage_cache = causal_stride2_step(
                 conv, h, lengths, cache[i], consumed
