@@ -114,3 +114,23 @@ def test_masked_attention_without_a_mask_matches_the_reference(streams):
     want = (q @ k.transpose(-1, -2) / math.sqrt(Dh)).softmax(dim=-1) @ v * keep
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert bool((got[0, :, -1] == 0).all())
+
+
+@pytest.mark.parametrize("streams", [1, 64])  # the fused kernel, and the two products
+def test_masked_attention_with_a_mask_matches_the_reference(streams):
+    """A streaming step whose streams are young: masked cache slots, and a padding query that
+    sees no key at all, which must come out zero (not NaN)."""
+    torch.manual_seed(0)
+    H, T, S, Dh = 4, 4, 20, 8
+    q = torch.randn(streams, H, T, Dh)
+    k, v = (torch.randn(streams, H, 2 * S, Dh)[:, :, :S] for _ in range(2))
+    mask = torch.rand(streams, 1, T, S) > 0.5
+    mask[..., -T:] |= torch.eye(T, dtype=torch.bool)  # a real query sees itself
+    mask[0, :, -1] = False  # the padding query sees nothing
+    keep = torch.ones(streams, 1, T, 1)
+    keep[0, :, -1] = 0.0
+    got = masked_attention(q, k, v, mask, keep)
+    scores = (q @ k.transpose(-1, -2) / math.sqrt(Dh)).masked_fill(~mask, float("-inf"))
+    want = (scores.softmax(dim=-1) @ v).nan_to_num() * keep
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert bool((got[0, :, -1] == 0).all())
