@@ -312,7 +312,7 @@ class ConvSubsampling(nn.Module):
         # On the CPU channels-last (oneDNN's layout): default-asr's demo batch subsamples its
         # 3x3 depthwise stage in 2.2 instead of 6.9 ms, the whole greedy transcription 69.7 ->
         # 64.7 ms (torch 2.14, 2 cores). A streaming step's few frames stay contiguous.
-        layout = "channels_last" if x.device.type == "cpu" else "contiguous"
+        layout = torch.channels_last if x.device.type == "cpu" else torch.contiguous_format
         for i, stage in enumerate(self.stages):
             # Zero padding frames so valid outputs see the same zeros as an unpadded input: in a
             # product for the input (the caller's) and in training (the ReLU's backward reads its
@@ -332,15 +332,17 @@ class ConvSubsampling(nn.Module):
 
     @staticmethod
     def _stage(
-        stage: nn.Module, x: Tensor, padding: tuple[int, int], drop_last: bool, layout: str
+        stage: nn.Module,
+        x: Tensor,
+        padding: tuple[int, int],
+        drop_last: bool,
+        layout: torch.memory_format,
     ) -> Tensor:
         """One stage's convolutions on ``x (B, C, T, F)``, padded by ``(time, frequency)``
         (``drop_last``: without the last output frame), before the ReLU; ``layout`` is the
-        convolutions' memory format, which the weights' selects: ``"channels_last"`` or
-        ``"contiguous"``."""
-        fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+        convolutions' memory format, which the weights' selects."""
         strided = stage if isinstance(stage, nn.Conv2d) else stage[0]
-        weight = strided.weight.to(memory_format=fmt)
+        weight = strided.weight.to(memory_format=layout)
         x = F.conv2d(x, weight, strided.bias, 2, padding, 1, strided.groups)
         if drop_last:
             x = x[:, :, :-1]
@@ -377,7 +379,7 @@ class ConvSubsampling(nn.Module):
             def conv(rows: Tensor, stage: nn.Module = stage) -> Tensor:
                 # padded in frequency only; contiguous: channels-last made a 64-stream step at
                 # 160 ms 93 -> 99 ms and a one-stream step 13.6 -> 18.0 ms
-                return F.relu(self._stage(stage, rows, (0, 1), False, "contiguous"))
+                return F.relu(self._stage(stage, rows, (0, 1), False, torch.contiguous_format))
 
             h, out_lengths, stage_cache = causal_stride2_step(
                 conv, h, lengths, cache[i], consumed
