@@ -60,6 +60,7 @@ from suite.encoders.blocks import (
     StreamStep,
     as_context,
     cache_frames,
+    dropped,
     frame_mask,
     on_real_rows,
     real_rows,
@@ -130,10 +131,10 @@ class ConformerBlock(nn.Module):
         ``rows`` (:func:`~suite.encoders.blocks.real_rows` of ``valid``) makes the feed-forwards
         skip padding frames; what padding frames hold never reaches a real one either way.
         """
-        x = x + 0.5 * self.dropout(on_real_rows(self.ff1, x, rows))
-        x = x + self.dropout(self.attn(x, lengths, context))
-        x = x + self.dropout(self.conv(x, valid))
-        x = x + 0.5 * self.dropout(on_real_rows(self.ff2, x, rows))
+        x = x + 0.5 * dropped(self.dropout, on_real_rows(self.ff1, x, rows))
+        x = x + dropped(self.dropout, self.attn(x, lengths, context))
+        x = x + dropped(self.dropout, self.conv(x, valid))
+        x = x + 0.5 * dropped(self.dropout, on_real_rows(self.ff2, x, rows))
         return self.norm_out(x)
 
     def streaming_forward(
@@ -145,12 +146,12 @@ class ConformerBlock(nn.Module):
         and the advanced cache.
         """
         keys, values, conv = cache
-        x = torch.add(x, self.dropout(self.ff1(x)), alpha=0.5)
+        x = torch.add(x, dropped(self.dropout, self.ff1(x)), alpha=0.5)
         out, keys, values = self.attn.streaming_forward(x, step, keys, values)
-        x = x + self.dropout(out)
+        x = x + dropped(self.dropout, out)
         out, conv = self.conv.streaming_forward(x, step, conv)
-        x = x + self.dropout(out)
-        x = torch.add(x, self.dropout(self.ff2(x)), alpha=0.5)
+        x = x + dropped(self.dropout, out)
+        x = torch.add(x, dropped(self.dropout, self.ff2(x)), alpha=0.5)
         return self.norm_out(x), (keys, values, conv)
 
 

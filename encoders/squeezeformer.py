@@ -54,6 +54,7 @@ from suite.encoders.blocks import (
     as_context,
     cache_frames,
     causal_stride2_step,
+    dropped,
     frame_mask,
     sample_context,
     stream_context,
@@ -123,8 +124,8 @@ class SqueezeformerBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def _feed_forwards_after(self, x: Tensor, conv: Tensor) -> Tensor:
-        x = self.norm_conv(x + self.dropout(conv))
-        return self.norm_ff2(x + self.dropout(self.ff2(x)))
+        x = self.norm_conv(x + dropped(self.dropout, conv))
+        return self.norm_ff2(x + dropped(self.dropout, self.ff2(x)))
 
     def forward(
         self, x: Tensor, lengths: Tensor, valid: Tensor, context: Context, stride: int = 1
@@ -133,8 +134,8 @@ class SqueezeformerBlock(nn.Module):
 
         ``stride``: full-rate frames per frame of ``x`` (2 inside the U-Net's reduced part).
         """
-        x = self.norm_attn(x + self.dropout(self.attn(x, lengths, context, stride)))
-        x = self.norm_ff1(x + self.dropout(self.ff1(x)))
+        x = self.norm_attn(x + dropped(self.dropout, self.attn(x, lengths, context, stride)))
+        x = self.norm_ff1(x + dropped(self.dropout, self.ff1(x)))
         return self._feed_forwards_after(x, self.conv(x, valid))
 
     def streaming_forward(
@@ -144,8 +145,8 @@ class SqueezeformerBlock(nn.Module):
         conv)`` as in :class:`SqueezeformerState`."""
         keys, values, conv = cache
         out, keys, values = self.attn.streaming_forward(x, step, keys, values)
-        x = self.norm_attn(x + self.dropout(out))
-        x = self.norm_ff1(x + self.dropout(self.ff1(x)))
+        x = self.norm_attn(x + dropped(self.dropout, out))
+        x = self.norm_ff1(x + dropped(self.dropout, self.ff1(x)))
         out, conv = self.conv.streaming_forward(x, step, conv)
         return self._feed_forwards_after(x, out), (keys, values, conv)
 

@@ -128,3 +128,21 @@ def test_wrong_feature_size_is_explained():
 def test_unknown_option_lists_valid_ones():
     with pytest.raises(RegistryError, match="att_context"):
         suite.create_encoder("conformer", preset="tiny", att_contxt=(4, 1))
+
+
+@pytest.mark.parametrize(("streams", "chunk"), [(1, 4), (3, 16), (40, 32)])
+def test_conv_module_streaming_equals_causal_forward(streams, chunk):
+    # 4-48 rows take the product-and-sum depthwise path of a streaming step, 1280 rows oneDNN's.
+    from suite.encoders.blocks import ConvModule, StreamStep
+
+    torch.manual_seed(0)
+    conv = ConvModule(24, 9, causal=True).eval()
+    x = torch.randn(streams, 5 * chunk, 24)
+    expected = conv(x, torch.ones(streams, 5 * chunk, 1))
+    cache, outs = torch.zeros(streams, 8, 24), []
+    empty = torch.empty(0)
+    for piece in x.split(chunk, dim=1):
+        step = StreamStep(keep=None, advance=chunk, cos=empty, sin=empty, mask=None, cache_size=0)
+        out, cache = conv.streaming_forward(piece, step, cache)
+        outs.append(out)
+    torch.testing.assert_close(torch.cat(outs, dim=1), expected, atol=1e-5, rtol=0)
