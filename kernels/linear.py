@@ -24,10 +24,15 @@ FEW_ROWS = range(2, 5)
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``F.linear``: ``x (..., K)``, ``weight (N, K)``, ``bias (N,)`` or None -> ``(..., N)``."""
-    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    if x.device.type != "cpu" or x.dtype != torch.float32 or rows not in FEW_ROWS:
+    # Cheap checks first: every layer of a streaming step calls this eight times, and the
+    # checks as first written (``x.device.type``) cost 5-7 us of Python per call.
+    width = x.shape[-1]
+    if not x.is_cpu or x.dtype is not torch.float32 or width == 0:
         return F.linear(x, weight, bias)
-    flat = x.reshape(rows, x.shape[-1])
+    rows = x.numel() // width
+    if rows not in FEW_ROWS:
+        return F.linear(x, weight, bias)
+    flat = x.reshape(rows, width)
     if bias is None:
         out = torch.mm(weight, flat.t())
     else:
