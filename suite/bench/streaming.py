@@ -20,7 +20,8 @@ weights, so speed is measured without a trained model (error rates need one: the
 - against Emformer at matched width, depth, heads, feed-forward parameters (one feed-forward
   twice as wide as each of our macaron pair), segment (= our chunk) and left context, both fed
   the same feature chunks of one stream through the same subsampling convolution: encoder
-  frames per second, and the ratio ours / Emformer; and against an Emformer of matched size
+  frames per second, and the ratio ours / Emformer (the median of five rounds' ratios, each
+  round timing the models back to back); and against an Emformer of matched size
   (the same, with feed-forwards widened until its parameter count equals ours).
 """
 
@@ -44,6 +45,7 @@ RECIPE = Path(__file__).resolve().parents[2] / "recipes/asr/espeak_conformer_ctc
 SECONDS, SAMPLE_RATE = 20.0, 16000
 MAX_STREAMS = 64
 BATCHED_STREAMS = 16
+EMFORMER_ROUNDS = 5
 
 
 def _model() -> AsrModel:
@@ -204,10 +206,13 @@ def _emformer_ratio(model: AsrModel, context: tuple[int, int], seconds: float) -
     runs = {"ours": ours} | {name: (lambda e=e: theirs(e)) for name, e in emformers.items()}
     times: dict[str, list[float]] = {name: [] for name in runs}
     frames = {name: fn() for name, fn in runs.items()}  # warm-up
-    for _ in range(3):
-        for name, fn in runs.items():
+    for round_ in range(EMFORMER_ROUNDS):
+        # Each round runs the three back to back, in turn forward and reversed, and the ratios
+        # are the median of the rounds' own: this machine's speed drifts by up to 2x within
+        # minutes, which a ratio of medians taken over separate passes absorbs unevenly.
+        for name in list(runs)[:: 1 if round_ % 2 == 0 else -1]:
             begin = time.perf_counter()
-            fn()
+            runs[name]()
             times[name].append(time.perf_counter() - begin)
     parameters = {"ours": ours_size} | {
         name: _parameters(e) + front for name, e in emformers.items()
@@ -221,11 +226,15 @@ def _emformer_ratio(model: AsrModel, context: tuple[int, int], seconds: float) -
     }
     out["emformer"]["ffn_dim"] = dims_ffn
     out["emformer_matched_size"]["ffn_dim"] = size_ffn
-    ours_fps = out["ours"]["frames_per_second"]
-    out["throughput_ratio"] = ours_fps / out["emformer"]["frames_per_second"]
-    out["throughput_ratio_matched_size"] = (
-        ours_fps / out["emformer_matched_size"]["frames_per_second"]
-    )
+    for key, name in (
+        ("throughput_ratio", "emformer"),
+        ("throughput_ratio_matched_size", "emformer_matched_size"),
+    ):
+        ratios = [
+            (frames["ours"] / o) / (frames[name] / t)  # ours / Emformer frames per second
+            for o, t in zip(times["ours"], times[name], strict=True)
+        ]
+        out[key] = statistics.median(ratios)
     return out
 
 
