@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import suite
+from suite.encoders.blocks import ConvModule, StreamStep
 from suite.encoders.conformer import Conformer, rotate
 from suite.registry import RegistryError
 
@@ -133,8 +134,6 @@ def test_unknown_option_lists_valid_ones():
 @pytest.mark.parametrize(("streams", "chunk"), [(1, 4), (3, 16), (40, 32)])
 def test_conv_module_streaming_equals_causal_forward(streams, chunk):
     # 4-48 rows take the product-and-sum depthwise path of a streaming step, 1280 rows oneDNN's.
-    from suite.encoders.blocks import ConvModule, StreamStep
-
     torch.manual_seed(0)
     conv = ConvModule(24, 9, causal=True).eval()
     x = torch.randn(streams, 5 * chunk, 24)
