@@ -656,7 +656,7 @@ class ConvModule(nn.Module):
             # product and a sum over K, channels innermost so both run along D. A oneDNN depthwise
             # call costs a fixed ~140-200 us here: 1 stream of 4 / 16 frames 21 / 24 us against
             # 171 / 160, 64 streams of 4 frames 92 against 325; at 64 x 16 they tie and beyond
-            # oneDNN wins (torch 2.14, 2 cores; K outermost, as before, was 28 / 60 / 401 us).
+            # oneDNN wins (torch 2.14, 2 cores; taps innermost, as before, took 28 / 60 / 401 us).
             taps = joined.unfold(1, self.kernel, 1).transpose(2, 3)  # (B, T, K, D), a view
             weight = self.depthwise.weight[:, 0].t().contiguous()  # (K, D)
             out = (taps * weight).sum(2) + self.depthwise.bias

@@ -422,7 +422,7 @@ class PrefixScorer:
         # are unused. 64 rows of 32 positions to start with (zeros: the positions past a row's
         # own are masked, and must be finite to be masked).
         self._kv = torch.zeros(lm.kv_shape(64, 32), dtype=dtype, device=self.device)
-        self._tables = lm.step_tables(32)  # remade when the pool's positions grow
+        self._tables = lm.step_tables(self._kv.shape[4])  # remade when the positions grow
         self._slot = {(): 0}
         self._free = list(range(63, 0, -1))
         start = torch.full((1,), BOUNDARY_ID, device=self.device)

@@ -7,8 +7,10 @@ core's cache (an encoder reads each layer's weights once per step): a 704 x 176 
 others, 2-4 rows: 86-91 us instead of 166-182; 1 row 141 vs 135 (torch 2.14, 2 cores of an AVX
 machine). A weight reused at once (a small LM's, every call) is faster with ``F.linear``, so
 the LM keeps ``nn.Linear``. One stream at 160 ms chunks (4 rows), medians of 20 shuffled passes:
-the streaming bench model 21.7 -> 17.2 ms per chunk, ``streaming-asr`` 12.9 -> 12.1. At 8 rows
-(320 ms) the first gained 6% and the second lost 1-5%, so more rows keep ``F.linear``.
+the streaming bench model 21.7 -> 17.2 ms per chunk, ``streaming-asr`` 12.9 -> 12.1. At 8 / 16
+rows (320 / 640 ms; 20 shuffled pairs) the first gained 8% / 2% and the second lost 2% / 5%: its
+10 MB of weights stay in this CPU's 32 MB L3, where ``F.linear`` is faster, as for the LM. So
+more rows keep ``F.linear``.
 Autograd goes through either path.
 """
 
