@@ -1,16 +1,17 @@
 """The encoders' linear layers: ``F.linear``, oriented for a few rows on the CPU.
 
-``linear(x, weight, bias)`` equals ``F.linear``. On the CPU with 2-4 rows (one stream's chunk in
-a streaming step at 160 ms) it computes ``weight @ x.T`` instead of ``x @ weight.T``, the same
-product, which MKL's sgemm runs faster in that orientation when the weight is not already in the
-core's cache (an encoder reads each layer's weights once per step): a 704 x 176 weight among 64
-others, 2-4 rows: 86-91 us instead of 166-182; 1 row 141 vs 135 (torch 2.14, 2 cores of an AVX
-machine). A weight reused at once (a small LM's, every call) is faster with ``F.linear``, so
-the LM keeps ``nn.Linear``. One stream at 160 ms chunks (4 rows), medians of 20 shuffled passes:
-the streaming bench model 21.7 -> 17.2 ms per chunk, ``streaming-asr`` 12.9 -> 12.1. At 8 / 16
-rows (320 / 640 ms; 20 shuffled pairs) the first gained 8% / 2% and the second lost 2% / 5%: its
-10 MB of weights stay in this CPU's 32 MB L3, where ``F.linear`` is faster, as for the LM. So
-more rows keep ``F.linear``.
+``linear(x, weight, bias)`` equals ``F.linear``. On the CPU with 2-16 rows (one stream's chunk in
+a streaming step: 4 / 8 / 16 frames at 160 / 320 / 640 ms) it computes ``weight @ x.T`` instead
+of ``x @ weight.T``, the same product, which MKL's sgemm runs faster in that orientation when
+the weight is not already in the core's cache, as in an encoder that reads each layer's weights
+once per step and does not fit in the cache whole: a 704 x 176 weight among 64 others, 4 / 8 /
+16 rows: 63 / 90 / 133 us instead of 169 / 121 / 180 (the output transposed back not included);
+1 row 141 vs 135 (torch 2.14, 2 cores of an AVX2 machine with 32 MB of L3). In the streaming
+bench model (23 MB of weights; per-chunk lockstep A/B against ``F.linear`` above 4 rows, one
+stream): 8 / 16 rows 15% / 7% less time per chunk; ``streaming-asr``, whose 10 MB of weights
+stay in L3, 2% / 0% more, as ``F.linear`` is the faster on a weight already in cache. The LM,
+whose small weights are reused at once, keeps ``nn.Linear``. More rows keep ``F.linear``
+(4 streams x 16 frames: 6-10% slower this way).
 Autograd goes through either path.
 """
 
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 # Rows (the product of x's leading dimensions) for which ``weight @ x.T`` is used.
-FEW_ROWS = range(2, 5)
+FEW_ROWS = range(2, 17)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
