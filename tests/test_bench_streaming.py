@@ -36,4 +36,6 @@ def test_bench_streaming_json_reports_each_context(monkeypatch, capsys):
         sized = e["emformer_matched_size"]
         assert sized["ffn_dim"] > e["emformer"]["ffn_dim"]
         assert abs(sized["parameters"] - ours) < 0.001 * ours
+        fps = {name: e[name]["frames_per_second"] for name in ("ours", "emformer")}
+        assert e["throughput_ratio"] == fps["ours"] / fps["emformer"] > 0
         assert e["throughput_ratio_matched_size"] > 0

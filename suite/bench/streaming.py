@@ -20,13 +20,15 @@ weights, so speed is measured without a trained model (error rates need one: the
 - against Emformer at matched width, depth, heads, feed-forward parameters (one feed-forward
   twice as wide as each of our macaron pair), segment (= our chunk) and left context, both fed
   the same feature chunks of one stream through the same subsampling convolution: encoder
-  frames per second, and the ratio ours / Emformer (the median of five rounds' ratios, each
-  round timing the models back to back); and against an Emformer of matched size
-  (the same, with feed-forwards widened until its parameter count equals ours).
+  frames per second, and the ratio ours / Emformer, the three models stepped in turn on each
+  chunk (``EMFORMER_PASSES`` passes over the audio after a warm-up one); and against an
+  Emformer of matched size (the same, with feed-forwards widened until its parameter count
+  equals ours).
 """
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 from pathlib import Path
@@ -45,7 +47,7 @@ RECIPE = Path(__file__).resolve().parents[2] / "recipes/asr/espeak_conformer_ctc
 SECONDS, SAMPLE_RATE = 20.0, 16000
 MAX_STREAMS = 64
 BATCHED_STREAMS = 16
-EMFORMER_ROUNDS = 5
+EMFORMER_PASSES = 3
 
 
 def _model() -> AsrModel:
@@ -188,41 +190,49 @@ def _emformer_ratio(model: AsrModel, context: tuple[int, int], seconds: float) -
     chunks = features.split(frames_per_chunk, dim=1)
     lengths = torch.tensor([frames_per_chunk])
 
-    def ours() -> int:
-        state, frames = encoder.init_state(1, att_context=context), 0
-        for chunk in chunks:
-            out, state = encoder.streaming_forward(chunk, lengths, state)
-            frames += int(out.lengths.sum())
-        return frames
+    def ours_step(state: object, chunk: torch.Tensor) -> tuple[object, int]:
+        out, state = encoder.streaming_forward(chunk, lengths, state)
+        return state, int(out.lengths.sum())
 
-    def theirs(emformer: torch.nn.Module) -> int:
-        states, frames = None, 0
-        for chunk in chunks:  # the same subsampling convolution, then Emformer's blocks
-            x, n = encoder.subsampling(chunk, lengths)
-            out, n, states = emformer.infer(x, n, states)
-            frames += int(n.sum())
-        return frames
+    def theirs_step(
+        emformer: torch.nn.Module, state: object, chunk: torch.Tensor
+    ) -> tuple[object, int]:
+        x, n = encoder.subsampling(chunk, lengths)  # the same subsampling, then Emformer's blocks
+        _, n, state = emformer.infer(x, n, state)
+        return state, int(n.sum())
 
-    runs = {"ours": ours} | {name: (lambda e=e: theirs(e)) for name, e in emformers.items()}
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    frames = {name: fn() for name, fn in runs.items()}  # warm-up
-    for round_ in range(EMFORMER_ROUNDS):
-        # Each round runs the three back to back, in turn forward and reversed, and the ratios
-        # are the median of the rounds' own: this machine's speed drifts by up to 2x within
-        # minutes, which a ratio of medians taken over separate passes absorbs unevenly.
-        for name in list(runs)[:: 1 if round_ % 2 == 0 else -1]:
-            begin = time.perf_counter()
-            runs[name]()
-            times[name].append(time.perf_counter() - begin)
+    steps = {"ours": ours_step} | {
+        name: (lambda state, chunk, e=e: theirs_step(e, state, chunk))
+        for name, e in emformers.items()
+    }
+    names = list(steps)
+    orders = list(itertools.permutations(names))
+    seconds = dict.fromkeys(names, 0.0)
+    frames = dict.fromkeys(names, 0)
+    for pass_ in range(EMFORMER_PASSES + 1):  # the first pass warms up
+        states = {"ours": encoder.init_state(1, att_context=context)} | {
+            name: None for name in emformers
+        }
+        for i, chunk in enumerate(chunks):
+            # Each chunk goes through the three models in turn, the order cycling through all six:
+            # this machine's speed drifts by up to 2x within minutes, which timing each model over
+            # a whole pass (until the ninth session: the median of 5 rounds' ratios) absorbed
+            # unevenly, moving the ratios by up to 0.18 between runs of the same code.
+            for name in orders[i % len(orders)]:
+                begin = time.perf_counter()
+                states[name], count = steps[name](states[name], chunk)
+                if pass_:
+                    seconds[name] += time.perf_counter() - begin
+                    frames[name] += count
     parameters = {"ours": ours_size} | {
         name: _parameters(e) + front for name, e in emformers.items()
     }
     out: dict = {
         name: {
-            "frames_per_second": frames[name] / statistics.median(times[name]),
+            "frames_per_second": frames[name] / seconds[name],
             "parameters": parameters[name],
         }
-        for name in runs
+        for name in names
     }
     out["emformer"]["ffn_dim"] = dims_ffn
     out["emformer_matched_size"]["ffn_dim"] = size_ffn
@@ -230,11 +240,7 @@ def _emformer_ratio(model: AsrModel, context: tuple[int, int], seconds: float) -
         ("throughput_ratio", "emformer"),
         ("throughput_ratio_matched_size", "emformer_matched_size"),
     ):
-        ratios = [
-            (frames["ours"] / o) / (frames[name] / t)  # ours / Emformer frames per second
-            for o, t in zip(times["ours"], times[name], strict=True)
-        ]
-        out[key] = statistics.median(ratios)
+        out[key] = out["ours"]["frames_per_second"] / out[name]["frames_per_second"]
     return out
 
 
