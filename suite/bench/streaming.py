@@ -207,7 +207,7 @@ def _emformer_ratio(model: AsrModel, context: tuple[int, int], seconds: float) -
     }
     names = list(steps)
     orders = list(itertools.permutations(names))
-    seconds = dict.fromkeys(names, 0.0)
+    elapsed = dict.fromkeys(names, 0.0)
     frames = dict.fromkeys(names, 0)
     for pass_ in range(EMFORMER_PASSES + 1):  # the first pass warms up
         states = {"ours": encoder.init_state(1, att_context=context)} | {
@@ -222,14 +222,14 @@ def _emformer_ratio(model: AsrModel, context: tuple[int, int], seconds: float) -
                 begin = time.perf_counter()
                 states[name], count = steps[name](states[name], chunk)
                 if pass_:
-                    seconds[name] += time.perf_counter() - begin
+                    elapsed[name] += time.perf_counter() - begin
                     frames[name] += count
     parameters = {"ours": ours_size} | {
         name: _parameters(e) + front for name, e in emformers.items()
     }
     out: dict = {
         name: {
-            "frames_per_second": frames[name] / seconds[name],
+            "frames_per_second": frames[name] / elapsed[name],
             "parameters": parameters[name],
         }
         for name in names
