@@ -270,13 +270,19 @@ class ConvSubsampling(nn.Module):
     pads one frame on each side, causal pads two frames on the left so that output frame t
     depends on input frames ``<= 2t`` only.
 
+    Both modes stream. Over all stages, causal output frame t sees input frames ``<= 4t`` (at
+    4x), so the last three frames of its own window ``4t .. 4t + 3`` reach only later outputs:
+    a streamed chunk's last 30 ms of features reach none of that chunk's frames. Non-causal
+    output t sees up to ``4t + 3``, exactly its window's end; a stream emits it once that
+    frame has arrived, so an encoder whose chunks hold whole windows gets the same latency.
+
     Args:
         input_dim: F, feature bins per input frame.
         d_model: D, output width.
         channels: C, convolution channels.
         factor: total time reduction, a power of two.
-        causal: pad time on the left only (a streaming cache then holds the last two input
-            frames of each stage).
+        causal: pad time on the left only; else one frame on each side. Streaming caches the
+            last two input frames of each stage either way.
     """
 
     def __init__(self, input_dim: int, d_model: int, channels: int, factor: int, causal: bool):
@@ -362,15 +368,26 @@ class ConvSubsampling(nn.Module):
         return [torch.zeros(batch_size, c, 2, f, device=device) for c, f in self.stage_inputs]
 
     def streaming_forward(
-        self, x: Tensor, lengths: Tensor, cache: Sequence[Tensor], seen: Tensor
+        self,
+        x: Tensor,
+        lengths: Tensor,
+        cache: Sequence[Tensor],
+        seen: Tensor,
+        final: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """Subsample the new frames of each stream (causal mode only).
+        """Subsample the new frames of each stream.
+
+        A non-causal stage is the causal step on its input delayed by one zero frame (its
+        left padding), whose first output is never emitted: it holds back an odd last input
+        until the next one arrives, or until ``final`` pads it with the zero frame that
+        :meth:`forward` pads the end with.
 
         Args:
             x: ``(B, T, F)`` new feature frames; ``lengths (B,)`` valid per stream.
             lengths: ``(B,)``.
             cache: from :meth:`init_cache` or the previous step.
             seen: ``(B,)`` input frames each stream consumed before this step.
+            final: ``(B,)`` bool, streams that end with this step (``None``: none).
 
         Returns:
             ``(frames (B, T', D), lengths (B,), new cache)``; concatenated over steps, each
@@ -378,9 +395,15 @@ class ConvSubsampling(nn.Module):
         """
         B = x.shape[0]
         h = x.unsqueeze(1)  # (B, 1, T, F)
-        consumed = seen
+        delay = 0 if self.causal else 1  # the zero frame a non-causal stage's input starts with
+        consumed = seen + delay
         new_cache: list[Tensor] = []
         for i, stage in enumerate(self.stages):
+            if delay and final is not None:  # an ending stream's odd last input: pad it
+                odd = final & ((consumed - delay + lengths) % 2 == 1)
+                if same_value(odd) != 0:
+                    h = F.pad(h * _time_mask(lengths, h, 2), (0, 0, 0, 1))
+                    lengths = lengths + odd
             if h.shape[2] == 0:  # nothing new reaches this stage: later caches are unchanged
                 new_cache.extend(cache[i:])
                 return h.new_zeros(B, 0, self.out.out_features), lengths, new_cache
@@ -394,7 +417,8 @@ class ConvSubsampling(nn.Module):
                 conv, h, lengths, cache[i], consumed
             )  # (B, C, (T+1)//2, F')
             new_cache.append(stage_cache)
-            consumed = torch.div(consumed + 1, 2, rounding_mode="floor")  # this stage's outputs
+            # the next stage's inputs so far (a non-causal one's: plus its delay frame)
+            consumed = torch.div(consumed + 1, 2, rounding_mode="floor")
             lengths = out_lengths
         _, C, T, Fq = h.shape
         return self.out(h.transpose(1, 2).reshape(B, T, C * Fq)), lengths, new_cache

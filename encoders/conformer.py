@@ -256,8 +256,10 @@ def streaming_front(
         )
     device = state.seen.device
     chunk, lengths = chunk.to(device), chunk_lengths.to(device).long()
-    x, n, cache = subsampling.streaming_forward(chunk, lengths, state.subsampling, state.seen)
     flags = torch.as_tensor(final, dtype=torch.bool, device=device).expand(chunk.shape[0])
+    x, n, cache = subsampling.streaming_forward(
+        chunk, lengths, state.subsampling, state.seen, flags
+    )
     block, n, pending, pending_lengths = split_ready(
         state.pending, state.pending_lengths, dropout(x), n, state.context[1] + 1, flags
     )
@@ -310,6 +312,10 @@ class Conformer(StreamingEncoder):
         subsampling_channels: C, channels of the subsampling convolutions (default D).
         dropout: dropout on residual branches, inside feed-forwards and after subsampling.
         causal: make every time convolution causal (left padding only); needed for streaming.
+        causal_subsampling: ``False`` pads the subsampling symmetrically in a causal model, so
+            each frame sees its whole input window (NeMo's ``causal_downsampling``): at 4x a
+            chunk's last 30 ms of features then reach its own frames, at no added latency
+            (streams emit a frame when its window is complete). ``None``: as ``causal``.
         att_context: ``None`` for full-context attention, or ``(left, right)`` in encoder
             frames for chunked-limited attention (``left == -1``: unlimited left). Used at
             inference and streaming; may be reassigned between calls. Defaults to the first
@@ -333,6 +339,7 @@ class Conformer(StreamingEncoder):
         subsampling_channels: int | None = None,
         dropout: float = 0.1,
         causal: bool = False,
+        causal_subsampling: bool | None = None,
         att_context: Sequence[int] | None = None,
         att_contexts: Sequence[Sequence[int] | None] | None = None,
         att_context_probs: Sequence[float] | None = None,
@@ -348,7 +355,11 @@ class Conformer(StreamingEncoder):
             att_context = self.att_contexts[0]
         self.att_context = att_context  # validated by the property setter
         self.subsampling = ConvSubsampling(
-            input_dim, d_model, subsampling_channels or d_model, subsampling_factor, causal
+            input_dim,
+            d_model,
+            subsampling_channels or d_model,
+            subsampling_factor,
+            causal if causal_subsampling is None else causal_subsampling,
         )
         self.dropout = nn.Dropout(dropout)
         self.layers = nn.ModuleList(

@@ -280,6 +280,10 @@ class Squeezeformer(StreamingEncoder):
         subsampling_channels: channels of the subsampling convolutions (default D).
         dropout: dropout on residual branches, inside feed-forwards and after subsampling.
         causal: make every time convolution causal; needed for streaming.
+        causal_subsampling: ``False`` pads the subsampling symmetrically in a causal model, so
+            each frame sees its whole input window (NeMo's ``causal_downsampling``): at 4x a
+            chunk's last 30 ms of features then reach its own frames, at no added latency
+            (streams emit a frame when its window is complete). ``None``: as ``causal``.
         att_context: ``None`` (full context) or ``(left, right)`` chunked-limited context in
             encoder (full-rate) frames, used at inference and streaming; defaults to the first
             of ``att_contexts`` when those are given.
@@ -302,6 +306,7 @@ class Squeezeformer(StreamingEncoder):
         subsampling_channels: int | None = None,
         dropout: float = 0.1,
         causal: bool = False,
+        causal_subsampling: bool | None = None,
         att_context: Sequence[int] | None = None,
         att_contexts: Sequence[Sequence[int] | None] | None = None,
         att_context_probs: Sequence[float] | None = None,
@@ -327,7 +332,11 @@ class Squeezeformer(StreamingEncoder):
             att_context = self.att_contexts[0]
         self.att_context = att_context
         self.subsampling = ConvSubsampling(
-            input_dim, d_model, subsampling_channels or d_model, subsampling_factor, causal
+            input_dim,
+            d_model,
+            subsampling_channels or d_model,
+            subsampling_factor,
+            causal if causal_subsampling is None else causal_subsampling,
         )
         self.dropout = nn.Dropout(dropout)
         self.layers = nn.ModuleList(

@@ -120,17 +120,31 @@ def prefix_needed(encoder: torch.nn.Module, frames: int) -> int:
 CHUNKED = [n for n in ENCODERS if takes(n, "causal", "att_context")]
 
 
+# Subsampling modes of a causal encoder: causal (frame t sees inputs up to t * factor) or
+# symmetric (up to the end of its own window, (t + 1) * factor - 1).
+SUBSAMPLING = [None, False]
+
+
+@pytest.mark.parametrize("causal_subsampling", SUBSAMPLING)
 @pytest.mark.parametrize("context", [(4, 1), (-1, 2), (0, 3)])
 @pytest.mark.parametrize("name", CHUNKED)
-def test_chunked_context_has_no_look_ahead_leak(name, context):
-    """With causal convs and chunked attention, frame t sees no input past its chunk's edge."""
-    encoder = tiny_encoder(name, causal=True, att_context=context).eval()
+def test_chunked_context_has_no_look_ahead_leak(name, context, causal_subsampling):
+    """With causal convs and chunked attention, frame t sees no input past its chunk's edge:
+    its chunk's first input frame with causal subsampling, the end of its last window with
+    symmetric subsampling."""
+    encoder = tiny_encoder(
+        name, causal=True, causal_subsampling=causal_subsampling, att_context=context
+    ).eval()
     x, lengths = example_input(encoder, [128])
+    factor = subsampling_factor(encoder)
     with torch.no_grad():
         base = encoder(x, lengths).features
         chunk = context[1] + 1
         for edge in range(chunk - 1, base.shape[1] - 1, chunk):  # last frame of each chunk
-            start = prefix_needed(encoder, edge + 1)  # inputs from here on are future
+            # inputs from here on are future
+            start = prefix_needed(encoder, edge + 1)
+            if causal_subsampling is False:
+                start = (edge + 1) * factor
             y = x.clone()
             y[:, start:] = torch.randn_like(y[:, start:])
             out = encoder(y, lengths).features
@@ -273,12 +287,15 @@ def subsampling_factor(encoder: torch.nn.Module) -> int:
     return prefix_needed(encoder, 2) - 1
 
 
+@pytest.mark.parametrize("causal_subsampling", SUBSAMPLING)
 @pytest.mark.parametrize("context", STREAM_CONTEXTS)
 @pytest.mark.parametrize("name", STREAMING)
-def test_streaming_forward_equals_forward(name, context):
+def test_streaming_forward_equals_forward(name, context, causal_subsampling):
     """Random chunk sizes (multiples of the subsampling factor and not), streams of different
-    lengths joining at different steps, some ending on an empty final step."""
-    encoder = tiny_encoder(name, causal=True, att_context=context).eval()
+    lengths (odd and even) joining at different steps, some ending on an empty final step."""
+    encoder = tiny_encoder(
+        name, causal=True, causal_subsampling=causal_subsampling, att_context=context
+    ).eval()
     lengths = [150, 97, 203, 40]
     x, n = example_input(encoder, lengths)
     factor = subsampling_factor(encoder)
@@ -308,12 +325,19 @@ def test_streaming_forward_equals_forward(name, context):
         assert (got[b] - expected).abs().max() <= 1e-4, f"{name}, stream {b}, {context}"
 
 
+@pytest.mark.parametrize("causal_subsampling", SUBSAMPLING)
 @pytest.mark.parametrize("name", STREAMING)
-def test_streaming_with_chunked_fbank_equals_offline(name):
+def test_streaming_with_chunked_fbank_equals_offline(name, causal_subsampling):
     """Audio chunks of any size -> Fbank.streaming_forward -> encoder.streaming_forward equals
     Fbank.forward -> encoder.forward."""
     frontend = suite.create_frontend("fbank")
-    encoder = tiny_encoder(name, causal=True, att_context=(4, 1), input_dim=frontend.output_dim)
+    encoder = tiny_encoder(
+        name,
+        causal=True,
+        causal_subsampling=causal_subsampling,
+        att_context=(4, 1),
+        input_dim=frontend.output_dim,
+    )
     encoder.eval()
     g = torch.Generator().manual_seed(3)
     lengths = [16000, 9100, 12345]
