@@ -27,7 +27,8 @@ What differs:
       valid frame sees exactly the zeros it would see if its utterance were alone in the batch.
     * ``causal=True`` pads every time convolution on the left only; with
       ``att_context=(left, right)`` (chunked-limited attention) an output frame then depends on
-      no input beyond its attention chunk's right edge.
+      no input beyond its attention chunk's right edge. ``causal_subsampling=False`` keeps the
+      subsampling symmetric, so that edge is the end of the chunk's last input window.
     * No dropout on attention probabilities: it would put randomness inside the attention seam
       (``suite.kernels.attention``); dropout is applied to each residual branch instead.
 
@@ -242,7 +243,7 @@ def streaming_front(
 ) -> tuple[Tensor, Tensor, dict[str, Any]]:
     """The first half of a streaming step, shared by the encoders of this family.
 
-    Subsamples the new feature frames (causal, cached) and cuts the frames whose attention
+    Subsamples the new feature frames (cached) and cuts the frames whose attention
     chunk is complete (all of them for streams in ``final``).
 
     Returns:
