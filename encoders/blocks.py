@@ -397,9 +397,11 @@ class ConvSubsampling(nn.Module):
         h = x.unsqueeze(1)  # (B, 1, T, F)
         delay = 0 if self.causal else 1  # the zero frame a non-causal stage's input starts with
         consumed = seen + delay
+        # only a step that ends a stream pads (one read of the flags, not per stage)
+        ending = delay and final is not None and same_value(final) is not False
         new_cache: list[Tensor] = []
         for i, stage in enumerate(self.stages):
-            if delay and final is not None:  # an ending stream's odd last input: pad it
+            if ending:  # an ending stream's odd last input: pad it
                 odd = final & ((consumed - delay + lengths) % 2 == 1)
                 if same_value(odd) != 0:
                     h = F.pad(h * _time_mask(lengths, h, 2), (0, 0, 0, 1))
