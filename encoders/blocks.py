@@ -735,6 +735,17 @@ def sample_context(contexts: Sequence[Context], probs: Tensor | None = None) -> 
     return contexts[int(torch.multinomial(probs, 1))]
 
 
+def call_context(encoder: nn.Module, att_context: Sequence[int] | None | str) -> Context:
+    """The context one ``forward`` call of a streaming encoder runs with: ``att_context`` when
+    given (``None``: full context); for ``"auto"`` one drawn from the encoder's
+    ``att_contexts`` in training mode, else its ``att_context``."""
+    if att_context != "auto":
+        return as_context(att_context)
+    if encoder.training and encoder.att_contexts:
+        return sample_context(encoder.att_contexts, encoder.att_context_probs)
+    return encoder.att_context
+
+
 def training_contexts(
     att_contexts: Sequence[Sequence[int] | None] | None, probs: Sequence[float] | None
 ) -> tuple[list[Context] | None, Tensor | None]:

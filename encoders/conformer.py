@@ -61,12 +61,12 @@ from suite.encoders.blocks import (
     StreamStep,
     as_context,
     cache_frames,
+    call_context,
     dropped,
     frame_mask,
     on_real_rows,
     real_rows,
     rotate,
-    sample_context,
     split_ready,
     stream_context,
     stream_step,
@@ -389,19 +389,23 @@ class Conformer(StreamingEncoder):
                 f"{tuple(x.shape)}; set input_dim to the frontend's feature size"
             )
 
-    def forward(self, x: Tensor, lengths: Tensor) -> EncoderOutput:
+    def forward(
+        self, x: Tensor, lengths: Tensor, att_context: Sequence[int] | None | str = "auto"
+    ) -> EncoderOutput:
         """Encode ``x (B, T, F)`` with valid ``lengths (B,)``.
 
-        In training mode with ``att_contexts``, one of them is drawn for this call; otherwise
-        ``att_context`` applies.
+        Args:
+            x: features ``(B, T, F)``.
+            lengths: valid frames ``(B,)``.
+            att_context: ``"auto"``: in training mode with ``att_contexts`` one of them, drawn
+                for this call, otherwise the encoder's ``att_context``; or the context for this
+                call: ``None`` (full) or ``(left, right)`` (e.g. a full-context teacher).
 
         Returns:
             ``EncoderOutput(features (B, T', D), lengths (B,))``; padded frames are zero.
         """
         self._check_features(x)
-        context = self.att_context
-        if self.training and self.att_contexts:
-            context = sample_context(self.att_contexts, self.att_context_probs)
+        context = call_context(self, att_context)
         x, lengths = self.subsampling(x, lengths)  # (B, T', D), (B,)
         x = self.run_blocks(self.dropout(x), lengths, context)
         return EncoderOutput(features=x, lengths=lengths)

@@ -53,10 +53,10 @@ from suite.encoders.blocks import (
     StreamStep,
     as_context,
     cache_frames,
+    call_context,
     causal_stride2_step,
     dropped,
     frame_mask,
-    sample_context,
     stream_context,
     stream_step,
     take,
@@ -366,16 +366,23 @@ class Squeezeformer(StreamingEncoder):
                 f"{tuple(x.shape)}; set input_dim to the frontend's feature size"
             )
 
-    def forward(self, x: Tensor, lengths: Tensor) -> EncoderOutput:
+    def forward(
+        self, x: Tensor, lengths: Tensor, att_context: Sequence[int] | None | str = "auto"
+    ) -> EncoderOutput:
         """Encode ``x (B, T, F)`` with valid ``lengths (B,)``.
+
+        Args:
+            x: features ``(B, T, F)``.
+            lengths: valid frames ``(B,)``.
+            att_context: ``"auto"``: in training mode with ``att_contexts`` one of them, drawn
+                for this call, otherwise the encoder's ``att_context``; or the context for this
+                call: ``None`` (full) or ``(left, right)`` (e.g. a full-context teacher).
 
         Returns:
             ``EncoderOutput(features (B, T', D), lengths (B,))``; padded frames are zero.
         """
         self._check_features(x)
-        context = self.att_context
-        if self.training and self.att_contexts:
-            context = sample_context(self.att_contexts, self.att_context_probs)
+        context = call_context(self, att_context)
         x, lengths = self.subsampling(x, lengths)  # (B, T', D)
         x = self.dropout(x)
         valid = frame_mask(lengths, x.shape[1]).unsqueeze(-1).to(x.dtype)  # (B, T', 1)

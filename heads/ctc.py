@@ -343,6 +343,17 @@ class CtcHead(Head):
         """``(B, T, V)`` per-frame log-probabilities, in fp32 even under autocast."""
         return F.log_softmax(self.proj(enc.features).float(), dim=-1)
 
+    def distillation_loss(self, enc: EncoderOutput, teacher: EncoderOutput) -> Tensor:
+        """``KL(teacher || student)`` between the per-frame token distributions of two encoder
+        outputs of the same frames (a chunked-context student, a full-context teacher), summed
+        over tokens and averaged over valid frames; the teacher gets no gradient."""
+        student = self.log_probs(enc)  # (B, T, V)
+        with torch.no_grad():
+            target = self.log_probs(teacher)  # (B, T, V)
+        kl = F.kl_div(student, target, log_target=True, reduction="none").sum(-1)  # (B, T)
+        valid = (torch.arange(kl.shape[1], device=kl.device) < enc.lengths[:, None]).to(kl.dtype)
+        return (kl * valid).sum() / valid.sum().clamp(min=1)
+
     def loss(self, enc: EncoderOutput, batch: Batch) -> dict[str, Tensor]:
         """CTC loss of ``batch.targets`` under ``enc``.
 

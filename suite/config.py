@@ -73,6 +73,10 @@ class ModelConfig:
     # Each head's weight in the summed loss (default 1), e.g. a hybrid CTC/RNN-T model:
     # ``{ctc: 0.3, rnnt: 0.7}``, as NeMo's ``aux_ctc.ctc_loss_weight``.
     loss_weights: dict[str, float] = field(default_factory=dict)
+    # In-place distillation from full context (dual-mode ASR, Yu et al. 2021): when a streaming
+    # encoder draws a chunked context in training, the same model at full context (evaluating,
+    # no gradient) teaches each CTC head's per-frame distribution; the weight of that KL term.
+    context_distillation: float = 0.0
 
 
 @dataclass
@@ -205,6 +209,10 @@ def _check_components(model: ModelConfig) -> None:
             )
         if not weight >= 0:
             raise ConfigError(f"'model.loss_weights.{name}' must be >= 0, not {weight}")
+    if not model.context_distillation >= 0:
+        raise ConfigError(
+            f"'model.context_distillation' must be >= 0, not {model.context_distillation}"
+        )
     for key, kind, spec in specs:
         if "name" not in spec:
             raise ConfigError(f"'{key}' needs a 'name'; registered: {registry.names(kind)}")

@@ -51,6 +51,14 @@ class AsrModel(nn.Module):
         super().__init__()
         if not heads:
             raise ValueError("an AsrModel needs at least one head")
+        if config.context_distillation and not (
+            getattr(encoder, "att_contexts", None)
+            and any(hasattr(h, "distillation_loss") for h in heads.values())
+        ):
+            raise UserError(
+                "model.context_distillation needs a streaming encoder trained with several "
+                "contexts (encoder.att_contexts) and a CTC head; set it to 0 or add them"
+            )
         self.frontend = frontend
         self.encoder = encoder
         self.heads = nn.ModuleDict(heads)
@@ -66,16 +74,45 @@ class AsrModel(nn.Module):
 
     def loss(self, batch: Batch) -> dict[str, Tensor]:
         """Every head's loss, weighted by ``config.loss_weights`` (default 1) and summed;
-        each head's own terms are reported beside it."""
-        enc = self.encode(batch.features, batch.lengths)
+        each head's own terms are reported beside it. With ``config.context_distillation``,
+        each CTC head's KL to the full-context teacher (``{head}_distill``, 0 on a step that
+        draws full context) is added with that weight."""
+        distill = self.config.context_distillation if self.training else 0.0
+        if not distill:
+            enc, teacher = self.encode(batch.features, batch.lengths), None
+        else:
+            enc, teacher = self._with_full_context_teacher(batch)
         out: dict[str, Tensor] = {}
         total = 0
         for name, head in self.heads.items():
             terms = head.loss(enc, batch)
             total = total + self.config.loss_weights.get(name, 1.0) * terms["loss"]
+            if distill and hasattr(head, "distillation_loss"):
+                zero = terms["loss"].new_zeros(())
+                terms["distill"] = zero if teacher is None else head.distillation_loss(enc, teacher)
+                total = total + distill * terms["distill"]
             out.update({f"{name}_{k}": v.detach() for k, v in terms.items()})
         out["loss"] = total
         return out
+
+    def _with_full_context_teacher(
+        self, batch: Batch
+    ) -> tuple[EncoderOutput, EncoderOutput | None]:
+        """The encoder under this step's drawn context, and the same encoder at full context
+        (evaluating, no gradient) when the drawn one is chunked; ``None`` when it is full."""
+        from suite.encoders.blocks import call_context  # model families import lazily
+
+        context = call_context(self.encoder, "auto")
+        enc = self.encoder(batch.features, batch.lengths, att_context=context)
+        if context is None:
+            return enc, None
+        self.encoder.eval()
+        try:
+            with torch.no_grad():
+                teacher = self.encoder(batch.features, batch.lengths, att_context=None)
+        finally:
+            self.encoder.train()
+        return enc, teacher
 
     @torch.inference_mode()
     def recognize(

@@ -18,7 +18,7 @@ from suite.errors import UserError
 from suite.features import Fbank
 from suite.heads.ctc import CtcHead, greedy_search
 from suite.heads.rnnt import RnntHead
-from suite.interfaces import EncoderOutput
+from suite.interfaces import Batch, EncoderOutput
 from suite.kernels.attention import attention, cached_attention, cached_attention_mask
 from suite.model import AsrModel
 from suite.streaming import (
@@ -125,6 +125,78 @@ def test_att_context_probs_weight_the_draw(name):
             suite.create_encoder(
                 name, preset="tiny", causal=True, att_contexts=contexts, att_context_probs=probs
             )
+
+
+@pytest.mark.parametrize("name", ["conformer", "squeezeformer"])
+def test_a_forward_call_may_name_its_context(name):
+    torch.manual_seed(0)
+    encoder = suite.create_encoder(
+        name, preset="tiny", causal=True, att_contexts=[(4, 1), (0, 3)], dropout=0.0
+    ).eval()
+    x, n = torch.randn(2, 96, 80), torch.tensor([96, 70])
+    with torch.no_grad():
+        want = {}
+        for context in (None, (0, 3)):
+            encoder.att_context = context
+            want[context] = encoder(x, n).features
+        encoder.att_context = (4, 1)
+        assert not torch.allclose(want[None], want[(0, 3)], atol=1e-3)
+        encoder.train()  # a named context is not drawn, in training as in evaluation
+        for context, features in want.items():
+            torch.testing.assert_close(encoder(x, n, att_context=context).features, features)
+        torch.testing.assert_close(encoder(x, n, att_context=[0, 3]).features, want[(0, 3)])
+    assert encoder.att_context == (4, 1)
+
+
+def distillation_model(weight: float, contexts: list | None, ctc: float = 1.0) -> AsrModel:
+    torch.manual_seed(0)
+    tokenizer = CharTokenizer()
+    enc = suite.create_encoder(
+        "conformer", preset="tiny", causal=True, att_contexts=contexts, dropout=0.0
+    )
+    head = CtcHead(enc.output_dim, tokenizer.vocab_size)
+    with torch.no_grad():
+        head.proj.weight.mul_(20)  # confident posteriors, which the contexts change
+    config = ModelConfig(context_distillation=weight, loss_weights={"ctc": ctc})
+    return AsrModel(Fbank(), enc, {"ctc": head}, tokenizer, config)
+
+
+def test_context_distillation_pulls_chunked_posteriors_toward_full_context():
+    g = torch.Generator().manual_seed(1)
+    x, n = torch.randn(4, 200, 80, generator=g), torch.tensor([200, 180, 150, 120])
+    batch = Batch(x, n, torch.randint(1, 20, (4, 6), generator=g), torch.tensor([6, 5, 4, 3]))
+
+    def gap(model: AsrModel) -> float:  # KL(full || chunked) of the CTC posteriors
+        model.eval()
+        with torch.no_grad():
+            full = model.encoder(x, n, att_context=None)
+            chunked = model.encoder(x, n, att_context=(0, 0))
+            return float(model.heads["ctc"].distillation_loss(chunked, full))
+
+    # The term is the KL against the model's own full-context outputs, added to the heads' loss.
+    model = distillation_model(0.5, [(0, 0)]).train()
+    out = model.loss(batch)
+    assert model.encoder.training  # the teacher's evaluation mode is undone
+    start = gap(model)
+    assert start > 0.02
+    assert float(out["ctc_distill"]) == pytest.approx(start, rel=1e-4)
+    want = float(out["ctc_loss"] + 0.5 * out["ctc_distill"])
+    assert float(out["loss"].detach()) == pytest.approx(want)
+    # Trained on that term alone, the chunked posteriors close most of the gap.
+    model = distillation_model(1.0, [(0, 0)], ctc=0.0).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(15):
+        optimizer.zero_grad()
+        model.loss(batch)["loss"].backward()
+        optimizer.step()
+    assert gap(model) < 0.2 * start
+    # A step that draws full context has no teacher: the term is zero.
+    assert float(distillation_model(1.0, [None]).train().loss(batch)["ctc_distill"]) == 0.0
+
+
+def test_context_distillation_needs_several_contexts_and_a_ctc_head():
+    with pytest.raises(UserError, match="att_contexts"):
+        distillation_model(1.0, None)
 
 
 @pytest.mark.parametrize("name", ["conformer", "squeezeformer"])

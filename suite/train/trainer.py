@@ -397,6 +397,8 @@ class Trainer:
             desc="train",
         )
         audio_seconds, window_start, skipped = 0.0, time.perf_counter(), 0
+        terms: dict[str, float] = {}  # each loss term summed over the log window's steps
+        window_steps = 0
         while self.state["step"] < cfg.max_steps:
             step = self.state["step"]
             lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps)
@@ -410,6 +412,9 @@ class Trainer:
                     out = self.model.loss(batch)
                 (out["loss"] / cfg.accum_grad).backward()
                 losses.append(out["loss"].item())
+                for key, value in out.items():
+                    if key != "loss":
+                        terms[key] = terms.get(key, 0.0) + value.item() / cfg.accum_grad
                 audio_seconds += batch.lengths.sum().item() * frame_seconds
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             if torch.isfinite(grad_norm):
@@ -419,6 +424,7 @@ class Trainer:
             self.state["step"] = step = step + 1
             bar.update(1)
             loss = sum(losses) / len(losses)
+            window_steps += 1
             if step % cfg.log_every == 0 or step == cfg.max_steps:
                 elapsed = time.perf_counter() - window_start
                 speed = audio_seconds / max(elapsed, 1e-9)
@@ -430,10 +436,12 @@ class Trainer:
                         "grad_norm": float(grad_norm),
                         "audio_sec_per_sec": speed,
                         "skipped_steps": skipped,
+                        **{key: total / window_steps for key, total in terms.items()},
                     },
                 )
                 bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", audio_s_per_s=f"{speed:.0f}")
                 audio_seconds, window_start = 0.0, time.perf_counter()
+                terms, window_steps = {}, 0
             if self.dev_cuts is not None and (step % cfg.val_every == 0 or step == cfg.max_steps):
                 val = self._validate()
                 self.metrics.write(step, val)
