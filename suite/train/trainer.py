@@ -397,7 +397,7 @@ class Trainer:
             desc="train",
         )
         audio_seconds, window_start, skipped = 0.0, time.perf_counter(), 0
-        terms: dict[str, float] = {}  # each loss term summed over the log window's steps
+        terms: dict[str, float] = {}  # the loss and its terms summed over the log window's steps
         window_steps = 0
         while self.state["step"] < cfg.max_steps:
             step = self.state["step"]
@@ -405,16 +405,13 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             self.optimizer.zero_grad(set_to_none=True)
-            losses = []
             for _ in range(cfg.accum_grad):
                 batch = next(batches).to(self.device)
                 with precision_autocast(self.device, cfg.precision):
                     out = self.model.loss(batch)
                 (out["loss"] / cfg.accum_grad).backward()
-                losses.append(out["loss"].item())
                 for key, value in out.items():
-                    if key != "loss":
-                        terms[key] = terms.get(key, 0.0) + value.item() / cfg.accum_grad
+                    terms[key] = terms.get(key, 0.0) + value.item() / cfg.accum_grad
                 audio_seconds += batch.lengths.sum().item() * frame_seconds
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             if torch.isfinite(grad_norm):
@@ -423,20 +420,21 @@ class Trainer:
                 skipped += 1
             self.state["step"] = step = step + 1
             bar.update(1)
-            loss = sum(losses) / len(losses)
             window_steps += 1
             if step % cfg.log_every == 0 or step == cfg.max_steps:
                 elapsed = time.perf_counter() - window_start
                 speed = audio_seconds / max(elapsed, 1e-9)
+                means = {key: total / window_steps for key, total in terms.items()}
+                loss = means.pop("loss")
                 self.metrics.write(
                     step,
                     {
-                        "loss": loss,
+                        "loss": loss,  # a mean over the steps since the last line, as each term
                         "lr": lr,
                         "grad_norm": float(grad_norm),
                         "audio_sec_per_sec": speed,
                         "skipped_steps": skipped,
-                        **{key: total / window_steps for key, total in terms.items()},
+                        **means,
                     },
                 )
                 bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", audio_s_per_s=f"{speed:.0f}")
