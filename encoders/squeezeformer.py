@@ -369,14 +369,8 @@ class Squeezeformer(StreamingEncoder):
     def forward(
         self, x: Tensor, lengths: Tensor, att_context: Sequence[int] | None | str = "auto"
     ) -> EncoderOutput:
-        """Encode ``x (B, T, F)`` with valid ``lengths (B,)``.
-
-        Args:
-            x: features ``(B, T, F)``.
-            lengths: valid frames ``(B,)``.
-            att_context: ``"auto"``: in training mode with ``att_contexts`` one of them, drawn
-                for this call, otherwise the encoder's ``att_context``; or the context for this
-                call: ``None`` (full) or ``(left, right)`` (e.g. a full-context teacher).
+        """Encode ``x (B, T, F)`` with valid ``lengths (B,)`` under ``att_context``, as
+        :meth:`Conformer.forward` does (``"auto"``: drawn from ``att_contexts`` in training).
 
         Returns:
             ``EncoderOutput(features (B, T', D), lengths (B,))``; padded frames are zero.
