@@ -106,12 +106,13 @@ class AsrModel(nn.Module):
         enc = self.encoder(batch.features, batch.lengths, att_context=context)
         if context is None:
             return enc, None
+        training = self.encoder.training  # a frozen encoder stays in evaluation mode
         self.encoder.eval()
         try:
             with torch.no_grad():
                 teacher = self.encoder(batch.features, batch.lengths, att_context=None)
         finally:
-            self.encoder.train()
+            self.encoder.train(training)
         return enc, teacher
 
     @torch.inference_mode()
