@@ -4,6 +4,7 @@ sessions and the multi-stream batcher (the encoder parity contract is in test_co
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 
 import suite
 from suite.api import Transcriber
-from suite.config import ModelConfig
+from suite.config import ConfigError, ModelConfig, load_recipe
 from suite.encoders.blocks import sample_context
 from suite.encoders.conformer import Conformer
 from suite.errors import UserError
@@ -32,6 +33,7 @@ from suite.streaming import (
 from suite.tokenizers import CharTokenizer
 
 SR = 16000
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_conformer(**kw) -> Conformer:
@@ -197,6 +199,14 @@ def test_context_distillation_pulls_chunked_posteriors_toward_full_context():
 def test_context_distillation_needs_several_contexts_and_a_ctc_head():
     with pytest.raises(UserError, match="att_contexts"):
         distillation_model(1.0, None)
+    tokenizer = CharTokenizer()
+    enc = suite.create_encoder("conformer", preset="tiny", causal=True, att_contexts=[(4, 1)])
+    rnnt = RnntHead(enc.output_dim, tokenizer.vocab_size, pred_dim=32, joint_dim=32)
+    with pytest.raises(UserError, match="CTC head"):
+        AsrModel(Fbank(), enc, {"rnnt": rnnt}, tokenizer, ModelConfig(context_distillation=1.0))
+    recipe = ROOT / "recipes/asr/espeak_conformer_ctc_streaming_aligned_cpu.yaml"
+    with pytest.raises(ConfigError, match="context_distillation' must be >= 0"):
+        load_recipe(recipe, ["model.context_distillation=-1"])
 
 
 @pytest.mark.parametrize("name", ["conformer", "squeezeformer"])
