@@ -23,6 +23,7 @@ relative-position term has to be recomputed per step.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -184,34 +185,41 @@ def split_ready(
     new_lengths: Tensor,
     chunk: int,
     final: Tensor,
+    ahead: int = 0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Frames ready for the attention layers: whole chunks (every frame, where ``final``).
 
     A frame's attention output depends on its whole chunk, so a step may only run the layers
     on complete chunks; the rest waits in ``pending``. Pending frames always start at a chunk
-    boundary, so the block a step returns starts at one too, for every stream.
+    boundary, so the block a step returns starts at one too, for every stream. With a
+    look-ahead of ``ahead`` frames a chunk is ready once the ``ahead`` frames after it have come
+    too; those stay pending (they are the next chunk's) and the block shows them after the
+    ready frames.
 
     Args:
-        pending: ``(B, chunk - 1, D)`` frames left over from earlier steps, left-aligned.
+        pending: ``(B, chunk - 1 + ahead, D)`` frames left over from earlier steps, left-aligned.
         pending_lengths: ``(B,)``.
         new: ``(B, T, D)`` frames from this step.
         new_lengths: ``(B,)``.
         chunk: attention chunk size in frames.
         final: ``(B,)`` bool, streams that end with this step (their last chunk may be partial).
+        ahead: look-ahead frames each chunk sees.
 
     Returns:
-        ``block (B, T', D)``, ``block_lengths (B,)``, and the new ``pending``,
-        ``pending_lengths``.
+        ``block (B, T', D)``, ``block_lengths (B,)`` (the ready frames; the block holds up to
+        ``ahead`` pending frames after them), and the new ``pending``, ``pending_lengths``.
     """
     if same_value(pending_lengths) == 0 and same_value(new_lengths) == new.shape[1]:
         joined, total = new, new_lengths  # nothing pending and no padding: the join is a no-op
     else:
         joined, total = join(pending, pending_lengths, new, new_lengths)  # (B, P + T, D)
-    ready = torch.where(final, total, torch.div(total, chunk, rounding_mode="floor") * chunk)
-    width = int(ready.max()) if ready.numel() else 0
+    whole = torch.div((total - ahead).clamp(min=0), chunk, rounding_mode="floor") * chunk
+    ready = torch.where(final, total, whole)
     rest_lengths = total - ready
-    rest = take(joined, ready, chunk - 1, dim=1)  # (B, chunk - 1, D)
-    rest = rest * frame_mask(rest_lengths, chunk - 1)[..., None].to(rest.dtype)
+    shown = ready + rest_lengths.clamp(max=ahead)  # the ready frames and their look-ahead
+    width = int(shown.max()) if shown.numel() else 0
+    rest = take(joined, ready, chunk - 1 + ahead, dim=1)  # (B, chunk - 1 + ahead, D)
+    rest = rest * frame_mask(rest_lengths, chunk - 1 + ahead)[..., None].to(rest.dtype)
     return joined[:, :width], ready, rest, rest_lengths
 
 
@@ -496,6 +504,7 @@ def stream_step(
     cache_size: int,
     inv_freq: Tensor,
     stride: int = 1,
+    committed: Tensor | None = None,
 ) -> StreamStep:
     """The :class:`StreamStep` of a block of new frames.
 
@@ -507,9 +516,11 @@ def stream_step(
             frame, at negative positions, are masked).
         inv_freq: the layers' rotary frequencies (``RotaryAttentionBase.inv_freq``).
         stride: full-rate frames per frame of this block.
+        committed: ``(B,)`` frames the caches move past, when not every valid frame (a
+            look-ahead step's chunk, without the look-ahead frames after it).
     """
     M = cache_size
-    n = valid.sum(dim=1)  # (B,)
+    n = valid.sum(dim=1) if committed is None else committed  # (B,)
     cache_pos = positions[:, :1] - M + torch.arange(M, device=valid.device)  # (B, M)
     k_pos = torch.cat([cache_pos, positions], dim=1)  # (B, M + T)
     k_valid = torch.cat([cache_pos >= 0, valid], dim=1)
@@ -524,6 +535,76 @@ def stream_step(
         sin=sin,
         mask=None if bool(mask.all()) else mask,
         cache_size=M,
+    )
+
+
+@dataclass
+class Lookahead:
+    """Block processing of a ``(left, right, ahead)`` context over whole sequences (Emformer's
+    right context, Shi et al., 2021): chunks of ``c = right + 1`` frames, each also seeing the
+    ``ahead`` frames after it at every layer. Those frames are computed as copies ("look-ahead
+    tokens") placed after the ``T`` frames, one set per chunk, that see only what their chunk
+    sees: its ``left // c`` earlier chunks, itself and its own look-ahead tokens. A streaming
+    step computes a chunk and its look-ahead frames and keeps only the chunk's in its caches,
+    which is the same computation, so a chunk waits for ``c + ahead`` frames in all.
+
+    Attributes:
+        source: ``(S,)`` the frame each of the ``S = T + N * ahead`` tokens holds (N chunks).
+        positions: ``(S,)`` that frame's position (rotary), equal to ``source`` except past the
+            end, where the look-ahead tokens of the last chunk hold no frame.
+        mask: ``(B, 1, S, S)`` bool, True where a token may attend to a key token.
+        taps: ``(S, K)`` index of each token's K depthwise inputs among the tokens, ``S`` for
+            a zero (before the first frame).
+        valid: ``(B, S, 1)`` 1.0 on tokens that hold a real frame.
+    """
+
+    source: Tensor
+    positions: Tensor
+    mask: Tensor
+    taps: Tensor
+    valid: Tensor
+
+
+@functools.lru_cache(maxsize=32)
+def _lookahead_tokens(
+    T: int, left: int, right: int, ahead: int, kernel: int, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(frame (S,), allowed (S, S), taps (S, K))`` of :class:`Lookahead`, before padding."""
+    size = right + 1
+    chunks = -(-T // size)
+    main = torch.arange(T)
+    owner = torch.arange(chunks).repeat_interleave(ahead)  # each look-ahead token's chunk
+    frame = torch.cat([main, (owner + 1) * size + torch.arange(ahead).repeat(chunks)])
+    chunk = torch.cat([main // size, owner])
+    extra = torch.arange(frame.shape[0]) >= T
+    diff = chunk[:, None] - chunk[None, :]
+    allowed = ~extra[None, :] & (diff >= 0) & (diff <= left // size)
+    allowed |= extra[None, :] & (diff == 0)
+    # A token's K depthwise inputs are the K frames ending at its own: a chunk's frames from
+    # the frames up to it, a look-ahead token's past its chunk from its chunk's look-ahead tokens.
+    tap_frame = frame[:, None] - (kernel - 1) + torch.arange(kernel)  # (S, K)
+    end = (chunk[:, None] + 1) * size
+    copies = T + chunk[:, None] * ahead + (tap_frame - end)
+    from_copies = extra[:, None] & (tap_frame >= end)
+    taps = torch.where(from_copies, copies, tap_frame)
+    # Before the first frame: zeros; past the last (only tokens past the end, which are padding).
+    outside = (tap_frame < 0) | (~from_copies & (tap_frame >= T))
+    taps = torch.where(outside, frame.shape[0], taps)
+    return frame.to(device), allowed.to(device), taps.to(device)
+
+
+def lookahead(lengths: Tensor, T: int, context: tuple[int, int, int], kernel: int) -> Lookahead:
+    """The :class:`Lookahead` of ``T`` frames of which the first ``lengths[b]`` are valid."""
+    left, right, ahead = context
+    frame, allowed, taps = _lookahead_tokens(T, left, right, ahead, kernel, lengths.device)
+    valid = frame[None, :] < lengths[:, None]  # (B, S): the last chunk's tokens past the end
+    mask = (allowed & valid[:, None, :]) | ~valid[:, :, None]  # padding query rows: all True
+    return Lookahead(
+        source=frame.clamp(max=T - 1),
+        positions=frame,
+        mask=mask[:, None],
+        taps=taps,
+        valid=valid[..., None].float(),
     )
 
 
@@ -583,21 +664,32 @@ class SelfAttention(RotaryAttentionBase):
     ``rope_base``, ``norm_layer``).
     """
 
-    def forward(self, x: Tensor, lengths: Tensor, context: Context, stride: int = 1) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        lengths: Tensor,
+        context: Context,
+        stride: int = 1,
+        tokens: Lookahead | None = None,
+    ) -> Tensor:
         """``x (B, T, D)`` -> ``(B, T, D)``; pad frames are masked as keys.
 
         ``stride`` is the full-rate frames per frame of ``x`` (2 in Squeezeformer's middle
-        blocks): chunked contexts count full-rate frames.
+        blocks): chunked contexts count full-rate frames. With ``tokens`` (a look-ahead
+        context), ``x`` holds its tokens and their mask replaces ``lengths`` and ``context``.
         """
         B, T, D = x.shape
         qkv = self.qkv(self.norm(x)).view(B, T, 3, self.num_heads, self.head_dim)
-        positions = torch.arange(T, device=x.device)
+        positions = torch.arange(T, device=x.device) if tokens is None else tokens.positions
         cos, sin = rotary_tables(positions, self.inv_freq, qkv.dtype)  # (T, Dh)
         # Queries and keys rotated in one pass, before the heads move ahead of time.
         qk = apply_rotary(qkv[:, :, :2], cos[:, None, None], sin[:, None, None])
         q, k = qk.permute(2, 0, 3, 1, 4)  # (B, H, T, Dh) each
         v = qkv[:, :, 2].transpose(1, 2)  # (B, H, T, Dh)
-        if stride == 1 or context is None:
+        if tokens is not None:
+            keep = tokens.valid[:, None].to(q.dtype)
+            out = masked_attention(q, k, v, tokens.mask, keep)
+        elif stride == 1 or context is None:
             out = attention(q, k, v, lengths, context)  # (B, H, T, Dh)
         else:
             pos = positions.expand(B, T)
@@ -661,9 +753,15 @@ class ConvModule(nn.Module):
         self.norm_mid = nn.LayerNorm(d_model)
         self.pointwise_out = Linear(d_model, d_model)
 
-    def forward(self, x: Tensor, valid: Tensor) -> Tensor:
-        """``x (B, T, D)`` with ``valid (B, T, 1)`` float frame mask -> ``(B, T, D)``."""
+    def forward(self, x: Tensor, valid: Tensor, tokens: Lookahead | None = None) -> Tensor:
+        """``x (B, T, D)`` with ``valid (B, T, 1)`` float frame mask -> ``(B, T, D)``; with
+        ``tokens`` (causal only), ``x`` holds its tokens, each convolved with its own taps."""
         x = F.glu(self.pointwise_in(self.norm_in(x)), dim=-1)  # (B, T, D)
+        if tokens is not None:
+            padded = F.pad(x * valid, (0, 0, 0, 1))  # a zero frame at index T
+            weight = self.depthwise.weight[:, 0].t()  # (K, D)
+            x = (padded[:, tokens.taps] * weight).sum(2) + self.depthwise.bias
+            return self.pointwise_out(F.silu(self.norm_mid(x)))
         x = (x * valid).transpose(1, 2)  # (B, D, T); zeros stand in for padding
         x = self.depthwise(F.pad(x, self.padding)).transpose(1, 2)  # (B, T, D)
         return self.pointwise_out(F.silu(self.norm_mid(x)))
@@ -721,9 +819,27 @@ class FeedForward(nn.Sequential):
 
 
 def as_context(value: Sequence[int] | None) -> Context:
-    """A validated, hashable ``(left, right)`` (recipes give YAML lists) or ``None``."""
+    """A validated, hashable ``(left, right)`` or ``(left, right, ahead)`` (recipes give YAML
+    lists; a zero look-ahead is dropped) or ``None``."""
     context = None if value is None else tuple(int(v) for v in value)
     check_context(context)
+    if context is not None and len(context) == 3 and context[2] == 0:
+        context = context[:2]
+    return context
+
+
+def lookahead_frames(context: Context) -> int:
+    """The look-ahead frames of a context: its third number, else 0."""
+    return context[2] if context is not None and len(context) == 3 else 0
+
+
+def no_lookahead(context: Context, who: str) -> Context:
+    """``context``, or a ``ValueError`` if it looks ahead (an encoder without block processing)."""
+    if lookahead_frames(context):
+        raise ValueError(
+            f"{who} has no look-ahead contexts (block processing is built for the Conformer), "
+            f"got {context}; use (left, right)"
+        )
     return context
 
 
@@ -768,7 +884,7 @@ def training_contexts(
     return contexts, t
 
 
-def stream_context(context: Context, causal: bool, who: str) -> tuple[int, int]:
+def stream_context(context: Context, causal: bool, who: str) -> tuple[int, ...]:
     """The ``(left, right)`` a stream runs with; explains what makes a model unstreamable."""
     if not causal:
         raise ValueError(
@@ -784,13 +900,13 @@ def stream_context(context: Context, causal: bool, who: str) -> tuple[int, int]:
     return context
 
 
-def cache_frames(context: tuple[int, int], stride: int = 1) -> int:
+def cache_frames(context: tuple[int, ...], stride: int = 1) -> int:
     """Frames an attention cache keeps at a layer of ``stride`` full-rate frames per frame.
 
     Chunked-limited attention reaches back ``left // (right + 1)`` whole chunks; at half the
     frame rate those chunks hold ``ceil(... / 2)`` frames at most.
     """
-    left, right = context
+    left, right = context[:2]
     size = right + 1
     frames = (left // size) * size  # full-rate frames in the reachable earlier chunks
     return (frames + stride - 1) // stride

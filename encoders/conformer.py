@@ -57,6 +57,7 @@ from suite.encoders.blocks import (
     ConvModule,
     ConvSubsampling,
     FeedForward,
+    Lookahead,
     SelfAttention,
     StreamStep,
     as_context,
@@ -64,12 +65,15 @@ from suite.encoders.blocks import (
     call_context,
     dropped,
     frame_mask,
+    lookahead,
+    lookahead_frames,
     on_real_rows,
     real_rows,
     rotate,
     split_ready,
     stream_context,
     stream_step,
+    take,
     training_contexts,
 )
 from suite.interfaces import EncoderOutput, StreamingEncoder
@@ -126,15 +130,17 @@ class ConformerBlock(nn.Module):
         valid: Tensor,
         context: Context,
         rows: Tensor | None = None,
+        tokens: Lookahead | None = None,
     ) -> Tensor:
         """``x (B, T', D)``, ``lengths (B,)``, ``valid (B, T', 1)`` -> ``(B, T', D)``.
 
         ``rows`` (:func:`~suite.encoders.blocks.real_rows` of ``valid``) makes the feed-forwards
         skip padding frames; what padding frames hold never reaches a real one either way.
+        With ``tokens`` (a look-ahead context), ``x`` and ``valid`` are over its tokens.
         """
         x = x + 0.5 * dropped(self.dropout, on_real_rows(self.ff1, x, rows))
-        x = x + dropped(self.dropout, self.attn(x, lengths, context))
-        x = x + dropped(self.dropout, self.conv(x, valid))
+        x = x + dropped(self.dropout, self.attn(x, lengths, context, tokens=tokens))
+        x = x + dropped(self.dropout, self.conv(x, valid, tokens))
         x = x + 0.5 * dropped(self.dropout, on_real_rows(self.ff2, x, rows))
         return self.norm_out(x)
 
@@ -202,7 +208,12 @@ def front_state(
         "context": context,
         "seen": zeros,
         "subsampling": subsampling.init_cache(batch_size, device),
-        "pending": torch.zeros(batch_size, context[1], subsampling.out.out_features, device=device),
+        "pending": torch.zeros(
+            batch_size,
+            context[1] + lookahead_frames(context),
+            subsampling.out.out_features,
+            device=device,
+        ),
         "pending_lengths": zeros,
         "offsets": zeros,
     }
@@ -262,7 +273,13 @@ def streaming_front(
         chunk, lengths, state.subsampling, state.seen, flags
     )
     block, n, pending, pending_lengths = split_ready(
-        state.pending, state.pending_lengths, dropout(x), n, state.context[1] + 1, flags
+        state.pending,
+        state.pending_lengths,
+        dropout(x),
+        n,
+        state.context[1] + 1,
+        flags,
+        lookahead_frames(state.context),
     )
     front = {
         "seen": state.seen + lengths,
@@ -414,6 +431,16 @@ class Conformer(StreamingEncoder):
         """The block stack on subsampled frames ``x (B, T', D)`` with ``lengths (B,)``, padding
         frames zeroed at the end (``suite bench encoder`` times this part alone)."""
         valid = frame_mask(lengths, x.shape[1]).unsqueeze(-1).to(x.dtype)  # (B, T', 1)
+        if lookahead_frames(context):
+            if not self.causal:
+                raise ValueError(
+                    f"att_context {context} looks ahead past each chunk, which needs causal=True"
+                )
+            tokens = lookahead(lengths, x.shape[1], context, self.layers[0].conv.kernel)
+            h = x[:, tokens.source] * tokens.valid.to(x.dtype)  # every token's frame
+            for layer in self.layers:
+                h = layer(h, lengths, tokens.valid.to(x.dtype), context, None, tokens)
+            return h[:, : x.shape[1]] * valid  # the frames; the look-ahead copies are dropped
         rows = real_rows(valid)
         for layer in self.layers:
             x = layer(x, lengths, valid, context, rows)
@@ -474,7 +501,9 @@ class Conformer(StreamingEncoder):
             self.subsampling, self.dropout, chunk, chunk_lengths, state, final
         )
         caches = list(zip(state.keys, state.values, state.conv, strict=True))
-        if block.shape[1] > 0:
+        if lookahead_frames(state.context):
+            block = self._lookahead_step(block, n, front["pending_lengths"], state, caches)
+        elif block.shape[1] > 0:
             positions = state.offsets[:, None] + torch.arange(block.shape[1], device=n.device)
             step = stream_step(
                 frame_mask(n, block.shape[1]),
@@ -489,3 +518,41 @@ class Conformer(StreamingEncoder):
                 block = block * step.keep.to(block.dtype)
         new_state = dataclasses.replace(state, **front, **stack_caches(caches))
         return EncoderOutput(features=block, lengths=n), new_state
+
+    def _lookahead_step(
+        self,
+        block: Tensor,
+        n: Tensor,
+        pending: Tensor,
+        state: ConformerState,
+        caches: list[tuple[Tensor, Tensor, Tensor]],
+    ) -> Tensor:
+        """The layers on ``n`` ready frames of ``block`` under a look-ahead context: chunk by
+        chunk, each with the look-ahead frames after it (the next chunk's, or of ``pending``
+        frames), the caches moving past the chunk's frames only (see
+        :class:`~suite.encoders.blocks.Lookahead`). Updates ``caches``; returns
+        ``(B, max n, D)`` with frames past each stream's ``n`` zeroed."""
+        left, right, ahead = state.context
+        size = right + 1
+        shown = n + pending.clamp(max=ahead)  # frames of block: ready ones and look-ahead
+        ready = int(n.max()) if n.numel() else 0
+        outs = [block[:, :0]]  # no chunk ready: no frames
+        for start in range(0, ready, size):
+            chunk = (n - start).clamp(0, size)  # (B,) this chunk's frames (0: none left)
+            width = torch.where(chunk > 0, (shown - start).clamp(0, size + ahead), 0)
+            x = take(block, start, size + ahead, dim=1)  # (B, size + ahead, D)
+            positions = state.offsets[:, None] + start + torch.arange(size + ahead, device=n.device)
+            # The caches hold exactly the chunk's left context: every valid key is visible.
+            step = stream_step(
+                frame_mask(width, size + ahead),
+                positions,
+                None,
+                cache_frames(state.context),
+                self.layers[0].attn.inv_freq,
+                committed=chunk,
+            )
+            for i, layer in enumerate(self.layers):
+                x, caches[i] = layer.streaming_forward(x, step, caches[i])
+            outs.append(x[:, :size])
+        out = torch.cat(outs, dim=1)[:, :ready]  # a final step's last chunk may be partial
+        return out * frame_mask(n, out.shape[1])[..., None].to(out.dtype)

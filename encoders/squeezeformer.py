@@ -57,6 +57,7 @@ from suite.encoders.blocks import (
     causal_stride2_step,
     dropped,
     frame_mask,
+    no_lookahead,
     stream_context,
     stream_step,
     take,
@@ -328,6 +329,8 @@ class Squeezeformer(StreamingEncoder):
         self.att_contexts, self.att_context_probs = training_contexts(
             att_contexts, att_context_probs
         )
+        for context in self.att_contexts or []:
+            no_lookahead(context, "Squeezeformer")
         if att_context is None and self.att_contexts:
             att_context = self.att_contexts[0]
         self.att_context = att_context
@@ -353,7 +356,7 @@ class Squeezeformer(StreamingEncoder):
 
     @att_context.setter
     def att_context(self, value: Sequence[int] | None) -> None:
-        self._att_context = as_context(value)
+        self._att_context = no_lookahead(as_context(value), "Squeezeformer")
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         """Exact ``(B,)`` encoder lengths for ``(B,)`` input lengths."""
@@ -376,7 +379,7 @@ class Squeezeformer(StreamingEncoder):
             ``EncoderOutput(features (B, T', D), lengths (B,))``; padded frames are zero.
         """
         self._check_features(x)
-        context = call_context(self, att_context)
+        context = no_lookahead(call_context(self, att_context), "Squeezeformer")
         x, lengths = self.subsampling(x, lengths)  # (B, T', D)
         x = self.dropout(x)
         valid = frame_mask(lengths, x.shape[1]).unsqueeze(-1).to(x.dtype)  # (B, T', 1)
@@ -405,6 +408,7 @@ class Squeezeformer(StreamingEncoder):
             self.causal,
             "Squeezeformer",
         )
+        no_lookahead(context, "Squeezeformer")
         device = self.subsampling.out.weight.device if device is None else device
         caches = [
             layer_cache(layer, batch_size, context, self._stride(i), device)

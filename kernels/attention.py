@@ -16,6 +16,12 @@ frame is bounded by its chunk's right edge, so stacking layers does not grow it.
 that are not one shared ``0..T-1`` range: a streaming step whose keys are a cache of earlier frames
 followed by the new block, or a layer running at a lower frame rate (Squeezeformer's middle
 blocks), whose frame ``j`` belongs to the chunk of its first full-rate frame ``j * stride``.
+
+A context may name a third number, ``(left, right, ahead)``: each chunk also sees the ``ahead``
+frames after it at every layer, as Emformer's right context (Shi et al., 2021), computed as
+copies that see only the chunk's window. That is block processing, not a mask over one sequence:
+the Conformer builds it (``suite.encoders.blocks.lookahead_layout``); the functions here take
+two-number contexts.
 """
 
 from __future__ import annotations
@@ -26,20 +32,42 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-Context = tuple[int, int] | None
+Context = tuple[int, ...] | None  # None, (left, right) or (left, right, ahead)
 
 
 def check_context(context: Context) -> None:
     """Raise a ``ValueError`` that says how to fix a malformed attention context."""
     if context is None:
         return
-    if len(context) != 2:
-        raise ValueError(f"attention context must be (left, right) or None, got {context!r}")
-    left, right = context
-    if not (isinstance(left, int) and isinstance(right, int)) or left < -1 or right < 0:
+    if len(context) not in (2, 3):
         raise ValueError(
-            f"attention context (left, right) needs integers left >= -1 (-1 = unlimited) and "
-            f"right >= 0, got {context!r}; e.g. (70, 13) for 14-frame chunks with 5 chunks back"
+            f"attention context must be (left, right), (left, right, ahead) or None, got "
+            f"{context!r}"
+        )
+    left, right = context[:2]
+    ahead = context[2] if len(context) == 3 else 0
+    if (
+        not all(isinstance(v, int) for v in context)
+        or left < -1
+        or right < 0
+        or ahead < 0
+        or (ahead and left < 0)
+    ):
+        raise ValueError(
+            f"attention context (left, right[, ahead]) needs integers left >= -1 (-1 = "
+            f"unlimited; >= 0 with a look-ahead), right >= 0 and ahead >= 0, got {context!r}; "
+            "e.g. (70, 13) for 14-frame chunks with 5 chunks back, or (128, 1, 2) for 2-frame "
+            "chunks that each see 2 frames ahead"
+        )
+
+
+def plain_context(context: Context) -> None:
+    """Refuse a look-ahead context where only ``(left, right)`` chunking is built."""
+    check_context(context)
+    if context is not None and len(context) == 3 and context[2]:
+        raise ValueError(
+            f"attention context {context!r} has a look-ahead, which is block processing (the "
+            "Conformer's lookahead_layout), not a mask over one sequence"
         )
 
 
@@ -69,7 +97,7 @@ def attention_mask(lengths: Tensor, T: int, context: Context = None) -> Tensor:
         Rows of pad queries are left all True so the softmax over them stays finite;
         :func:`attention` zeros their outputs.
     """
-    check_context(context)
+    plain_context(context)
     frames = torch.arange(T, device=lengths.device)
     valid = frames[None, :] < lengths[:, None]  # (B, T)
     mask = valid[:, None, None, :]  # (B, 1, 1, T) pad keys masked
@@ -138,10 +166,10 @@ def cached_attention_mask(
         ``(B, 1, Tq, Tk)`` bool, True where a query may attend to a key. Rows of padding
         queries are all True so the softmax over them stays finite.
     """
-    check_context(context)
+    plain_context(context)
     allowed = k_valid[:, None, :]  # (B, 1, Tk)
     if context is not None:
-        left, right = context
+        left, right = context[:2]
         size = right + 1
         q_chunk = torch.div(q_pos * stride, size, rounding_mode="floor")  # (B, Tq)
         k_chunk = torch.div(k_pos * stride, size, rounding_mode="floor")  # (B, Tk)

@@ -110,8 +110,9 @@ class Transcriber:
         context). Needs a model trained for streaming (causal, with chunked contexts).
 
         Args:
-            att_context: ``(left, right)`` in encoder frames (default: the model's first
-                trained chunked context); chunks are ``right + 1`` frames.
+            att_context: ``(left, right)`` or ``(left, right, ahead)`` in encoder frames
+                (default: :func:`default_stream_context`); chunks are ``right + 1`` frames,
+                each also seeing the ``ahead`` frames after it.
             head: which head decodes (default: the first).
         """
         from suite.streaming import StreamingSession
@@ -121,8 +122,10 @@ class Transcriber:
         return StreamingSession(self.model, att_context=att_context, head=head)
 
 
-def default_stream_context(model: AsrModel) -> tuple[int, int]:
-    """The smallest-latency chunked context ``model`` was trained with, e.g. ``(64, 1)``."""
+def default_stream_context(model: AsrModel) -> tuple[int, ...]:
+    """The smallest-latency chunked context ``model`` was trained with, e.g. ``(64, 1)``: the
+    fewest frames a chunk waits for (``right + 1 + ahead``); among equals, the one that looks
+    furthest ahead (``(128, 1, 2)`` before ``(128, 3)``: more accurate, more compute)."""
     encoder = model.encoder
     trained = [c for c in (getattr(encoder, "att_contexts", None) or []) if c is not None]
     current = getattr(encoder, "att_context", None)
@@ -133,7 +136,9 @@ def default_stream_context(model: AsrModel) -> tuple[int, int]:
             "this model was not trained for streaming (it needs causal=True and chunked "
             "att_contexts in its recipe, e.g. recipes/asr/espeak_conformer_ctc_streaming.yaml)"
         )
-    return min(trained, key=lambda c: (c[1], -c[0]))
+    from suite.encoders.blocks import lookahead_frames  # model families import lazily
+
+    return min(trained, key=lambda c: (c[1] + lookahead_frames(c), -lookahead_frames(c), -c[0]))
 
 
 def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> Transcriber:

@@ -215,14 +215,30 @@ def _decode_options(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
+class _ContextAction(argparse.Action):
+    """Two or three integers: ``LEFT RIGHT [AHEAD]``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+        if len(values) not in (2, 3):
+            parser.error(f"{option_string} takes LEFT RIGHT [AHEAD], got {len(values)} numbers")
+        setattr(namespace, self.dest, tuple(values))
+
+
 def _add_context(
     parser: argparse.ArgumentParser,
     text: str = "attention context in encoder frames (default: the model's lowest-latency one)",
 ) -> None:
-    """``--context LEFT RIGHT``: a streaming model's attention context, in encoder frames;
-    ``text`` is its help."""
+    """``--context LEFT RIGHT [AHEAD]``: a streaming model's attention context, in encoder
+    frames (chunks of RIGHT + 1 frames, each seeing AHEAD frames past it); ``text`` is its
+    help."""
     parser.add_argument(
-        "--context", type=int, nargs=2, metavar=("LEFT", "RIGHT"), default=None, help=text
+        "--context",
+        type=int,
+        nargs="+",
+        action=_ContextAction,
+        metavar="N",
+        default=None,
+        help=f"{text}: LEFT RIGHT [AHEAD], chunks of RIGHT + 1 frames that each see AHEAD more",
     )
 
 

@@ -114,7 +114,8 @@ def run_streaming(
     context = default_stream_context(asr.model)
     print(
         f"\nstreaming with {model_name}: {chunk_seconds * 1000:.0f} ms chunks, attention "
-        f"context (left, right) = {context} encoder frames"
+        f"context (left, right{', ahead' if len(context) == 3 else ''}) = {context} encoder "
+        "frames"
     )
     finals, latencies = [], []
     for index, (_, audio, _, _) in enumerate(utterances):

@@ -15,9 +15,11 @@ def test_bench_streaming_json_reports_each_context(monkeypatch, capsys):
     assert main(["bench", "streaming", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     contexts = result["contexts"]
-    assert set(contexts) == {"[128, 3]", "[128, 7]", "[128, 15]"}  # the recipe's chunked ones
+    # the recipe's chunked ones
+    assert set(contexts) == {"[128, 3]", "[128, 1, 2]", "[128, 7]", "[128, 15]"}
+    assert contexts["[128, 1, 2]"]["chunk_ms"] == contexts["[128, 1, 2]"]["lookahead_ms"] == 80
     for r in contexts.values():
-        assert r["chunk_ms"] in (160, 320, 640)
+        assert r["chunk_ms"] in (80, 160, 320, 640)
         assert 0 < r["latency_p50_ms"] <= r["latency_p95_ms"]
         assert r["streaming_rtfx"] > 0 and r["offline_rtfx"] > 0
         assert 0 <= r["realtime_streams"] <= 2

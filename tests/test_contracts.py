@@ -153,6 +153,53 @@ def test_chunked_context_has_no_look_ahead_leak(name, context, causal_subsamplin
             assert (out[:, edge + 1] - base[:, edge + 1]).abs().max() > 1e-4
 
 
+@pytest.mark.parametrize("causal_subsampling", SUBSAMPLING)
+@pytest.mark.parametrize("context", [(4, 1, 2), (2, 0, 3)])
+def test_lookahead_context_sees_its_frames_ahead_and_no_further(context, causal_subsampling):
+    """With ``(left, right, ahead)`` a chunk's frames depend on the ``ahead`` encoder frames
+    after the chunk (at every layer) and on nothing later, whatever the stack's depth."""
+    encoder = tiny_encoder(
+        "conformer", causal=True, causal_subsampling=causal_subsampling, att_context=context
+    ).eval()
+    x, lengths = example_input(encoder, [128])
+    factor = subsampling_factor(encoder)
+    chunk, ahead = context[1] + 1, context[2]
+    with torch.no_grad():
+        base = encoder(x, lengths).features
+        plain = encoder(x, lengths, att_context=context[:2]).features
+        assert (plain - base).abs().max() > 1e-4  # the look-ahead changes the output
+        for edge in range(chunk - 1, base.shape[1] - 1 - ahead, chunk):  # each chunk's last
+            seen = edge + 1 + ahead  # encoder frames the chunk may depend on
+            start = prefix_needed(encoder, seen)
+            if causal_subsampling is False:
+                start = seen * factor
+            y = x.clone()
+            y[:, start:] = torch.randn_like(y[:, start:])
+            out = encoder(y, lengths).features
+            torch.testing.assert_close(out[:, : edge + 1], base[:, : edge + 1], atol=1e-5, rtol=0)
+            # Its last look-ahead frame does reach the chunk's last frame.
+            y = x.clone()
+            last = prefix_needed(encoder, seen - 1) if causal_subsampling is None else start - 1
+            y[:, last:] = torch.randn_like(y[:, last:])
+            out = encoder(y, lengths).features
+            assert (out[:, edge] - base[:, edge]).abs().max() > 1e-4
+
+
+def test_lookahead_context_is_refused_where_it_is_not_built():
+    """Squeezeformer has no block processing: a look-ahead context is a clear error, as is a
+    look-ahead with an unlimited left context or a non-causal Conformer."""
+    with pytest.raises(ValueError, match="no look-ahead contexts"):
+        tiny_encoder("squeezeformer", causal=True, att_contexts=[None, (4, 1, 2)])
+    with pytest.raises(ValueError, match="no look-ahead contexts"):
+        tiny_encoder("squeezeformer", causal=True).init_state(1, att_context=(4, 1, 2))
+    with pytest.raises(ValueError, match="ahead"):
+        tiny_encoder("conformer", causal=True, att_context=(-1, 1, 2))
+    encoder = tiny_encoder("conformer", causal=False)
+    x, lengths = example_input(encoder, [40])
+    with pytest.raises(ValueError, match="causal=True"):
+        encoder(x, lengths, att_context=(4, 1, 2))
+
+
 def tiny_head(name: str, input_dim: int) -> torch.nn.Module:
     preset = "tiny" if "tiny" in registry.presets("head", name) else None
     torch.manual_seed(0)
@@ -248,6 +295,12 @@ STREAMING = [n for n in ENCODERS if is_streaming(n)]
 # Chunks of 2, 4, 3 and 1 frames (odd ones too); left context a multiple of the chunk, not a
 # multiple, and none at all.
 STREAM_CONTEXTS = [(4, 1), (7, 3), (0, 2), (2, 0)]
+# (left, right, ahead): every chunk also sees the next `ahead` frames at every layer (block
+# processing, Conformer only): look-ahead shorter than, longer than and as long as a chunk.
+LOOKAHEAD_CONTEXTS = [(4, 1, 1), (6, 2, 5), (3, 0, 1)]
+STREAM_CASES = [(n, c) for n in STREAMING for c in STREAM_CONTEXTS] + [
+    ("conformer", c) for c in LOOKAHEAD_CONTEXTS
+]
 
 
 def drive_streams(step, inputs, starts, sizes, ends_late):
@@ -288,8 +341,7 @@ def subsampling_factor(encoder: torch.nn.Module) -> int:
 
 
 @pytest.mark.parametrize("causal_subsampling", SUBSAMPLING)
-@pytest.mark.parametrize("context", STREAM_CONTEXTS)
-@pytest.mark.parametrize("name", STREAMING)
+@pytest.mark.parametrize(("name", "context"), STREAM_CASES)
 def test_streaming_forward_equals_forward(name, context, causal_subsampling):
     """Random chunk sizes (multiples of the subsampling factor and not), streams of different
     lengths (odd and even) joining at different steps, some ending on an empty final step."""
@@ -326,8 +378,10 @@ def test_streaming_forward_equals_forward(name, context, causal_subsampling):
 
 
 @pytest.mark.parametrize("causal_subsampling", SUBSAMPLING)
-@pytest.mark.parametrize("name", STREAMING)
-def test_streaming_with_chunked_fbank_equals_offline(name, causal_subsampling):
+@pytest.mark.parametrize(
+    ("name", "context"), [(n, (4, 1)) for n in STREAMING] + [("conformer", (4, 1, 2))]
+)
+def test_streaming_with_chunked_fbank_equals_offline(name, context, causal_subsampling):
     """Audio chunks of any size -> Fbank.streaming_forward -> encoder.streaming_forward equals
     Fbank.forward -> encoder.forward."""
     frontend = suite.create_frontend("fbank")
@@ -335,7 +389,7 @@ def test_streaming_with_chunked_fbank_equals_offline(name, causal_subsampling):
         name,
         causal=True,
         causal_subsampling=causal_subsampling,
-        att_context=(4, 1),
+        att_context=context,
         input_dim=frontend.output_dim,
     )
     encoder.eval()
@@ -363,11 +417,14 @@ def test_streaming_with_chunked_fbank_equals_offline(name, causal_subsampling):
         assert (got[b] - expected).abs().max() <= 1e-4, f"{name}, stream {b}"
 
 
-@pytest.mark.parametrize("name", STREAMING)
-def test_stepping_twice_from_one_state_leaves_the_first_step_intact(name):
+@pytest.mark.parametrize(
+    ("name", "context"),
+    [(n, STREAM_CONTEXTS[0]) for n in STREAMING] + [("conformer", LOOKAHEAD_CONTEXTS[0])],
+)
+def test_stepping_twice_from_one_state_leaves_the_first_step_intact(name, context):
     """Caches grow in place inside a buffer (``encoders.blocks.append``); a second step from the
     same state (a branch) must not write over the frames the first step's state holds."""
-    encoder = tiny_encoder(name, causal=True, att_context=STREAM_CONTEXTS[0]).eval()
+    encoder = tiny_encoder(name, causal=True, att_context=context).eval()
     x, _ = example_input(encoder, [128, 128])
     main, other = x[0].split(16), x[1].split(16)  # (16, F) pieces
     one = torch.tensor([16])

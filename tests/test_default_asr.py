@@ -26,7 +26,7 @@ def test_streaming_asr_streams_unseen_sentences_as_it_transcribes_them(capsys):
 
     assert suite.list_models()["streaming-asr"] == "asr"
     utterances = demo_utterances(2)
-    wer = run_streaming(utterances, "streaming-asr")  # 160 ms chunks, the first context
+    wer = run_streaming(utterances, "streaming-asr")  # (128, 1, 2): 80 ms chunks + 80 ahead
     printed = capsys.readouterr().out
     assert "streaming WER" in printed and "[final]" in printed
     assert wer < 0.5

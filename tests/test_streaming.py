@@ -110,6 +110,30 @@ def test_training_samples_one_of_several_contexts():
     assert drawn == set(contexts)
 
 
+def test_training_with_a_lookahead_context_reaches_every_parameter_and_learns():
+    """The block-processing forward of a (left, right, ahead) context trains: every parameter
+    gets a gradient (look-ahead tokens included) and the loss on a fixed batch falls."""
+    encoder = tiny_conformer(causal=True, att_contexts=[(4, 1, 2)])
+    encoder.train()
+    x, n = torch.randn(2, 96, 80), torch.tensor([96, 61])
+    target = torch.randn(2, encoder.output_lengths(n).max(), encoder.output_dim)
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=3e-3)
+    losses = []
+    for step in range(30):
+        out = encoder(x, n)
+        valid = out.features.new_ones(out.features.shape[:2])
+        valid[1, int(out.lengths[1]) :] = 0
+        loss = (((out.features - target) ** 2).mean(-1) * valid).sum() / valid.sum()
+        optimizer.zero_grad()
+        loss.backward()
+        if step == 0:
+            params = encoder.named_parameters()
+            assert not [k for k, p in params if p.grad is None or not p.grad.any()]
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
 @pytest.mark.parametrize("name", ["conformer", "squeezeformer"])
 def test_att_context_probs_weight_the_draw(name):
     contexts = [None, (4, 1), (4, 3)]

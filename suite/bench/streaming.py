@@ -39,6 +39,7 @@ import torchaudio
 
 from suite.bench import print_header, report
 from suite.config import load_recipe
+from suite.encoders.blocks import lookahead_frames
 from suite.model import AsrModel, build_model
 from suite.streaming import StreamBatcher, StreamingSession
 from suite.tokenizers import CharTokenizer
@@ -147,9 +148,10 @@ def _batched_rtfx(
     return seconds / statistics.median(streaming), seconds / statistics.median(batch)
 
 
-def _emformer(model: AsrModel, context: tuple[int, int], ffn_dim: int) -> torch.nn.Module:
+def _emformer(model: AsrModel, context: tuple[int, ...], ffn_dim: int) -> torch.nn.Module:
     """``torchaudio.models.Emformer`` with our encoder's width, depth and heads, segment = our
-    chunk, left context = ours, no right context, and feed-forwards ``ffn_dim`` wide."""
+    chunk, left context = ours, right context = our look-ahead (none for ``(left, right)``), and
+    feed-forwards ``ffn_dim`` wide."""
     encoder = model.encoder
     return torchaudio.models.Emformer(
         input_dim=encoder.output_dim,
@@ -158,7 +160,7 @@ def _emformer(model: AsrModel, context: tuple[int, int], ffn_dim: int) -> torch.
         num_layers=len(encoder.layers),
         segment_length=context[1] + 1,
         left_context_length=context[0],
-        right_context_length=0,
+        right_context_length=lookahead_frames(context),
     ).eval()
 
 
@@ -189,6 +191,7 @@ def _emformer_ratio(model: AsrModel, context: tuple[int, int], seconds: float) -
     features = torch.randn(1, int(seconds * 100) // frames_per_chunk * frames_per_chunk, 80)
     chunks = features.split(frames_per_chunk, dim=1)
     lengths = torch.tensor([frames_per_chunk])
+    segment, ahead = context[1] + 1, lookahead_frames(context)
 
     def ours_step(state: object, chunk: torch.Tensor) -> tuple[object, int]:
         out, state = encoder.streaming_forward(chunk, lengths, state)
@@ -198,8 +201,17 @@ def _emformer_ratio(model: AsrModel, context: tuple[int, int], seconds: float) -
         emformer: torch.nn.Module, state: object, chunk: torch.Tensor
     ) -> tuple[object, int]:
         x, n = encoder.subsampling(chunk, lengths)  # the same subsampling, then Emformer's blocks
-        _, n, state = emformer.infer(x, n, state)
-        return state, int(n.sum())
+        if not ahead:
+            _, n, state = emformer.infer(x, n, state)
+            return state, int(n.sum())
+        # Emformer takes a segment with its right context after it: hold frames until then.
+        held, inner = state if state is not None else (x[:, :0], None)
+        x = torch.cat([held, x], dim=1)
+        if x.shape[1] < segment + ahead:
+            return (x, inner), 0
+        window = x[:, : segment + ahead]
+        _, n, inner = emformer.infer(window, torch.tensor([window.shape[1]]), inner)
+        return (x[:, segment:], inner), int(n.sum())
 
     steps = {"ours": ours_step} | {
         name: (lambda state, chunk, e=e: theirs_step(e, state, chunk))
@@ -276,6 +288,12 @@ def measure() -> dict:
                 }
             result["contexts"][str(list(context))] = {
                 "chunk_ms": 1000 * chunk / SAMPLE_RATE,
+                # what a chunk waits for beyond itself: its look-ahead frames
+                "lookahead_ms": 1000
+                * chunk
+                / SAMPLE_RATE
+                * lookahead_frames(context)
+                / (context[1] + 1),
                 "latency_p50_ms": 1000 * float(np.percentile(latencies, 50)),
                 "latency_p95_ms": 1000 * float(np.percentile(latencies, 95)),
                 "streaming_rtfx": SECONDS / streaming,
@@ -293,6 +311,12 @@ def main(json_output: bool = False) -> None:
     report(measure(), json_output, _markdown)
 
 
+def _chunk(r: dict) -> str:
+    """A context's chunk in ms, with its look-ahead after a "+" when it has one."""
+    ahead = r.get("lookahead_ms", 0.0)
+    return f"{r['chunk_ms']:.0f}" + (f" + {ahead:.0f}" if ahead else "")
+
+
 def _markdown(result: dict) -> None:
     c = result["config"]
     print_header(
@@ -303,13 +327,14 @@ def _markdown(result: dict) -> None:
         f"{c['audio_seconds']:.0f} s of audio, one stream unless stated\n"
     )
     print(
-        "| context | chunk (ms) | latency p50 / p95 (ms) | streaming RTFx | offline RTFx | "
+        "| context | chunk + look-ahead (ms) | latency p50 / p95 (ms) | streaming RTFx | "
+        "offline RTFx | "
         "ratio | real-time streams | ours / Emformer (matched dims; matched size) |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in result["contexts"].items():
         print(
-            f"| {name} | {r['chunk_ms']:.0f} | {r['latency_p50_ms']:.1f} / "
+            f"| {name} | {_chunk(r)} | {r['latency_p50_ms']:.1f} / "
             f"{r['latency_p95_ms']:.1f} | {r['streaming_rtfx']:.1f} | {r['offline_rtfx']:.1f} | "
             f"{r['streaming_over_offline_rtfx']:.2f} | {r['realtime_streams']} | "
             f"{r['emformer']['throughput_ratio']:.2f}; "
@@ -320,11 +345,11 @@ def _markdown(result: dict) -> None:
         "time, stepped together to their final text, against the same utterances offline in "
         "one batch\n"
     )
-    print("| context | chunk (ms) | streams | streaming RTFx | offline RTFx | ratio |")
+    print("| context | chunk + look-ahead (ms) | streams | streaming RTFx | offline RTFx | ratio |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, r in result["contexts"].items():
         for count, b in r["batched"].items():
             print(
-                f"| {name} | {r['chunk_ms']:.0f} | {count} | {b['streaming_rtfx']:.1f} | "
+                f"| {name} | {_chunk(r)} | {count} | {b['streaming_rtfx']:.1f} | "
                 f"{b['offline_rtfx']:.1f} | {b['streaming_over_offline_rtfx']:.2f} |"
             )
