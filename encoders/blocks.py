@@ -114,7 +114,7 @@ def take(x: Tensor, start: Tensor | int, size: int, dim: int) -> Tensor:
     return x.gather(dim, index.view(shape).expand(expanded))
 
 
-def append(cache: Tensor, new: Tensor, dim: int) -> Tensor:
+def append(cache: Tensor, new: Tensor, dim: int, kept: int | None = None) -> Tensor:
     """``torch.cat([cache, new], dim)``, mostly without copying ``cache``.
 
     A streaming cache is the tail of the previous step's joined frames (:func:`take`: a view).
@@ -124,8 +124,11 @@ def append(cache: Tensor, new: Tensor, dim: int) -> Tensor:
     instead of every step (a 64-stream step of the streaming bench model copied its attention
     caches, 12 MB a layer, in a quarter of its time). A cache from which a step was taken before
     is not written over: stepping again from an old state copies. The result is to be only read.
+    ``kept``: how many of ``new``'s frames the next cache ends with (a look-ahead step keeps its
+    chunk, not the frames after it, which the next step may then write over); default all.
     """
     size, extra = cache.shape[dim], new.shape[dim]
+    kept = extra if kept is None else kept
     storage = cache.untyped_storage()
     # (capacity along dim, frames written) of a buffer made below, kept on its storage.
     capacity, written = getattr(storage, "_suite_frames", (0, -1))
@@ -142,13 +145,13 @@ def append(cache: Tensor, new: Tensor, dim: int) -> Tensor:
     ):
         buffer = cache.as_strided(shape, stride, 0)
         buffer.narrow(dim, written, extra).copy_(new)
-        storage._suite_frames = (capacity, written + extra)  # type: ignore[attr-defined]
+        storage._suite_frames = (capacity, written + kept)  # type: ignore[attr-defined]
         return buffer.narrow(dim, first, size + extra)
     shape[dim] = 2 * size + extra
     buffer = new.new_empty(shape)
     buffer.narrow(dim, 0, size).copy_(cache)
     buffer.narrow(dim, size, extra).copy_(new)
-    buffer.untyped_storage()._suite_frames = (shape[dim], size + extra)  # type: ignore[attr-defined]
+    buffer.untyped_storage()._suite_frames = (shape[dim], size + kept)  # type: ignore[attr-defined]
     return buffer.narrow(dim, 0, size + extra)
 
 
@@ -720,7 +723,9 @@ class SelfAttention(RotaryAttentionBase):
         q, k = qk.permute(2, 0, 3, 1, 4)  # (B, H, T, Dh) each
         v = qkv[:, :, 2].transpose(1, 2)
         q = q.contiguous()  # CPU attention on a strided q: 74 us instead of 38 (B=1, T=4)
-        k_all, v_all = append(keys, k, dim=2), append(values, v, dim=2)  # (B, H, M + T, Dh)
+        # (B, H, M + T, Dh); the next step's caches end past the frames the caches move past
+        kept = step.advance if isinstance(step.advance, int) else None
+        k_all, v_all = append(keys, k, 2, kept), append(values, v, 2, kept)
         keep = None if step.keep is None else step.keep[:, None].to(q.dtype)  # (B, 1, T, 1)
         out = masked_attention(q, k_all, v_all, step.mask, keep)
         M = step.cache_size  # the cache's newest slot becomes each stream's last real frame

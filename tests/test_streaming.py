@@ -75,6 +75,26 @@ def test_frames_are_emitted_in_whole_chunks_until_final():
     assert int(out.lengths[0]) == 25 % 3
 
 
+def test_lookahead_chunks_wait_for_their_frames_ahead_and_caches_grow_in_place():
+    """(6, 1, 2): a 2-frame chunk is emitted once the 2 frames after it have come; the caches
+    move past the chunk only, so the next step appends in place (no copy of the cache)."""
+    encoder = tiny_conformer(causal=True, att_context=(6, 1, 2))  # 8x subsampling
+    state = encoder.init_state(1)
+    x = torch.randn(1, 200, 80)
+    emitted, storages = [], []
+    with torch.no_grad():
+        for start in range(0, 200, 16):  # two encoder frames per step
+            piece = x[:, start : start + 16]
+            out, state = encoder.streaming_forward(piece, torch.tensor([piece.shape[1]]), state)
+            emitted.append(int(out.lengths[0]))
+            storages.append(state.keys[0].untyped_storage().data_ptr())
+        out, state = encoder.streaming_forward(x[:, :0], torch.tensor([0]), state, final=True)
+    assert emitted[:3] == [0, 2, 2]  # the first chunk waits for frames 2 and 3
+    assert sum(emitted) + int(out.lengths[0]) == 25
+    # A copy makes a new buffer; in place, most steps keep the previous step's.
+    assert sum(a == b for a, b in zip(storages, storages[1:], strict=False)) >= len(storages) // 2
+
+
 def test_init_state_context_overrides_the_default():
     encoder = tiny_conformer(causal=True, att_context=(8, 3))
     x = torch.randn(1, 120, 80)
