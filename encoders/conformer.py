@@ -41,6 +41,13 @@ encoder buffers subsampled frames until their attention chunk is complete (the p
 feeds whole chunks from outside), so callers may pass any number of feature frames per step;
 and the attention cache holds keys already rotated by their absolute positions. The shared
 blocks live in ``suite.encoders.blocks``.
+
+Beyond the paper, a context may look ahead: ``(left, right, ahead)`` gives each chunk the
+``ahead`` frames after it at every layer, as Emformer's right context (Shi et al., 2021), by
+block processing (:class:`~suite.encoders.blocks.Lookahead`); a streaming step then runs each
+ready chunk with its look-ahead frames and keeps only the chunk in its caches. A chunk waits for
+``right + 1 + ahead`` frames, and no frame is left without look-ahead (the last frame of a plain
+chunk has none).
 """
 
 from __future__ import annotations
@@ -171,13 +178,13 @@ class ConformerState:
     ``c = right + 1`` is the attention chunk and ``M = (left // c) * c`` the cached frames.
 
     Attributes:
-        context: ``(left, right)`` chunked-limited context, in encoder frames, these streams
-            run with (fixed for a stream's life).
+        context: ``(left, right)`` or ``(left, right, ahead)`` chunked-limited context, in
+            encoder frames, these streams run with (fixed for a stream's life).
         seen: ``(B,)`` int64 feature frames each stream has consumed.
         subsampling: per subsampling stage, ``(B, C_s, 2, F_s)``: the stage's last two input
             frames (its causal left padding; zeros for a fresh stream).
-        pending: ``(B, c - 1, D)`` subsampled frames waiting for their chunk to fill,
-            left-aligned; they start at a chunk boundary.
+        pending: ``(B, c - 1 + ahead, D)`` subsampled frames waiting for their chunk to fill
+            (and its look-ahead to come), left-aligned; they start at a chunk boundary.
         pending_lengths: ``(B,)`` int64 valid frames in ``pending``.
         offsets: ``(B,)`` int64 encoder frames each stream has emitted (a multiple of ``c``
             until its final step); the absolute position of its next frame.
@@ -335,9 +342,10 @@ class Conformer(StreamingEncoder):
             chunk's last 30 ms of features then reach its own frames, at no added latency
             (streams emit a frame when its window is complete). ``None``: as ``causal``.
         att_context: ``None`` for full-context attention, or ``(left, right)`` in encoder
-            frames for chunked-limited attention (``left == -1``: unlimited left). Used at
-            inference and streaming; may be reassigned between calls. Defaults to the first
-            of ``att_contexts`` when those are given.
+            frames for chunked-limited attention (``left == -1``: unlimited left), or
+            ``(left, right, ahead)`` with ``ahead`` look-ahead frames per chunk (causal only,
+            ``left >= 0``). Used at inference and streaming; may be reassigned between calls.
+            Defaults to the first of ``att_contexts`` when those are given.
         att_contexts: contexts to train with, one drawn per training-mode ``forward`` call
             with torch's global generator (entries may be ``None``: full context). ``None``
             trains with ``att_context``.
@@ -457,8 +465,8 @@ class Conformer(StreamingEncoder):
         Args:
             batch_size: B.
             device: where the caches live (default: the model's device).
-            att_context: the ``(left, right)`` to stream with (default: ``self.att_context``);
-                needs ``causal=True`` and ``left >= 0``.
+            att_context: the ``(left, right)`` or ``(left, right, ahead)`` to stream with
+                (default: ``self.att_context``); needs ``causal=True`` and ``left >= 0``.
         """
         context = stream_context(
             self.att_context if att_context is None else as_context(att_context),

@@ -16,10 +16,11 @@ def test_bench_streaming_json_reports_each_context(monkeypatch, capsys):
     result = json.loads(capsys.readouterr().out)
     contexts = result["contexts"]
     # the recipe's chunked ones
-    assert set(contexts) == {"[128, 3]", "[128, 1, 2]", "[128, 7]", "[128, 15]"}
+    assert set(contexts) == {"[128, 3]", "[128, 0, 3]", "[128, 1, 2]", "[128, 7]", "[128, 15]"}
     assert contexts["[128, 1, 2]"]["chunk_ms"] == contexts["[128, 1, 2]"]["lookahead_ms"] == 80
+    assert contexts["[128, 0, 3]"]["lookahead_ms"] == 3 * contexts["[128, 0, 3]"]["chunk_ms"]
     for r in contexts.values():
-        assert r["chunk_ms"] in (80, 160, 320, 640)
+        assert r["chunk_ms"] in (40, 80, 160, 320, 640)
         assert 0 < r["latency_p50_ms"] <= r["latency_p95_ms"]
         assert r["streaming_rtfx"] > 0 and r["offline_rtfx"] > 0
         assert 0 <= r["realtime_streams"] <= 2
