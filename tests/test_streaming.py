@@ -438,8 +438,11 @@ def test_session_inputs_and_errors():
         StreamingSession(offline_model)
 
 
-def test_batcher_equals_individual_sessions():
-    model = tiny_model("squeezeformer", context=(5, 2))
+@pytest.mark.parametrize(
+    ("encoder", "context"), [("squeezeformer", (5, 2)), ("conformer", (5, 1, 2))]
+)
+def test_batcher_equals_individual_sessions(encoder, context):
+    model = tiny_model(encoder, context=context)
     audios = [tones(2.5, seed=0), tones(1.6, seed=1), tones(2.0, seed=2), tones(1.0, seed=3)]
     chunks = [random_chunks(a, seed) for seed, a in enumerate(audios)]
     alone = []
