@@ -75,6 +75,26 @@ def test_frames_are_emitted_in_whole_chunks_until_final():
     assert int(out.lengths[0]) == 25 % 3
 
 
+@pytest.mark.parametrize("context", [(4, 1, 2), (6, 2, 5), (3, 0, 1)])
+def test_lookahead_attends_chunk_by_chunk_as_with_one_mask(context, monkeypatch):
+    """A long input attends chunk by chunk (linear memory); that equals the one dense mask,
+    in values and in gradients."""
+    from suite.encoders import blocks
+
+    encoder = tiny_conformer(causal=True, att_context=context, dropout=0.0)
+    x, n = torch.randn(3, 300, 80), torch.tensor([300, 211, 97])
+    outs, grads = [], []
+    for blocked_from in (10**9, 0):  # dense, then chunk by chunk
+        monkeypatch.setattr(blocks, "BLOCKED_FROM", blocked_from)
+        encoder.zero_grad()
+        out = encoder(x, n).features
+        out.square().sum().backward()
+        outs.append(out.detach())
+        grads.append(encoder.layers[0].attn.qkv.weight.grad.clone())
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-4, rtol=1e-4)
+
+
 def test_lookahead_chunks_wait_for_their_frames_ahead_and_caches_grow_in_place():
     """(6, 1, 2): a 2-frame chunk is emitted once the 2 frames after it have come; the caches
     move past the chunk only, so the next step appends in place (no copy of the cache)."""
