@@ -900,21 +900,6 @@ def as_context(value: Sequence[int] | None) -> Context:
     return context
 
 
-def lookahead_frames(context: Context) -> int:
-    """The look-ahead frames of a context: its third number, else 0."""
-    return context[2] if context is not None and len(context) == 3 else 0
-
-
-def no_lookahead(context: Context, who: str) -> Context:
-    """``context``, or a ``ValueError`` if it looks ahead (an encoder without block processing)."""
-    if lookahead_frames(context):
-        raise ValueError(
-            f"{who} has no look-ahead contexts (block processing is built for the Conformer), "
-            f"got {context}; use (left, right)"
-        )
-    return context
-
-
 def sample_context(contexts: Sequence[Context], probs: Tensor | None = None) -> Context:
     """One of ``contexts``, drawn with torch's global generator (seeded by the trainer):
     uniformly, or with ``probs`` (one per context, summing to 1)."""

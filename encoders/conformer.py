@@ -73,7 +73,6 @@ from suite.encoders.blocks import (
     dropped,
     frame_mask,
     lookahead,
-    lookahead_frames,
     on_real_rows,
     real_rows,
     rotate,
@@ -84,7 +83,7 @@ from suite.encoders.blocks import (
     training_contexts,
 )
 from suite.interfaces import EncoderOutput, StreamingEncoder
-from suite.kernels.attention import Context
+from suite.kernels.attention import Context, lookahead_frames
 from suite.registry import register_encoder
 
 # Re-exported: these lived here before ``blocks.py`` and are imported from here.
@@ -445,9 +444,10 @@ class Conformer(StreamingEncoder):
                     f"att_context {context} looks ahead past each chunk, which needs causal=True"
                 )
             tokens = lookahead(lengths, x.shape[1], context, self.layers[0].conv.kernel)
-            h = x[:, tokens.source] * tokens.valid.to(x.dtype)  # every token's frame
+            real = tokens.valid.to(x.dtype)
+            h = x[:, tokens.source] * real  # every token's frame
             for layer in self.layers:
-                h = layer(h, lengths, tokens.valid.to(x.dtype), context, None, tokens)
+                h = layer(h, lengths, real, context, None, tokens)
             return h[:, : x.shape[1]] * valid  # the frames; the look-ahead copies are dropped
         rows = real_rows(valid)
         for layer in self.layers:
@@ -540,7 +540,7 @@ class Conformer(StreamingEncoder):
         frames), the caches moving past the chunk's frames only (see
         :class:`~suite.encoders.blocks.Lookahead`). Updates ``caches``; returns
         ``(B, max n, D)`` with frames past each stream's ``n`` zeroed."""
-        left, right, ahead = state.context
+        _, right, ahead = state.context
         size = right + 1
         shown = n + pending.clamp(max=ahead)  # frames of block: ready ones and look-ahead
         ready = int(n.max()) if n.numel() else 0

@@ -57,7 +57,6 @@ from suite.encoders.blocks import (
     causal_stride2_step,
     dropped,
     frame_mask,
-    no_lookahead,
     stream_context,
     stream_step,
     take,
@@ -71,7 +70,7 @@ from suite.encoders.conformer import (
     streaming_front,
 )
 from suite.interfaces import EncoderOutput, StreamingEncoder
-from suite.kernels.attention import Context
+from suite.kernels.attention import Context, no_lookahead
 from suite.kernels.linear import Linear
 from suite.registry import register_encoder
 

@@ -20,8 +20,8 @@ blocks), whose frame ``j`` belongs to the chunk of its first full-rate frame ``j
 A context may name a third number, ``(left, right, ahead)``: each chunk also sees the ``ahead``
 frames after it at every layer, as Emformer's right context (Shi et al., 2021), computed as
 copies that see only the chunk's window. That is block processing, not a mask over one sequence:
-the Conformer builds it (``suite.encoders.blocks.lookahead_layout``); the functions here take
-two-number contexts.
+the Conformer builds it (``suite.encoders.blocks.Lookahead``); the functions here take
+two-number contexts (:func:`no_lookahead`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def check_context(context: Context) -> None:
             f"{context!r}"
         )
     left, right = context[:2]
-    ahead = context[2] if len(context) == 3 else 0
+    ahead = lookahead_frames(context)
     if (
         not all(isinstance(v, int) for v in context)
         or left < -1
@@ -61,14 +61,21 @@ def check_context(context: Context) -> None:
         )
 
 
-def plain_context(context: Context) -> None:
-    """Refuse a look-ahead context where only ``(left, right)`` chunking is built."""
+def lookahead_frames(context: Context) -> int:
+    """The look-ahead frames of a context: its third number, else 0."""
+    return context[2] if context is not None and len(context) == 3 else 0
+
+
+def no_lookahead(context: Context, who: str = "a chunk mask") -> Context:
+    """``context``, checked, or a ``ValueError`` if it looks ahead, where only ``(left, right)``
+    chunking is built (a mask over one sequence, or an encoder without block processing)."""
     check_context(context)
-    if context is not None and len(context) == 3 and context[2]:
+    if lookahead_frames(context):
         raise ValueError(
-            f"attention context {context!r} has a look-ahead, which is block processing (the "
-            "Conformer's lookahead_layout), not a mask over one sequence"
+            f"{who} takes no look-ahead contexts (block processing is built for the Conformer: "
+            f"suite.encoders.blocks.Lookahead), got {context!r}; use (left, right)"
         )
+    return context
 
 
 @functools.lru_cache(maxsize=32)
@@ -97,7 +104,7 @@ def attention_mask(lengths: Tensor, T: int, context: Context = None) -> Tensor:
         Rows of pad queries are left all True so the softmax over them stays finite;
         :func:`attention` zeros their outputs.
     """
-    plain_context(context)
+    no_lookahead(context)
     frames = torch.arange(T, device=lengths.device)
     valid = frames[None, :] < lengths[:, None]  # (B, T)
     mask = valid[:, None, None, :]  # (B, 1, 1, T) pad keys masked
@@ -166,7 +173,7 @@ def cached_attention_mask(
         ``(B, 1, Tq, Tk)`` bool, True where a query may attend to a key. Rows of padding
         queries are all True so the softmax over them stays finite.
     """
-    plain_context(context)
+    no_lookahead(context)
     allowed = k_valid[:, None, :]  # (B, 1, Tk)
     if context is not None:
         left, right = context[:2]

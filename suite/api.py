@@ -136,7 +136,7 @@ def default_stream_context(model: AsrModel) -> tuple[int, ...]:
             "this model was not trained for streaming (it needs causal=True and chunked "
             "att_contexts in its recipe, e.g. recipes/asr/espeak_conformer_ctc_streaming.yaml)"
         )
-    from suite.encoders.blocks import lookahead_frames  # model families import lazily
+    from suite.kernels.attention import lookahead_frames  # model families import lazily
 
     return min(trained, key=lambda c: (c[1] + lookahead_frames(c), -lookahead_frames(c), -c[0]))
 

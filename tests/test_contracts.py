@@ -198,6 +198,15 @@ def test_lookahead_context_is_refused_where_it_is_not_built():
     x, lengths = example_input(encoder, [40])
     with pytest.raises(ValueError, match="causal=True"):
         encoder(x, lengths, att_context=(4, 1, 2))
+    # The chunk masks over one sequence take (left, right) only (a zero look-ahead is that).
+    from suite.kernels.attention import attention_mask
+
+    with pytest.raises(ValueError, match="a chunk mask takes no look-ahead contexts"):
+        attention_mask(torch.tensor([8]), 8, (4, 1, 2))
+    assert torch.equal(
+        attention_mask(torch.tensor([8]), 8, (4, 1, 0)),
+        attention_mask(torch.tensor([8]), 8, (4, 1)),
+    )
 
 
 def tiny_head(name: str, input_dim: int) -> torch.nn.Module:

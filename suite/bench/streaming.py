@@ -39,7 +39,7 @@ import torchaudio
 
 from suite.bench import print_header, report
 from suite.config import load_recipe
-from suite.encoders.blocks import lookahead_frames
+from suite.kernels.attention import lookahead_frames
 from suite.model import AsrModel, build_model
 from suite.streaming import StreamBatcher, StreamingSession
 from suite.tokenizers import CharTokenizer
@@ -313,7 +313,7 @@ def main(json_output: bool = False) -> None:
 
 def _chunk(r: dict) -> str:
     """A context's chunk in ms, with its look-ahead after a "+" when it has one."""
-    ahead = r.get("lookahead_ms", 0.0)
+    ahead = r["lookahead_ms"]
     return f"{r['chunk_ms']:.0f}" + (f" + {ahead:.0f}" if ahead else "")
 
 
