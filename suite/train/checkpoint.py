@@ -26,6 +26,12 @@ from suite.io import atomic_write_text
 LATEST = "latest"
 
 
+def _packed(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Detached contiguous CPU tensors, as safetensors stores them (a weight may lie column by
+    column: ``suite.kernels.linear.Linear``)."""
+    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+
+
 def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Split ``optimizer.state_dict()`` into tensors and a JSON-able remainder."""
     tensors: dict[str, Tensor] = {}
@@ -33,7 +39,7 @@ def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, Tensor], dict[s
     for index, slots in state["state"].items():
         for key, value in slots.items():
             if isinstance(value, Tensor):
-                tensors[f"optim.{index}.{key}"] = value.detach().cpu().contiguous()
+                tensors[f"optim.{index}.{key}"] = value
             else:
                 scalars.setdefault(str(index), {})[key] = value
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
@@ -92,12 +98,9 @@ def save_checkpoint(
     tmp.mkdir()
     optim_tensors, optim_meta = _flatten_optimizer(optimizer_state)
     rng_tensors, rng_meta = rng_state()
+    save_file(_packed(model_state), str(tmp / "model.safetensors"))
     save_file(
-        {k: v.detach().cpu().contiguous() for k, v in model_state.items()},
-        str(tmp / "model.safetensors"),
-    )
-    save_file(
-        {**optim_tensors, **rng_tensors, **(extra_tensors or {})},
+        _packed({**optim_tensors, **rng_tensors, **(extra_tensors or {})}),
         str(tmp / "optimizer.safetensors"),
     )
     meta = {"step": step, "optimizer": optim_meta, "rng": rng_meta, "trainer": trainer_state}
