@@ -40,7 +40,7 @@ from suite.kernels.attention import (
     check_context,
     masked_attention,
 )
-from suite.kernels.linear import Linear
+from suite.kernels.linear import Linear, linear
 
 NormLayer = Callable[[int], nn.Module]
 
@@ -50,6 +50,19 @@ def dropped(dropout: nn.Dropout, x: Tensor) -> Tensor:
     dropout's call costs 5-9 us on these CPUs, and a streaming step of a Conformer made six per
     layer."""
     return dropout(x) if dropout.training else x
+
+
+def normed(norm: nn.Module, x: Tensor) -> Tensor:
+    """``norm(x)``; a LayerNorm through ``F.layer_norm``, without the module call (~1 us, where
+    a streaming step's operations take a few each, six times a Conformer layer)."""
+    if type(norm) is nn.LayerNorm:
+        return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+    return norm(x)
+
+
+def projected(layer: nn.Linear, x: Tensor) -> Tensor:
+    """``layer(x)`` for a :class:`~suite.kernels.linear.Linear`, without the module call."""
+    return linear(x, layer.weight, layer.bias)
 
 
 def frame_mask(lengths: Tensor, T: int) -> Tensor:
@@ -130,28 +143,25 @@ def append(cache: Tensor, new: Tensor, dim: int, kept: int | None = None) -> Ten
     size, extra = cache.shape[dim], new.shape[dim]
     kept = extra if kept is None else kept
     storage = cache.untyped_storage()
-    # (capacity along dim, frames written) of a buffer made below, kept on its storage.
-    capacity, written = getattr(storage, "_suite_frames", (0, -1))
+    # (capacity along dim, frames written, strides) of a buffer made below, kept on its storage.
+    capacity, written, stride = getattr(storage, "_suite_frames", (0, -1, None))
+    offset = cache.storage_offset()
+    if stride is not None and stride[dim] and cache.stride() == stride and not new.requires_grad:
+        first, within = divmod(offset, stride[dim])
+        if within == 0 and written == first + size and written + extra <= capacity:
+            shape = list(cache.shape)
+            shape[dim] = extra
+            cache.as_strided(shape, stride, written * stride[dim]).copy_(new)
+            storage._suite_frames = (capacity, written + kept, stride)  # type: ignore[attr-defined]
+            shape[dim] = size + extra
+            return cache.as_strided(shape, stride, offset)
     shape = list(cache.shape)
-    shape[dim] = capacity
-    stride = [math.prod(shape[i + 1 :]) for i in range(len(shape))]
-    first = cache.storage_offset() // stride[dim] if stride[dim] else 0
-    if (
-        written == first + size
-        and written + extra <= capacity
-        and list(cache.stride()) == stride
-        and cache.storage_offset() == first * stride[dim]
-        and not new.requires_grad
-    ):
-        buffer = cache.as_strided(shape, stride, 0)
-        buffer.narrow(dim, written, extra).copy_(new)
-        storage._suite_frames = (capacity, written + kept)  # type: ignore[attr-defined]
-        return buffer.narrow(dim, first, size + extra)
     shape[dim] = 2 * size + extra
     buffer = new.new_empty(shape)
     buffer.narrow(dim, 0, size).copy_(cache)
     buffer.narrow(dim, size, extra).copy_(new)
-    buffer.untyped_storage()._suite_frames = (shape[dim], size + kept)  # type: ignore[attr-defined]
+    record = (shape[dim], size + kept, buffer.stride())
+    buffer.untyped_storage()._suite_frames = record  # type: ignore[attr-defined]
     return buffer.narrow(dim, 0, size + extra)
 
 
@@ -221,8 +231,11 @@ def split_ready(
     rest_lengths = total - ready
     shown = ready + rest_lengths.clamp(max=ahead)  # the ready frames and their look-ahead
     width = int(shown.max()) if shown.numel() else 0
-    rest = take(joined, ready, chunk - 1 + ahead, dim=1)  # (B, chunk - 1 + ahead, D)
-    rest = rest * frame_mask(rest_lengths, chunk - 1 + ahead)[..., None].to(rest.dtype)
+    if same_value(rest_lengths) == 0:  # whole chunks only (a step of a chunk's frames)
+        rest = joined.new_zeros(joined.shape[0], chunk - 1 + ahead, joined.shape[2])
+    else:
+        rest = take(joined, ready, chunk - 1 + ahead, dim=1)  # (B, chunk - 1 + ahead, D)
+        rest = rest * frame_mask(rest_lengths, chunk - 1 + ahead)[..., None].to(rest.dtype)
     return joined[:, :width], ready, rest, rest_lengths
 
 
@@ -424,7 +437,9 @@ class ConvSubsampling(nn.Module):
             def conv(rows: Tensor, stage: nn.Module = stage) -> Tensor:
                 # padded in frequency only; contiguous: channels-last made a 64-stream step at
                 # 160 ms 93 -> 99 ms and a one-stream step 13.6 -> 18.0 ms
-                return F.relu(self._stage(stage, rows, (0, 1), False, torch.contiguous_format))
+                out = self._stage(stage, rows, (0, 1), False, torch.contiguous_format)
+                # in place on the fresh output, as offline: no second 330 kB tensor at 640 ms
+                return F.relu_(out) if not out.requires_grad else F.relu(out)
 
             h, out_lengths, stage_cache = causal_stride2_step(
                 conv, h, lengths, cache[i], consumed
@@ -524,11 +539,15 @@ def stream_step(
     """
     M = cache_size
     n = valid.sum(dim=1) if committed is None else committed  # (B,)
-    cache_pos = positions[:, :1] - M + torch.arange(M, device=valid.device)  # (B, M)
-    k_pos = torch.cat([cache_pos, positions], dim=1)  # (B, M + T)
-    k_valid = torch.cat([cache_pos >= 0, valid], dim=1)
-    mask = cached_attention_mask(positions, k_pos, valid, k_valid, context, stride)
     all_real = bool(valid.all())
+    if all_real and _sees_every_key(positions, context, M, stride):
+        mask = None
+    else:
+        cache_pos = positions[:, :1] - M + torch.arange(M, device=valid.device)  # (B, M)
+        k_pos = torch.cat([cache_pos, positions], dim=1)  # (B, M + T)
+        k_valid = torch.cat([cache_pos >= 0, valid], dim=1)
+        mask = cached_attention_mask(positions, k_pos, valid, k_valid, context, stride)
+        mask = None if bool(mask.all()) else mask
     cos, sin = rotary_tables(positions[:, :, None, None], inv_freq, torch.float32)
     advance = same_value(n)
     return StreamStep(
@@ -536,8 +555,28 @@ def stream_step(
         advance=n if advance is None else advance,
         cos=cos,
         sin=sin,
-        mask=None if bool(mask.all()) else mask,
+        mask=mask,
         cache_size=M,
+    )
+
+
+def _sees_every_key(positions: Tensor, context: Context, cache_size: int, stride: int) -> bool:
+    """Whether every query of a block of real frames at ``positions (B, T)`` may attend to every
+    key ``[cache, block]`` (the usual step: one whole chunk of each stream, its cache full), read
+    from the streams' first positions instead of building the mask (a dozen small operations).
+    ``False`` means "build it and see"."""
+    if stride != 1:
+        return False
+    starts = positions[:, 0].tolist()
+    if not starts or min(starts) < cache_size:  # cache slots before a stream's start
+        return False
+    if context is None:
+        return True
+    size = context[1] + 1
+    return (
+        positions.shape[1] <= size  # one chunk: no query before a later chunk's keys
+        and all(start % size == 0 for start in starts)
+        and cache_size <= (context[0] // size) * size  # the cache within every query's window
     )
 
 
@@ -784,8 +823,10 @@ class SelfAttention(RotaryAttentionBase):
             ``(out (B, T, D), keys, values)`` with the caches advanced past the valid frames.
         """
         B, T, D = x.shape
-        qkv = self.qkv(self.norm(x)).view(B, T, 3, self.num_heads, self.head_dim)
-        cos, sin = step.cos.to(qkv.dtype), step.sin.to(qkv.dtype)
+        qkv = projected(self.qkv, normed(self.norm, x)).view(B, T, 3, self.num_heads, self.head_dim)
+        cos, sin = step.cos, step.sin
+        if cos.dtype != qkv.dtype:
+            cos, sin = cos.to(qkv.dtype), sin.to(qkv.dtype)
         qk = apply_rotary(qkv[:, :, :2], cos, sin)  # queries and keys rotated in one pass
         q, k = qk.permute(2, 0, 3, 1, 4)  # (B, H, T, Dh) each
         v = qkv[:, :, 2].transpose(1, 2)
@@ -797,7 +838,7 @@ class SelfAttention(RotaryAttentionBase):
         out = masked_attention(q, k_all, v_all, step.mask, keep)
         M = step.cache_size  # the cache's newest slot becomes each stream's last real frame
         keys, values = take(k_all, step.advance, M, dim=2), take(v_all, step.advance, M, dim=2)
-        return self.proj(out.transpose(1, 2).reshape(B, T, D)), keys, values
+        return projected(self.proj, out.transpose(1, 2).reshape(B, T, D)), keys, values
 
 
 class ConvModule(nn.Module):
@@ -843,7 +884,7 @@ class ConvModule(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Causal mode only: ``x (B, T, D)`` new frames of ``step``, ``cache (B, K - 1, D)``
         the last depthwise inputs -> ``(out (B, T, D), new cache)``."""
-        x = F.glu(self.pointwise_in(self.norm_in(x)), dim=-1)  # (B, T, D)
+        x = F.glu(projected(self.pointwise_in, normed(self.norm_in, x)), dim=-1)  # (B, T, D)
         if step.keep is not None:
             x = x * step.keep.to(x.dtype)
         joined = torch.cat([cache, x], dim=1)  # (B, K - 1 + T, D)
@@ -859,7 +900,7 @@ class ConvModule(nn.Module):
         else:
             out = self.depthwise(joined.transpose(1, 2)).transpose(1, 2)  # (B, T, D)
         cache = take(joined, step.advance, self.kernel - 1, dim=1)
-        return self.pointwise_out(F.silu(self.norm_mid(out))), cache
+        return projected(self.pointwise_out, F.silu(normed(self.norm_mid, out))), cache
 
 
 class FeedForward(nn.Sequential):
@@ -887,6 +928,9 @@ class FeedForward(nn.Sequential):
 
     def forward(self, x: Tensor) -> Tensor:
         norm, up, act, dropout, down = self
+        if type(up) is Linear:  # an encoder's: four module calls fewer (a streaming step's)
+            h = dropped(dropout, F.silu(projected(up, normed(norm, x))))
+            return projected(down, h)
         return down(dropped(dropout, act(up(norm(x)))))
 
 

@@ -73,6 +73,7 @@ from suite.encoders.blocks import (
     dropped,
     frame_mask,
     lookahead,
+    normed,
     on_real_rows,
     real_rows,
     rotate,
@@ -165,7 +166,7 @@ class ConformerBlock(nn.Module):
         out, conv = self.conv.streaming_forward(x, step, conv)
         x = x + dropped(self.dropout, out)
         x = torch.add(x, dropped(self.dropout, self.ff2(x)), alpha=0.5)
-        return self.norm_out(x), (keys, values, conv)
+        return normed(self.norm_out, x), (keys, values, conv)
 
 
 @dataclass
@@ -281,7 +282,7 @@ def streaming_front(
     block, n, pending, pending_lengths = split_ready(
         state.pending,
         state.pending_lengths,
-        dropout(x),
+        dropped(dropout, x),
         n,
         state.context[1] + 1,
         flags,

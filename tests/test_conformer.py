@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -145,3 +147,33 @@ def test_conv_module_streaming_equals_causal_forward(streams, chunk):
         out, cache = conv.streaming_forward(piece, step, cache)
         outs.append(out)
     torch.testing.assert_close(torch.cat(outs, dim=1), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("context", [(8, 3), (6, 1), (7, 3), None])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_stream_step_mask_is_none_only_when_every_key_is_visible(context, stride):
+    """A step skips building its mask only when every query sees every key: its verdict
+    (read from the streams' first positions) agrees with the built mask for blocks of one or
+    two chunks, aligned to a chunk or not, with and without empty cache slots, with a cache
+    that fits the context's window or reaches past it."""
+    from suite.encoders.blocks import cache_frames, stream_step
+    from suite.kernels.attention import cached_attention_mask
+
+    inv_freq = torch.ones(2)
+    window = cache_frames(context if context is not None else (8, 3), stride)
+    skipped = 0
+    for M, T in itertools.product((window, window + 4), (1, 2, 4, 8)):  # + 4: past the window
+        for starts in ([0], [M - 1], [M], [M + 1], [M + 4], [M + 2, M + 6], [M + 4, M + 8]):
+            positions = torch.tensor(starts)[:, None] + torch.arange(T)
+            valid = torch.ones_like(positions, dtype=torch.bool)
+            step = stream_step(valid, positions, context, M, inv_freq, stride)
+            cache_pos = positions[:, :1] - M + torch.arange(M)
+            k_pos = torch.cat([cache_pos, positions], dim=1)
+            k_valid = torch.cat([cache_pos >= 0, valid], dim=1)
+            want = cached_attention_mask(positions, k_pos, valid, k_valid, context, stride)
+            if step.mask is None:
+                skipped += 1
+                assert bool(want.all()), (T, starts)
+            else:
+                assert torch.equal(step.mask, want) and not bool(want.all()), (T, starts)
+    assert skipped > 0  # the usual step (one aligned chunk, full cache) skips it
