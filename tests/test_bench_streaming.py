@@ -42,3 +42,6 @@ def test_bench_streaming_json_reports_each_context(monkeypatch, capsys):
         fps = {name: e[name]["frames_per_second"] for name in ("ours", "emformer")}
         assert e["throughput_ratio"] == fps["ours"] / fps["emformer"] > 0
         assert e["throughput_ratio_matched_size"] > 0
+        # the same comparison one chunk per turn: different timings, the same kind of figure
+        assert set(e["chunkwise"]) == {"throughput_ratio", "throughput_ratio_matched_size"}
+        assert all(v > 0 for v in e["chunkwise"].values())

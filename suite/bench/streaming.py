@@ -19,11 +19,14 @@ weights, so speed is measured without a trained model (error rates need one: the
   same utterances decoded offline in one batch;
 - against Emformer at matched width, depth, heads, feed-forward parameters (one feed-forward
   twice as wide as each of our macaron pair), segment (= our chunk) and left context, both fed
-  the same feature chunks of one stream through the same subsampling convolution: encoder
-  frames per second, and the ratio ours / Emformer, the three models stepped in turn on each
-  chunk (``EMFORMER_PASSES`` passes over the audio after a warm-up one); and against an
-  Emformer of matched size (the same, with feed-forwards widened until its parameter count
-  equals ours).
+  the same feature chunks of one stream through the same subsampling convolution, streamed
+  (cached across chunks, as a stream needs; until the fourteenth session Emformer's ran offline
+  on each chunk alone, which pads each chunk's start with zeros and skips the cache): encoder
+  frames per second, and the ratio ours / Emformer, the three models stepped in turns of
+  ``TURN_CHUNKS`` chunks (``EMFORMER_PASSES`` passes over the audio after a warm-up one; also
+  ``chunkwise``, one chunk per turn, see :func:`_frames_per_second`); and against an Emformer
+  of matched size (the same, with feed-forwards widened until its parameter count equals
+  ours).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ SECONDS, SAMPLE_RATE = 20.0, 16000
 MAX_STREAMS = 64
 BATCHED_STREAMS = 16
 EMFORMER_PASSES = 3
+TURN_CHUNKS = 8  # chunks a model runs per turn in the Emformer comparison
 
 
 def _model() -> AsrModel:
@@ -194,66 +198,91 @@ def _emformer_ratio(model: AsrModel, context: tuple[int, int], seconds: float) -
     segment, ahead = context[1] + 1, lookahead_frames(context)
 
     def ours_step(state: object, chunk: torch.Tensor) -> tuple[object, int]:
+        if state is None:
+            state = encoder.init_state(1, att_context=context)
         out, state = encoder.streaming_forward(chunk, lengths, state)
         return state, int(out.lengths.sum())
 
     def theirs_step(
         emformer: torch.nn.Module, state: object, chunk: torch.Tensor
     ) -> tuple[object, int]:
-        x, n = encoder.subsampling(chunk, lengths)  # the same subsampling, then Emformer's blocks
+        # The same subsampling, streamed as ours is (its cache carries the last frames across
+        # chunks, so each chunk's first frames see the stream's, not zero padding), then
+        # Emformer's blocks.
+        seen, cache, held, inner = state if state is not None else (0, None, None, None)
+        if cache is None:
+            cache = encoder.subsampling.init_cache(1)
+        x, n, cache = encoder.subsampling.streaming_forward(
+            chunk, lengths, cache, torch.tensor([seen])
+        )
+        seen += chunk.shape[1]
         if not ahead:
-            _, n, state = emformer.infer(x, n, state)
-            return state, int(n.sum())
+            _, n, inner = emformer.infer(x, n, inner)
+            return (seen, cache, None, inner), int(n.sum())
         # Emformer takes a segment with its right context after it: hold frames until then.
-        held, inner = state if state is not None else (x[:, :0], None)
-        x = torch.cat([held, x], dim=1)
+        x = x if held is None else torch.cat([held, x], dim=1)
         if x.shape[1] < segment + ahead:
-            return (x, inner), 0
+            return (seen, cache, x, inner), 0
         window = x[:, : segment + ahead]
         _, n, inner = emformer.infer(window, torch.tensor([window.shape[1]]), inner)
-        return (x[:, segment:], inner), int(n.sum())
+        return (seen, cache, x[:, segment:], inner), int(n.sum())
 
     steps = {"ours": ours_step} | {
         name: (lambda state, chunk, e=e: theirs_step(e, state, chunk))
         for name, e in emformers.items()
     }
+    parameters = {"ours": ours_size} | {
+        name: _parameters(e) + front for name, e in emformers.items()
+    }
+    out: dict = {}
+    for key, turn in (("", TURN_CHUNKS), ("chunkwise", 1)):
+        speed = _frames_per_second(steps, chunks, turn)
+        ratios = {
+            "throughput_ratio": speed["ours"] / speed["emformer"],
+            "throughput_ratio_matched_size": speed["ours"] / speed["emformer_matched_size"],
+        }
+        if key:
+            out[key] = ratios
+            continue
+        out |= {
+            name: {"frames_per_second": speed[name], "parameters": parameters[name]}
+            for name in steps
+        } | ratios
+    out["emformer"]["ffn_dim"] = dims_ffn
+    out["emformer_matched_size"]["ffn_dim"] = size_ffn
+    return out
+
+
+def _frames_per_second(steps: dict, chunks: tuple, turn: int) -> dict:
+    """Encoder frames per second of each of ``steps`` (``step(state, chunk) -> (state,
+    frames)``, ``None`` for a fresh stream's state) over ``chunks``, in
+    turns of ``turn`` chunks per model, the models' order cycling through every permutation,
+    over ``EMFORMER_PASSES`` passes after a warm-up one.
+
+    Turns (``TURN_CHUNKS`` = 8 since the fourteenth session; 30-80 ms of compute) leave each
+    model the caches it would have serving alone, and still absorb this machine's drift (up to
+    2x within minutes: timing each model over a whole pass, until the ninth session, moved the
+    ratios by up to 0.18 between runs). One chunk per turn (``chunkwise``, sessions ten to
+    thirteen, still reported) starts each step after two other models' 23 MB of weights went
+    through the caches, which costs the model with more, smaller operations more: at 320 ms
+    chunks, alternating chunk by chunk instead of whole passes, ours took 16-19% more time per
+    chunk and Emformer 8-12% more.
+    """
     names = list(steps)
     orders = list(itertools.permutations(names))
     elapsed = dict.fromkeys(names, 0.0)
     frames = dict.fromkeys(names, 0)
     for pass_ in range(EMFORMER_PASSES + 1):  # the first pass warms up
-        states = {"ours": encoder.init_state(1, att_context=context)} | {
-            name: None for name in emformers
-        }
-        for i, chunk in enumerate(chunks):
-            # Each chunk goes through the three models in turn, the order cycling through all six:
-            # this machine's speed drifts by up to 2x within minutes, which timing each model over
-            # a whole pass (until the ninth session: the median of 5 rounds' ratios) absorbed
-            # unevenly, moving the ratios by up to 0.18 between runs of the same code.
-            for name in orders[i % len(orders)]:
-                begin = time.perf_counter()
-                states[name], count = steps[name](states[name], chunk)
-                if pass_:
-                    elapsed[name] += time.perf_counter() - begin
-                    frames[name] += count
-    parameters = {"ours": ours_size} | {
-        name: _parameters(e) + front for name, e in emformers.items()
-    }
-    out: dict = {
-        name: {
-            "frames_per_second": frames[name] / elapsed[name],
-            "parameters": parameters[name],
-        }
-        for name in names
-    }
-    out["emformer"]["ffn_dim"] = dims_ffn
-    out["emformer_matched_size"]["ffn_dim"] = size_ffn
-    for key, name in (
-        ("throughput_ratio", "emformer"),
-        ("throughput_ratio_matched_size", "emformer_matched_size"),
-    ):
-        out[key] = out["ours"]["frames_per_second"] / out[name]["frames_per_second"]
-    return out
+        states = dict.fromkeys(names)
+        for i in range(0, len(chunks), turn):
+            for name in orders[(i // turn) % len(orders)]:
+                for chunk in chunks[i : i + turn]:
+                    begin = time.perf_counter()
+                    states[name], count = steps[name](states[name], chunk)
+                    if pass_:
+                        elapsed[name] += time.perf_counter() - begin
+                        frames[name] += count
+    return {name: frames[name] / elapsed[name] for name in names}
 
 
 def measure() -> dict:
@@ -329,16 +358,19 @@ def _markdown(result: dict) -> None:
     print(
         "| context | chunk + look-ahead (ms) | latency p50 / p95 (ms) | streaming RTFx | "
         "offline RTFx | "
-        "ratio | real-time streams | ours / Emformer (matched dims; matched size) |"
+        "ratio | real-time streams | ours / Emformer (matched dims; matched size) | "
+        "the same, chunk by chunk |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in result["contexts"].items():
         print(
             f"| {name} | {_chunk(r)} | {r['latency_p50_ms']:.1f} / "
             f"{r['latency_p95_ms']:.1f} | {r['streaming_rtfx']:.1f} | {r['offline_rtfx']:.1f} | "
             f"{r['streaming_over_offline_rtfx']:.2f} | {r['realtime_streams']} | "
             f"{r['emformer']['throughput_ratio']:.2f}; "
-            f"{r['emformer']['throughput_ratio_matched_size']:.2f} |"
+            f"{r['emformer']['throughput_ratio_matched_size']:.2f} | "
+            f"{r['emformer']['chunkwise']['throughput_ratio']:.2f}; "
+            f"{r['emformer']['chunkwise']['throughput_ratio_matched_size']:.2f} |"
         )
     print(
         f"\nBatched: {BATCHED_STREAMS} streams of the same audio, and as many as run in real "
