@@ -12,8 +12,10 @@ bench model (23 MB of weights, stepped beside two Emformers of the same size), 8
 
 On a CPU whose last-level cache holds the weights it is the other way round: an AVX-512 machine
 with 480 MB of L3 (torch 2.14, 2 cores) ran the streaming bench model's chunks against
-Emformer's at 0.81 / 0.82 / 0.89 of its speed at 4 / 8 / 16 rows this way, and at 1.02 / 0.98 /
-0.95 with ``F.linear`` (``suite bench streaming``'s comparison, matched size). So the
+Emformer's at 0.79 / 0.83 / 0.86 of its speed at 4 / 8 / 16 rows this way, at 1.02 / 1.02 /
+0.97 with ``F.linear`` and at 1.03 / 1.06 / 0.99 with ``F.linear`` on column-major weights
+(:class:`Linear`; ``suite bench streaming``'s comparison at matched size, stepped chunk by
+chunk). So the
 orientation is chosen by the last-level cache: below :data:`TRANSPOSED_BELOW` (or where sysfs
 does not tell), ``weight @ x.T``; else ``F.linear``. More rows keep ``F.linear`` either way
 (4 streams x 16 frames: 6-10% slower this way). The LM, whose small weights are reused at
