@@ -15,11 +15,10 @@ with 480 MB of L3 (torch 2.14, 2 cores) ran the streaming bench model's chunks a
 Emformer's at 0.79 / 0.83 / 0.86 of its speed at 4 / 8 / 16 rows this way, at 1.02 / 1.02 /
 0.97 with ``F.linear`` and at 1.03 / 1.06 / 0.99 with ``F.linear`` on column-major weights
 (:class:`Linear`; ``suite bench streaming``'s comparison at matched size, stepped chunk by
-chunk). So the
-orientation is chosen by the last-level cache: below :data:`TRANSPOSED_BELOW` (or where sysfs
-does not tell), ``weight @ x.T``; else ``F.linear``. More rows keep ``F.linear`` either way
-(4 streams x 16 frames: 6-10% slower this way). The LM, whose small weights are reused at
-once, keeps ``nn.Linear``. Autograd goes through either path.
+chunk). So the orientation is chosen by the last-level cache: below :data:`TRANSPOSED_BELOW`
+(or where sysfs does not tell), ``weight @ x.T``; else ``F.linear``. More rows keep
+``F.linear`` either way (4 streams x 16 frames: 6-10% slower this way). The LM, whose small
+weights are reused at once, keeps ``nn.Linear``. Autograd goes through either path.
 """
 
 from __future__ import annotations

@@ -70,3 +70,35 @@ def test_orientation_follows_the_last_level_cache(monkeypatch, tmp_path):
     assert last_level_cache_bytes() == 32 * 2**20
     monkeypatch.setattr(KERNELS_LINEAR, "CPU_CACHE", tmp_path / "none")
     assert last_level_cache_bytes() is None
+
+
+def test_column_major_weights_train_save_and_load(monkeypatch, tmp_path):
+    """Under ``F.linear`` the weight lies column by column; it trains, and a checkpoint (model,
+    optimizer state and EMA-style extra tensors, which safetensors wants contiguous) round-trips
+    into a new layer that keeps that layout."""
+    from suite.train.checkpoint import load_checkpoint, save_checkpoint
+
+    monkeypatch.setattr(KERNELS_LINEAR, "TRANSPOSED", False)
+    torch.manual_seed(0)
+    layer = Linear(24, 40)
+    assert layer.weight.shape == (40, 24) and layer.weight.stride() == (1, 40)
+    optimizer = torch.optim.AdamW(layer.parameters(), lr=1e-2)
+    x, target = torch.randn(16, 24), torch.randn(16, 40)
+    losses = []
+    for _ in range(20):
+        loss = F.mse_loss(layer(x), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0] and layer.weight.stride() == (1, 40)
+    extra = {"ema." + k: v.clone() for k, v in layer.state_dict().items()}
+    save_checkpoint(tmp_path, 20, layer.state_dict(), optimizer.state_dict(), {}, extra)
+    loaded = load_checkpoint(tmp_path / "step-00000020")
+    fresh = Linear(24, 40)
+    fresh.load_state_dict(loaded["model"])
+    assert fresh.weight.stride() == (1, 40)
+    torch.testing.assert_close(fresh(x), layer(x), rtol=0, atol=0)
+    torch.testing.assert_close(loaded["extra"]["ema.weight"], layer.weight, rtol=0, atol=0)
+    state = loaded["optimizer"]["state"][0]
+    torch.testing.assert_close(state["exp_avg"], optimizer.state[layer.weight]["exp_avg"])
