@@ -42,10 +42,10 @@ def last_level_cache_bytes() -> int | None:
     units = {"K": 2**10, "M": 2**20, "G": 2**30}
     sizes = []
     for path in CPU_CACHE.glob("index*/size"):
-        text = path.read_text().strip()
         try:
+            text = path.read_text().strip()
             sizes.append(int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text))
-        except (ValueError, IndexError):
+        except (OSError, ValueError, IndexError):  # unreadable, or not a size
             continue
     return max(sizes) if sizes else None
 

@@ -61,9 +61,10 @@ def test_orientation_follows_the_last_level_cache(monkeypatch, tmp_path):
     assert cache is None or cache > 0
     # sysfs sizes as Linux writes them ("32768K", "480M"); unreadable entries are skipped
     root = tmp_path / "cache"
-    for index, text in enumerate(["48K", "2048K", "491520K", "junk"]):
+    for index, text in enumerate(["48K", "2048K", "491520K", "junk", ""]):
         (root / f"index{index}").mkdir(parents=True)
         (root / f"index{index}" / "size").write_text(text + "\n")
+    (root / "index5" / "size").mkdir(parents=True)  # a size that cannot be read
     monkeypatch.setattr(KERNELS_LINEAR, "CPU_CACHE", root)
     assert last_level_cache_bytes() == 491520 * 1024
     (root / "index2" / "size").write_text("32M\n")
