@@ -80,10 +80,10 @@ class Linear(nn.Linear):
     in memory column by column (strides ``(1, N)``: a view of a contiguous ``(K, N)``), so
     ``F.linear``'s ``x @ weight.T`` multiplies by a contiguous matrix, which MKL's sgemm runs
     faster with few rows and no slower with many: 704 x 176, 4 / 8 / 16 rows 9.3 / 12.0 / 19.2
-    instead of 17.9 / 20.7 / 28.2 us; a layer's eight weights (of 64, 8 or 16 rows): 25-27%
-    less time; 512 or 4096 rows, forward and backward: within 3% either way (torch 2.14, 2
-    cores of an AVX-512 machine). Saving takes ``.contiguous()`` copies, as safetensors wants;
-    loading copies into the weight as it lies.
+    instead of 17.9 / 20.7 / 28.2 us; a layer's eight weights (of 64, 8 or 16 rows): 27% / 25%
+    less time; 512 or 4096 rows, forward or forward and backward, per weight shape: from 4%
+    slower to 6% faster (torch 2.14, 2 cores of an AVX-512 machine). Saving takes
+    ``.contiguous()`` copies, as safetensors wants; loading copies into the weight as it lies.
     """
 
     def __init__(self, *args: Any, **kwargs: Any):

@@ -209,9 +209,9 @@ def _emformer_ratio(model: AsrModel, context: tuple[int, int], seconds: float) -
         # The same subsampling, streamed as ours is (its cache carries the last frames across
         # chunks, so each chunk's first frames see the stream's, not zero padding), then
         # Emformer's blocks.
-        seen, cache, held, inner = state if state is not None else (0, None, None, None)
-        if cache is None:
-            cache = encoder.subsampling.init_cache(1)
+        if state is None:  # frames seen, subsampling cache, held frames, Emformer's state
+            state = (0, encoder.subsampling.init_cache(1), None, None)
+        seen, cache, held, inner = state  # type: ignore[misc]
         x, n, cache = encoder.subsampling.streaming_forward(
             chunk, lengths, cache, torch.tensor([seen])
         )
