@@ -123,7 +123,7 @@ def evaluate_cuts(
     with torch.inference_mode():
         for batch_cuts in sampler:
             batch = dataset[batch_cuts].to(device)
-            hyp = model.recognize(batch.features, batch.lengths, **decode_options)
+            hyp = model.recognize(batch.inputs, batch.lengths, **decode_options)
             audio_seconds += sum(c.duration for c in batch_cuts)
             refs += batch.texts
             hyps += [h.text for h in hyp]

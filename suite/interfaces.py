@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,34 +29,55 @@ class EncoderOutput:
 
 @dataclass
 class Batch:
-    """A training/evaluation batch, built by a dataset from lhotse cuts.
+    """A modality-neutral training/evaluation batch, built by a task's dataset.
 
     Attributes:
-        features: ``(B, T, F)`` features (or ``(B, C, H, W)`` images).
-        lengths: ``(B,)`` int64 valid frames per item.
-        targets: ``(B, U)`` int64 token ids, padded with 0.
-        target_lengths: ``(B,)`` int64 valid tokens per item.
-        texts: normalized reference texts.
-        ids: cut ids, in batch order.
+        inputs: ``(B, T, F)`` features, ``(B, C, H, W)`` images, ``(B, S)`` audio or ``(B, U)``
+            token ids, as the task's model reads them.
+        lengths: ``(B,)`` int64 valid steps per item (frames, samples or tokens; an image's
+            tokens are all valid).
+        targets: ``(B, U)`` int64 token ids padded with 0, or ``None`` (e.g. a codec or MAE
+            batch, whose target is its input).
+        target_lengths: ``(B,)`` int64 valid tokens per item, or ``None``.
+        texts: normalized reference texts, when the task has them.
+        ids: item ids (cut ids), in batch order.
+        prompts: per-item task or prompt (e.g. ``"transcribe"``, ``"caption"``), when a model
+            serves several; empty otherwise.
     """
 
-    features: Tensor
+    inputs: Tensor
     lengths: Tensor
-    targets: Tensor
-    target_lengths: Tensor
+    targets: Tensor | None = None
+    target_lengths: Tensor | None = None
     texts: list[str] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)
 
-    def to(self, device: Any) -> Batch:
+    def to(self, device: Any, non_blocking: bool = False) -> Batch:
         """A copy with every tensor moved to ``device``."""
-        return Batch(
-            self.features.to(device),
-            self.lengths.to(device),
-            self.targets.to(device),
-            self.target_lengths.to(device),
-            list(self.texts),
-            list(self.ids),
+
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device, non_blocking=non_blocking)
+
+        return dataclasses.replace(
+            self,
+            inputs=move(self.inputs),
+            lengths=move(self.lengths),
+            targets=move(self.targets),
+            target_lengths=move(self.target_lengths),
         )
+
+    def __len__(self) -> int:
+        return int(self.lengths.shape[0])
+
+    def require_targets(self, who: str) -> tuple[Tensor, Tensor]:
+        """``(targets, target_lengths)``, with a teaching error naming ``who`` when absent."""
+        if self.targets is None or self.target_lengths is None:
+            raise ValueError(
+                f"{who} needs token targets in the batch (targets, target_lengths); this batch "
+                "has none: train it with a task whose dataset gives text targets (e.g. asr)"
+            )
+        return self.targets, self.target_lengths
 
 
 @dataclass
@@ -110,11 +132,12 @@ def checked_targets(
     ``blank_id``. Positions past each length keep the batch's padding, or hold ``pad_id`` when
     it is given.
     """
-    target_lengths = batch.target_lengths.long()
+    targets, target_lengths = batch.require_targets("this head")
+    target_lengths = target_lengths.long()
     U = int(target_lengths.max()) if target_lengths.numel() else 0
-    if U > batch.targets.shape[1]:
-        raise ValueError(f"target_lengths reach {U} but targets hold {batch.targets.shape[1]}")
-    targets = batch.targets[:, :U].long()
+    if U > targets.shape[1]:
+        raise ValueError(f"target_lengths reach {U} but targets hold {targets.shape[1]}")
+    targets = targets[:, :U].long()
     valid = torch.arange(U, device=targets.device)[None] < target_lengths[:, None]  # (B, U)
     bad = valid & ((targets < 0) | (targets >= vocab_size) | (targets == blank_id))
     if bool(bad.any()):

@@ -79,7 +79,7 @@ class AsrModel(nn.Module):
         draws full context) is added with that weight."""
         distill = self.config.context_distillation if self.training else 0.0
         if not distill:
-            enc, teacher = self.encode(batch.features, batch.lengths), None
+            enc, teacher = self.encode(batch.inputs, batch.lengths), None
         else:
             enc, teacher = self._with_full_context_teacher(batch)
         out: dict[str, Tensor] = {}
@@ -103,14 +103,14 @@ class AsrModel(nn.Module):
         from suite.encoders.blocks import call_context  # model families import lazily
 
         context = call_context(self.encoder, "auto")
-        enc = self.encoder(batch.features, batch.lengths, att_context=context)
+        enc = self.encoder(batch.inputs, batch.lengths, att_context=context)
         if context is None:
             return enc, None
         training = self.encoder.training  # a frozen encoder stays in evaluation mode
         self.encoder.eval()
         try:
             with torch.no_grad():
-                teacher = self.encoder(batch.features, batch.lengths, att_context=None)
+                teacher = self.encoder(batch.inputs, batch.lengths, att_context=None)
         finally:
             self.encoder.train(training)
         return enc, teacher

@@ -26,12 +26,12 @@ def _fit_tiny(
     make_head: Callable[[], Head], batch: Batch, steps: int, width: int = 32, **loss_options
 ) -> tuple[torch.nn.Module, Head, list[float]]:
     torch.manual_seed(0)
-    encoder = torch.nn.Sequential(torch.nn.Linear(batch.features.shape[-1], width), torch.nn.Tanh())
+    encoder = torch.nn.Sequential(torch.nn.Linear(batch.inputs.shape[-1], width), torch.nn.Tanh())
     head = make_head()
     opt = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=1e-2)
     losses = []
     for _ in range(steps):
-        enc = EncoderOutput(encoder(batch.features), batch.lengths)
+        enc = EncoderOutput(encoder(batch.inputs), batch.lengths)
         loss = head.loss(enc, batch, **loss_options)["loss"]
         assert torch.isfinite(loss)
         opt.zero_grad()
@@ -44,7 +44,7 @@ def _fit_tiny(
 @pytest.fixture(scope="session")
 def fit_tiny() -> Callable[..., tuple[torch.nn.Module, Head, list[float]]]:
     """``fit_tiny(make_head, batch, steps, width=32, **loss_options)``: a tiny encoder (Linear
-    from ``batch.features``' width to ``width``, then Tanh) and the head ``make_head()`` after
+    from ``batch.inputs``' width to ``width``, then Tanh) and the head ``make_head()`` after
     ``steps`` Adam steps (lr 1e-2) on ``batch``, both in eval mode, and the losses."""
     return _fit_tiny
 

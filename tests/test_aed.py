@@ -61,7 +61,7 @@ def test_loss_falls_and_decoding_memorizes_both_tasks(trained):
     assert losses[-1] < 0.3 * losses[0], losses
     batch = make_batch()
     with torch.no_grad():
-        enc = EncoderOutput(encoder(batch.features), batch.lengths)
+        enc = EncoderOutput(encoder(batch.inputs), batch.lengths)
         for method in ("greedy", "beam"):
             hyps = head.decode(enc, method=method, task=TASKS)
             assert [h.tokens for h in hyps] == TARGETS, method
@@ -76,7 +76,7 @@ def test_loss_reduction_and_padding_invariance(trained):
     encoder, head, _ = trained(3)
     batch = make_batch()
     with torch.no_grad():
-        enc = EncoderOutput(encoder(batch.features), batch.lengths)
+        enc = EncoderOutput(encoder(batch.inputs), batch.lengths)
         full = head.loss(enc, batch, task=TASKS)["loss"]
         # Garbage in the padding frames, and more of them, changes nothing.
         T = enc.features.shape[1]
@@ -91,7 +91,7 @@ def test_loss_reduction_and_padding_invariance(trained):
         for b, (n, u) in enumerate(zip(LENGTHS, map(len, TARGETS), strict=True)):
             item = EncoderOutput(enc.features[b : b + 1, :n], enc.lengths[b : b + 1])
             targets = Batch(
-                batch.features,
+                batch.inputs,
                 batch.lengths[b : b + 1],
                 batch.targets[b : b + 1, :u],
                 torch.tensor([u]),
@@ -251,7 +251,7 @@ def test_clear_errors():
         targets = batch.targets.clone()
         targets[0, 1] = bad
         with pytest.raises(ValueError, match=f"target token {bad} .*vocab_size"):
-            head.loss(enc, Batch(batch.features, batch.lengths, targets, batch.target_lengths))
+            head.loss(enc, Batch(batch.inputs, batch.lengths, targets, batch.target_lengths))
     with pytest.raises(ValueError, match="even d_model that num_heads divides"):
         AedHead(input_dim=32, vocab_size=V, d_model=30, num_heads=4)
     with pytest.raises(ValueError, match="label_smoothing"):

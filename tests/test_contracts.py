@@ -234,12 +234,12 @@ def test_head_loss_finite_falls_and_reaches_every_parameter(name, encoder_name):
     def eval_loss() -> float:
         encoder.eval(), head.eval()
         with torch.no_grad():
-            return float(head.loss(encoder(batch.features, batch.lengths), batch)["loss"])
+            return float(head.loss(encoder(batch.inputs, batch.lengths), batch)["loss"])
 
     before = eval_loss()
     encoder.train(), head.train()
     for step in range(20):
-        losses = head.loss(encoder(batch.features, batch.lengths), batch)
+        losses = head.loss(encoder(batch.inputs, batch.lengths), batch)
         loss = losses["loss"]
         assert loss.dim() == 0 and torch.isfinite(loss), f"{name}: loss {loss} at step {step}"
         opt.zero_grad()
@@ -260,7 +260,7 @@ def test_head_decode_returns_one_hypothesis_per_item(name, encoder_name):
     head = tiny_head(name, encoder.output_dim).eval()
     batch = fixed_batch(encoder)
     with torch.no_grad():
-        hyps = head.decode(encoder(batch.features, batch.lengths))
+        hyps = head.decode(encoder(batch.inputs, batch.lengths))
     assert len(hyps) == len(batch.lengths)
     for hyp in hyps:
         assert isinstance(hyp, Hypothesis)
@@ -276,7 +276,7 @@ def test_head_padding_invariance(name, encoder_name):
     head = tiny_head(name, encoder.output_dim).eval()
     batch = fixed_batch(encoder)
     with torch.no_grad():
-        enc = encoder(batch.features, batch.lengths)
+        enc = encoder(batch.inputs, batch.lengths)
         B, T, D = enc.features.shape
         valid = torch.arange(T + 3)[None, :, None] < enc.lengths[:, None, None]
         noise = torch.randn(B, T + 3, D, generator=torch.Generator().manual_seed(4))

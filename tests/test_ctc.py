@@ -142,7 +142,7 @@ def test_loss_falls_training_a_tiny_model():
     opt = torch.optim.Adam(params, lr=1e-2)
     losses = []
     for _ in range(60):
-        out = EncoderOutput(encoder(batch.features), batch.lengths)
+        out = EncoderOutput(encoder(batch.inputs), batch.lengths)
         loss = head.loss(out, batch)["loss"]
         assert torch.isfinite(loss)
         opt.zero_grad()
@@ -150,7 +150,7 @@ def test_loss_falls_training_a_tiny_model():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.3 * losses[0]
-    out = EncoderOutput(encoder(batch.features), batch.lengths)
+    out = EncoderOutput(encoder(batch.inputs), batch.lengths)
     hyps = head.decode(out, method="beam")
     targets = [batch.targets[b, : batch.target_lengths[b]].tolist() for b in range(3)]
     assert [h.tokens for h in hyps] == targets  # memorized the fixed batch

@@ -76,8 +76,8 @@ def test_batch_shapes_lengths_targets_and_order(cuts):
     samples = torch.tensor([round(s * SR) for _, s, _ in ITEMS])
     frames = fbank.num_frames(samples)
     assert batch.lengths.dtype == torch.int64 and batch.lengths.tolist() == frames.tolist()
-    assert batch.features.shape == (3, int(frames.max()), 80)
-    assert batch.features.dtype == torch.float32 and torch.isfinite(batch.features).all()
+    assert batch.inputs.shape == (3, int(frames.max()), 80)
+    assert batch.inputs.dtype == torch.float32 and torch.isfinite(batch.inputs).all()
 
     assert batch.target_lengths.dtype == torch.int64 and batch.targets.dtype == torch.int64
     assert batch.target_lengths.tolist() == [len(t) for t in batch.texts]
@@ -94,8 +94,8 @@ def test_features_equal_the_frontend_on_load_audio(cuts, tmp_path):
         wave = torch.from_numpy(load_audio(tmp_path / f"{rec_id}.wav"))
         alone, length = fbank(wave[None], torch.tensor([wave.shape[0]]))
         n = int(length)
-        torch.testing.assert_close(batch.features[i, :n], alone[0], atol=1e-4, rtol=0)
-        assert (batch.features[i, n:] == 0).all()
+        torch.testing.assert_close(batch.inputs[i, :n], alone[0], atol=1e-4, rtol=0)
+        assert (batch.inputs[i, n:] == 0).all()
 
 
 def test_sampler_batches_cover_every_cut(cuts):

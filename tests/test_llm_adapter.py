@@ -245,7 +245,7 @@ def test_frame_stacking_ignores_padding_frames():
 def test_loss_counts_the_answer_tokens_only():
     head, tok = adapter(), CharTokenizer()
     batch = utterances(TEXTS, tok)
-    enc = FrameEncoder()(batch.features, batch.lengths)
+    enc = FrameEncoder()(batch.inputs, batch.lengths)
     embeds, targets, mask, lengths = head.sequences(enc, batch.targets, batch.target_lengths)
     n = torch.div(batch.lengths + 1, 2, rounding_mode="floor")  # audio positions (stack 2)
     P = len(tok.encode("say"))
@@ -275,7 +275,7 @@ def test_frozen_lm_gets_no_gradient_and_keeps_its_weights():
     head.train()
     assert not head.lm.training  # a frozen LM stays in eval mode
     for _ in range(3):
-        loss = head.loss(encoder(batch.features, batch.lengths), batch)["loss"]
+        loss = head.loss(encoder(batch.inputs, batch.lengths), batch)["loss"]
         opt.zero_grad()
         loss.backward()
         assert all(p.grad is None for p in head.lm.parameters())
@@ -298,14 +298,14 @@ def test_loss_falls_and_greedy_decoding_reproduces_a_few_utterances(freeze):
     losses = []
     head.train()
     for _ in range(200 if freeze else 100):  # a frozen LM is steered by the audio alone
-        loss = head.loss(encoder(batch.features, batch.lengths), batch)["loss"]
+        loss = head.loss(encoder(batch.inputs, batch.lengths), batch)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.1 * losses[0], losses[::10]
     head.eval()
-    hyps = head.decode(encoder(batch.features, batch.lengths), tokenizer=tok)
+    hyps = head.decode(encoder(batch.inputs, batch.lengths), tokenizer=tok)
     assert [h.text for h in hyps] == TEXTS
 
 
@@ -314,7 +314,7 @@ def test_padding_invariance_with_a_prompt():
     spread(head.lm)
     batch = utterances(TEXTS, CharTokenizer())
     with torch.no_grad():
-        enc = encoder(batch.features, batch.lengths)
+        enc = encoder(batch.inputs, batch.lengths)
         hyps, loss = head.decode(enc), head.loss(enc, batch)["loss"]
         alone = []
         for b in range(3):
@@ -323,7 +323,7 @@ def test_padding_invariance_with_a_prompt():
             hyp = head.decode(item)[0]
             assert hyp.tokens == hyps[b].tokens and abs(hyp.score - hyps[b].score) < 1e-4
             targets = batch.targets[b : b + 1, :u]
-            one = Batch(batch.features, enc.lengths[b : b + 1], targets, torch.tensor([u]))
+            one = Batch(batch.inputs, enc.lengths[b : b + 1], targets, torch.tensor([u]))
             alone.append(head.loss(item, one)["loss"])
     assert any(len(h.tokens) > 2 for h in hyps)  # power: it does generate
     torch.testing.assert_close(loss, torch.stack(alone).mean())

@@ -190,4 +190,4 @@ def test_a_packed_example_loads_as_one_utterance(tmp_path) -> None:
     assert abs(int(batch.lengths[0]) - 150) <= 3  # frames of 1.5 s at a 10 ms hop
     audio = example.load_audio()  # (1, S): the members' samples one after another
     np.testing.assert_allclose(audio[0, 8000:19200], parts[1].load_audio()[0], atol=1e-6)
-    assert torch.isfinite(batch.features).all()
+    assert torch.isfinite(batch.inputs).all()

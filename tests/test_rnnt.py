@@ -66,7 +66,7 @@ def test_loss_falls_and_greedy_memorizes_a_tiny_batch(predictor, trained):
     encoder, head, losses = trained(predictor, 50)
     assert losses[-1] < 0.2 * losses[0]
     batch = make_batch()
-    enc = EncoderOutput(encoder(batch.features), batch.lengths)
+    enc = EncoderOutput(encoder(batch.inputs), batch.lengths)
     targets = [batch.targets[b, : batch.target_lengths[b]].tolist() for b in range(3)]
     assert [h.tokens for h in head.decode(enc)] == targets
     # Beam search emits one symbol per frame at most, which the trained alignment may not
@@ -165,7 +165,7 @@ def test_loss_reduction_is_per_token_mean():
     per_utt = [
         head.loss(
             EncoderOutput(enc.features[b : b + 1, :n], batch.lengths[b : b + 1]),
-            Batch(batch.features, batch.lengths[b : b + 1], batch.targets[b : b + 1], u[None]),
+            Batch(batch.inputs, batch.lengths[b : b + 1], batch.targets[b : b + 1], u[None]),
         )["loss"]
         for b, (n, u) in enumerate(zip(batch.lengths.tolist(), batch.target_lengths, strict=True))
     ]
@@ -292,7 +292,7 @@ def test_clear_errors_for_bad_inputs():
         targets = batch.targets.clone()
         targets[0, 1] = bad
         with pytest.raises(ValueError, match=f"target token {bad} .*vocab_size"):
-            head.loss(enc, Batch(batch.features, batch.lengths, targets, batch.target_lengths))
+            head.loss(enc, Batch(batch.inputs, batch.lengths, targets, batch.target_lengths))
     empty = EncoderOutput(enc.features, torch.tensor([12, 0, 6]))
     with pytest.raises(ValueError, match="at least one encoder frame"):
         head.loss(empty, batch)

@@ -322,7 +322,7 @@ def test_loss_weights_scale_each_heads_loss(tiny_corpus, tmp_path):
         losses[len(weights)] = {k: v.item() for k, v in trainer.model.loss(batch).items()}
     # Either head of the hybrid decodes; the first listed is the default.
     for head in ("ctc", "rnnt"):
-        hyps = trainer.model.recognize(batch.features, batch.lengths, head=head)
+        hyps = trainer.model.recognize(batch.inputs, batch.lengths, head=head)
         assert len(hyps) == 2 and all(isinstance(h.text, str) for h in hyps)
     assert list(trainer.model.heads) == ["ctc", "rnnt"]
     plain, weighted = losses[0], losses[2]

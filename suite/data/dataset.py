@@ -189,7 +189,7 @@ class AsrDataset(Dataset):
         for i, ids in enumerate(tokens):
             targets[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         return Batch(
-            features=features,
+            inputs=features,
             lengths=frame_lengths.long(),
             targets=targets,
             target_lengths=target_lengths,

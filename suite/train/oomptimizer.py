@@ -192,7 +192,7 @@ class TrainingStep:
         features = torch.randn(size, frames, self._frontend.output_dim, device=self.device)
         targets = torch.randint(1, self.vocab_size, (size, tokens), device=self.device)  # (B, U)
         return Batch(
-            features=features,  # (B, T, F)
+            inputs=features,  # (B, T, F)
             lengths=torch.full((size,), frames, dtype=torch.long, device=self.device),
             targets=targets,
             target_lengths=torch.full((size,), tokens, dtype=torch.long, device=self.device),
