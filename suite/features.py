@@ -90,7 +90,7 @@ class Fbank(Frontend):
     ) -> None:
         super().__init__()
         self.sample_rate = int(sample_rate)
-        self.output_dim = int(n_mels)
+        self.input_dim = int(n_mels)
         self.win_ms, self.hop_ms = float(win_ms), float(hop_ms)
         self.win_length = int(round(sample_rate * win_ms / 1000))
         self.hop_length = int(round(sample_rate * hop_ms / 1000))
@@ -121,7 +121,7 @@ class Fbank(Frontend):
             n_freqs=self.n_fft // 2 + 1,
             f_min=float(f_min),
             f_max=f_max,
-            n_mels=self.output_dim,
+            n_mels=self.input_dim,
             sample_rate=self.sample_rate,
             norm=None,
             mel_scale="htk",
@@ -130,7 +130,7 @@ class Fbank(Frontend):
 
     def extra_repr(self) -> str:
         return (
-            f"sample_rate={self.sample_rate}, n_mels={self.output_dim}, win={self.win_length}, "
+            f"sample_rate={self.sample_rate}, n_mels={self.input_dim}, win={self.win_length}, "
             f"hop={self.hop_length}, n_fft={self.n_fft}"
         )
 
@@ -204,7 +204,7 @@ class Fbank(Frontend):
         batch = audio.shape[0]
         num = int(frame_lengths.max()) if batch else 0
         if num == 0:
-            return audio.new_zeros(batch, 0, self.output_dim), frame_lengths
+            return audio.new_zeros(batch, 0, self.input_dim), frame_lengths
         # Only the samples the valid frames cover, so extra padding never adds frames.
         audio = audio[:, : (num - 1) * self.hop_length + self.win_length]
         frames = audio.unfold(1, self.win_length, self.hop_length)  # (B, T, W)

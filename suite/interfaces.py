@@ -152,17 +152,24 @@ def checked_targets(
 
 
 class Frontend(nn.Module):
-    """Turns raw signals into features.
+    """Turns raw signals into what an encoder reads, and says what that is.
 
     Audio frontends take ``audio (B, S)`` float waveforms at ``sample_rate`` and ``lengths (B,)``
-    in samples, and return ``(features (B, T, F), lengths (B,))``.
+    in samples, and return ``(features (B, T, input_dim), lengths (B,))``. Image frontends take
+    ``(B, C, H, W)`` and give the encoder images of ``input_size``.
+
+    Attributes:
+        input_dim: the feature width ``F`` the encoder is built for (audio).
+        sample_rate: the audio rate the frontend expects (audio).
+        input_size: ``(H, W)`` of the images the encoder is built for (images).
     """
 
-    output_dim: int
+    input_dim: int
     sample_rate: int
+    input_size: tuple[int, int]
 
     @abstractmethod
-    def forward(self, audio: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]: ...
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]: ...
 
 
 class Encoder(nn.Module):

@@ -140,7 +140,7 @@ def build_model(config: ModelConfig, tokenizer: Tokenizer) -> AsrModel:
     ``tokenizer`` (one that encodes text of its own, as the LLM adapter's prompt) gets it too.
     """
     frontend = registry.create_from_spec("frontend", config.frontend)
-    encoder = registry.create_from_spec("encoder", config.encoder, input_dim=frontend.output_dim)
+    encoder = registry.create_from_spec("encoder", config.encoder, input_dim=frontend.input_dim)
     heads = {}
     for name, spec in config.heads.items():
         extra = {"input_dim": encoder.output_dim, "vocab_size": tokenizer.vocab_size}

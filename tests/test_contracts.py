@@ -399,7 +399,7 @@ def test_streaming_with_chunked_fbank_equals_offline(name, context, causal_subsa
         causal=True,
         causal_subsampling=causal_subsampling,
         att_context=context,
-        input_dim=frontend.output_dim,
+        input_dim=frontend.input_dim,
     )
     encoder.eval()
     g = torch.Generator().manual_seed(3)

@@ -28,7 +28,7 @@ def speechlike(num: int, seed: int = 0) -> torch.Tensor:
 def test_registered_as_fbank():
     assert "fbank" in list_frontends()
     frontend = create_frontend("fbank", n_mels=40)
-    assert isinstance(frontend, Fbank) and frontend.output_dim == 40 and frontend.sample_rate == SR
+    assert isinstance(frontend, Fbank) and frontend.input_dim == 40 and frontend.sample_rate == SR
 
 
 def test_shapes_and_frame_count(fbank):

@@ -189,7 +189,7 @@ class TrainingStep:
     def batch(self, duration: float, tokens: int, size: int) -> Batch:
         """A random batch of ``size`` cuts, each ``duration`` seconds long with ``tokens``."""
         frames = self.frames(duration)
-        features = torch.randn(size, frames, self._frontend.output_dim, device=self.device)
+        features = torch.randn(size, frames, self._frontend.input_dim, device=self.device)
         targets = torch.randint(1, self.vocab_size, (size, tokens), device=self.device)  # (B, U)
         return Batch(
             inputs=features,  # (B, T, F)
