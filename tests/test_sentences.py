@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import re
+from importlib import resources
 from itertools import islice
 
 import pytest
 
-from suite.data import sentences
+from suite.data.lexicon import article, lexicon
 from suite.data.sentences import (
     MAX_WORDS,
     MIN_WORDS,
     SentenceGenerator,
-    article,
-    lexicon,
     read_text_file,
     speakable,
 )
@@ -113,4 +112,4 @@ def test_read_text_file_errors_teach(tmp_path):
 
 def test_word_files_are_package_data():
     # The lists ship with the package (pyproject package-data), not beside the repository.
-    assert (sentences.resources.files("suite.data") / "words" / "nouns.txt").is_file()
+    assert (resources.files("suite.data") / "words" / "nouns.txt").is_file()
