@@ -15,8 +15,9 @@ from lhotse import CutSet
 from suite.bench.sampler import metadata_cut
 from suite.cli import main
 from suite.config import load_recipe, recipe_from_dict
-from suite.data.bucketing import Buckets, search_batch_sizes
+from suite.data.bucketing import Buckets
 from suite.data.packing import members
+from suite.data.planning import search_batch_sizes
 from suite.data.sampling import build_sampler
 from suite.errors import UserError
 from suite.tokenizers import CharTokenizer

@@ -15,14 +15,8 @@ from lhotse import CutSet
 
 from suite.bench.sampler import count_tokens, metadata_cut, synthetic_cuts
 from suite.cli import main
-from suite.data.bucketing import (
-    Buckets,
-    bucket_batch_sizes,
-    estimate_bins,
-    estimate_buckets,
-    padded_cost,
-    search_batch_sizes,
-)
+from suite.data.bucketing import Buckets, estimate_bins, estimate_buckets
+from suite.data.planning import bucket_batch_sizes, padded_cost, search_batch_sizes
 from suite.data.sampling import BucketingSampler, build_sampler
 from suite.errors import UserError
 from suite.tokenizers import CharTokenizer

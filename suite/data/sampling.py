@@ -2,11 +2,11 @@
 
 ``{"name": "suite_bucketing", "num_buckets": 100}`` is :class:`BucketingSampler` (bins estimated
 from the data, padded-cost budget, roll-over of left-overs, exact resume; see
-:mod:`suite.data.bucketing`; per-bucket batch sizes measured by ``suite data oomptimize``;
-packing of short cuts, :mod:`suite.data.packing`); ``{"name": "dynamic_bucketing",
-"num_buckets": 30}`` is lhotse's ``DynamicBucketingSampler``; ``{"name": "simple"}`` is lhotse's
-``SimpleCutSampler`` (naive random batching). Every sampler is seeded, reshuffles per
-``set_epoch``, and shards by rank.
+:mod:`suite.data.bucketing` and :mod:`suite.data.planning`; per-bucket batch sizes measured by
+``suite data oomptimize``; packing of short cuts, :mod:`suite.data.packing`);
+``{"name": "dynamic_bucketing", "num_buckets": 30}`` is lhotse's ``DynamicBucketingSampler``;
+``{"name": "simple"}`` is lhotse's ``SimpleCutSampler`` (naive random batching). Every sampler
+is seeded, reshuffles per ``set_epoch``, and shards by rank.
 """
 
 from __future__ import annotations
@@ -23,16 +23,9 @@ from lhotse.cut import Cut
 from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 from lhotse.dataset.sampling.base import CutSampler
 
-from suite.data.bucketing import (
-    Buckets,
-    Budget,
-    cut_lengths,
-    estimate_bins,
-    padded_cost,
-    plan_window,
-    token_counter,
-)
+from suite.data.bucketing import Buckets, cut_lengths, estimate_bins, token_counter
 from suite.data.packing import pack_cut, pack_rows, packed_lengths
+from suite.data.planning import Budget, padded_cost, plan_window
 from suite.errors import UserError
 
 SAMPLERS = ("suite_bucketing", "dynamic_bucketing", "simple")
@@ -48,7 +41,7 @@ class BucketingSampler(CutSampler):
     cell) are batched together until ``batch size x the longest cut's cost`` reaches
     ``max_duration``; left-over cuts roll over into the next longer bucket. At each step all
     ranks draw from the same bucket, every rank gets the same number of batches, and every cut
-    is in exactly one batch of one rank (see :func:`~suite.data.bucketing.plan_window`).
+    is in exactly one batch of one rank (see :func:`~suite.data.planning.plan_window`).
 
     The plan of an epoch depends only on ``(seed, epoch)`` and the cuts, so re-iterating an
     epoch and skipping ``n`` batches continues exactly; :meth:`state_dict` and
@@ -70,7 +63,7 @@ class BucketingSampler(CutSampler):
         quadratic_duration: adds the attention term ``d**2 / q`` to each cut's cost.
         max_tokens: padded output tokens per batch (``size x max tokens``), when set.
         bucket_batch_size: per-cell caps on the batch size (roll-over order), e.g. measured on
-            GPU with :func:`~suite.data.bucketing.search_batch_sizes`.
+            GPU with :func:`~suite.data.planning.search_batch_sizes`.
         shuffle: shuffle inside buckets and the order of batches; ``False`` goes short to long.
         seed: the epoch's plan is drawn from ``(seed, epoch)``.
         world_size: number of ranks (default: from the environment, like lhotse).

@@ -3,10 +3,10 @@
 After NeMo's OOMptimizer: build the recipe's model and, for each bucket of its sampler, run a
 full training step (forward, loss, backward, clipping, optimizer step and EMA, under the
 recipe's precision) on a synthetic batch of the bucket's longest shape, growing the batch size
-geometrically and then bisecting (:func:`~suite.data.bucketing.search_batch_sizes`). The sizes
+geometrically and then bisecting (:func:`~suite.data.planning.search_batch_sizes`). The sizes
 and the bins go into a copy of the recipe, as ``data.sampler.bucket_batch_size``, which
 ``suite train`` reads. What differs from NeMo's: the search skips what the shape order already
-tells (see :func:`~suite.data.bucketing.search_batch_sizes`), and CPU memory can be measured.
+tells (see :func:`~suite.data.planning.search_batch_sizes`), and CPU memory can be measured.
 
 Dims: B - batch, T - feature frames, F - feature bins, U - output tokens, C - bucket cells.
 
@@ -56,14 +56,8 @@ from lhotse import CutSet
 
 from suite import registry
 from suite.config import Recipe, load_recipe, recipe_from_dict
-from suite.data.bucketing import (
-    Buckets,
-    cut_lengths,
-    estimate_bins,
-    padded_cost,
-    search_batch_sizes,
-    token_counter,
-)
+from suite.data.bucketing import Buckets, cut_lengths, estimate_bins, token_counter
+from suite.data.planning import padded_cost, search_batch_sizes
 from suite.errors import UserError
 from suite.interfaces import Batch, Tokenizer
 from suite.io import atomic_write_text
