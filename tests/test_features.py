@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchaudio
 
+from suite.data.collate import pad_sequences
 from suite.features import Fbank, FbankState, FrontendError
 from suite.registry import create_frontend, list_frontends
 
@@ -59,10 +61,8 @@ def test_silence_stays_finite(fbank):
 
 def test_padding_invariance(fbank):
     items = [speechlike(n, seed=n) for n in (16000, 9001, 4321, 399)]
-    lengths = torch.tensor([x.shape[0] for x in items])
-    batch = torch.full((len(items), 17000), 123.0)  # loud junk padding must not matter
-    for i, x in enumerate(items):
-        batch[i, : x.shape[0]] = x
+    batch, lengths = pad_sequences(items, padding_value=123.0)  # loud junk padding must not matter
+    batch = F.pad(batch, (0, 1000), value=123.0)  # and even the longest item is padded
     feats, out_lengths = fbank(batch, lengths)
     assert feats.shape[1] == int(out_lengths.max())  # no frames made of padding alone
     for i, x in enumerate(items):
@@ -84,10 +84,10 @@ def run_chunked(fbank: Fbank, streams: list[torch.Tensor], seed: int, max_chunk:
             min(int(torch.randint(0, max_chunk + 1, (), generator=g)), x.shape[0] - p)
             for p, x in zip(pos, streams, strict=True)
         ]
-        chunk = torch.zeros(len(streams), max(sizes) + 3)  # a little extra padding
-        for i, (p, n) in enumerate(zip(pos, sizes, strict=True)):
-            chunk[i, :n] = streams[i][p : p + n]
-        (feats, lengths), state = fbank.streaming_forward(chunk, torch.tensor(sizes), state)
+        pieces = [x[p : p + n] for x, p, n in zip(streams, pos, sizes, strict=True)]
+        chunk, chunk_lengths = pad_sequences(pieces)
+        chunk = F.pad(chunk, (0, 3))  # a little extra padding
+        (feats, lengths), state = fbank.streaming_forward(chunk, chunk_lengths, state)
         assert isinstance(state, FbankState)
         assert state.samples.shape == (len(streams), fbank.win_length - 1)
         assert (state.lengths < fbank.win_length).all()
