@@ -28,6 +28,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -83,14 +84,24 @@ def _labels_per_frame(head: RnntHead, enc: EncoderOutput) -> float:
     return sum(len(h.tokens) for h in hyps) / int(enc.lengths.sum())
 
 
+def _sharpened_head(name: str, out: Callable[[Any], torch.nn.Linear]) -> Any:
+    """The ``small`` preset of head ``name`` with random weights and its output layer (``out``
+    of the head) scaled up.
+
+    Random init gives nearly flat posteriors, on which the decoder's choices hinge on noise
+    (the RNN-T label rate jumps from none to every frame over a tiny range of blank bias, and
+    near-tied AED beams swap on float noise); a trained head's posteriors are sharp, and
+    sharpening the random ones makes the work per frame and per label like a trained model's.
+    """
+    torch.manual_seed(0)
+    head = suite.create_head(name, preset="small", input_dim=WIDTH, vocab_size=VOCAB).eval()
+    out(head).weight.mul_(8.0)
+    return head
+
+
 def _calibrated_head() -> RnntHead:
     """The random head, sharpened, with the blank bias that gives about ``LABELS_PER_FRAME``."""
-    torch.manual_seed(0)
-    head = suite.create_head("rnnt", preset="small", input_dim=WIDTH, vocab_size=VOCAB).eval()
-    # Random init gives nearly flat posteriors (logit std ~0.3), where the label rate jumps
-    # from none to every frame within a tenth of a nat of blank bias; a trained joiner's are
-    # sharp. Logits of std ~2 make the rate a smooth function of the bias.
-    head.joiner.out.weight.mul_(8.0)
+    head = _sharpened_head("rnnt", lambda h: h.joiner.out)
     calibration = _frames(8, FRAMES, seed=1)
     base = float(head.joiner.out.bias[head.blank_id])
     low, high = 0.0, 16.0  # a higher blank bias emits fewer labels
@@ -106,9 +117,7 @@ def _calibrated_head() -> RnntHead:
 
 def _aed_head() -> AedHead:
     """The random AED head, sharpened, that never chooses eos before its length limit."""
-    torch.manual_seed(0)
-    head = suite.create_head("aed", preset="small", input_dim=WIDTH, vocab_size=VOCAB).eval()
-    head.decoder.out.weight.mul_(8.0)
+    head = _sharpened_head("aed", lambda h: h.decoder.out)
     head.decoder.out.bias[head.eos_id] = -30.0
     return head
 
