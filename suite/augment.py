@@ -120,10 +120,10 @@ class SpecAugment:
 
     Args:
         time_warp_factor: maximum warp in frames; ``None`` (the default) or 0 disables
-            warping. Off by default, as in NeMo: on our 2-5 s utterances lhotse's warp of up
-            to 80 frames left the warped features correlated only 0.2-0.5 with the originals,
-            and a Conformer-CTC trained with it never left the CTC plateau (dev WER stayed
-            near 100% after 3200 steps), while the same run without it learned.
+            warping. Off by default, as in NeMo: on short utterances lhotse's warp of up to 80
+            frames moves a large share of the frames and leaves features that speech never
+            makes, and a Conformer-CTC trained with it did not leave the CTC plateau while the
+            same run without it learned.
         num_feature_masks: frequency masks per item.
         features_mask_size: maximum width of a frequency mask in bins.
         num_frame_masks: time masks per item (at most; the fraction below may allow fewer).

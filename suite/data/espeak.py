@@ -1,7 +1,8 @@
 """An in-process binding to libespeak-ng (``ctypes``), loaded once per process.
 
-Spawning the ``espeak-ng`` command costs about 110 ms per utterance, mostly process start and
-voice-data loading; calling the library in-process synthesizes the same audio many times faster.
+Spawning the ``espeak-ng`` command for every utterance pays for process start and voice-data
+loading each time; the library, loaded once per process, pays for them once and gives the same
+audio.
 Only the handful of calls corpus synthesis needs are bound (see ``espeak-ng/speak_lib.h``).
 
 libespeak-ng keeps global state, so one process holds one :class:`Espeak` (``Espeak.get()``);

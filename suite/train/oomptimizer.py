@@ -78,7 +78,7 @@ GIB = 2**30
 # but never touched (malloc arenas, thread stacks) must not fail a probe that fits.
 _ADDRESS_SLACK = 512 * 2**20
 # Imported once by the CPU probes' fork server rather than by every probe: the registry's
-# families, and torch._dynamo, which the first optimizer of a process imports (seconds).
+# families, and torch._dynamo, which the first optimizer of a process imports (slowly).
 _PRELOAD = ("suite.features", "suite.tokenizers", "suite.encoders", "suite.heads", "torch._dynamo")
 
 
@@ -332,7 +332,7 @@ class CpuProbe:
         self.probes: list[Probe] = []
         self.context = multiprocessing.get_context("forkserver")
         # Children fork from a server that has imported torch and the suite once (_PRELOAD):
-        # each probe then starts in a fraction of a second, from the same baseline.
+        # a probe then pays for no imports, and every probe starts from the same baseline.
         self.context.set_forkserver_preload([__name__, *_PRELOAD])
 
     def __call__(self, duration: float, tokens: int | None, size: int) -> bool:
