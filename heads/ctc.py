@@ -288,7 +288,7 @@ class CtcHead(Head):
         vocab_size: V, output classes including the blank.
         blank_id: index of the blank (0 in every suite tokenizer).
         lm: a token-level LM to decode with (``None``: none): an LM package folder from
-            ``suite train-lm`` over the same tokenizer, or :class:`~suite.heads.lm.TransformerLM`
+            ``suite train`` (an ``lm`` recipe) over the same tokenizer, or :class:`~suite.heads.lm.TransformerLM`
             options (as a saved package records it; the weights are in the package). It is frozen:
             CTC training never changes it. With an LM, ``decode`` defaults to ``"beam"``.
         tokenizer: the task model's tokenizer (``build_model`` passes it): an LM package's

@@ -17,7 +17,7 @@ CTC, RNN-T and AED heads' losses. Decoding is the AED head's batched greedy or b
 next-token log-probabilities, with its KV cache (:class:`LmScorer`).
 
 What differs from SLAM-ASR: the LM is the small :class:`~suite.heads.lm.TransformerLM` that
-``suite train-lm`` pre-trains on the corpus text (any module with the
+``suite train`` (an ``lm`` recipe) pre-trains on the corpus text (any module with the
 :class:`~suite.heads.lm.CausalLM` interface works), it may be frozen or trained with the rest
 (no LoRA), and there is no chat template around the audio and the prompt (``USER: ...
 ASSISTANT:``): the sequence boundary, the audio, then the prompt.
@@ -123,7 +123,7 @@ class LlmAdapterHead(Head):
     Args:
         input_dim: D, width of the encoder features.
         vocab_size: V, the tokenizer's vocabulary; the LM's must equal it.
-        lm: the language model: an LM package folder written by ``suite train-lm`` (its weights
+        lm: the language model: an LM package folder written by ``suite train`` (an ``lm`` recipe) (its weights
             and options), a mapping of :class:`~suite.heads.lm.TransformerLM` options (a fresh
             LM; a saved model package records this form), or any module implementing
             :class:`~suite.heads.lm.CausalLM`.

@@ -529,13 +529,13 @@ def load_lm_package(directory: str | Path) -> LmPackage:
     if missing:
         raise UserError(
             f"{directory} is not an LM package: missing {', '.join(missing)}; pre-train one "
-            f"with `suite train-lm recipes/lm/espeak_text_lm.yaml` (it writes RUN/model)"
+            f"with `suite train recipes/lm/espeak_text_lm.yaml` (it writes RUN/model)"
         )
     raw = yaml.safe_load((directory / "config.yaml").read_text()) or {}
     if raw.get("task") != "lm":
         raise UserError(
             f"{directory} holds a '{raw.get('task')}' package, not an LM (task: lm); an LM "
-            f"package comes from `suite train-lm`"
+            f"package comes from `suite train` (an lm recipe)"
         )
     lm = TransformerLM(**raw["model"])
     lm.load_state_dict(load_file(str(directory / "model.safetensors")))
@@ -560,7 +560,7 @@ def build_lm(
     """The LM module a head's ``lm`` option names, and the tokenizer the head should use.
 
     Args:
-        lm: an LM package folder written by ``suite train-lm`` (its weights and options), a
+        lm: an LM package folder written by ``suite train`` (an ``lm`` recipe) (its weights and options), a
             mapping of :class:`TransformerLM` options (a fresh LM, as a saved model package
             records it), or any :class:`CausalLM` module.
         vocab_size: the task model's vocabulary; the LM's must equal it.
@@ -578,7 +578,7 @@ def build_lm(
         lm = TransformerLM(**{"vocab_size": vocab_size, **lm})
     elif lm is None:
         raise UserError(
-            f"the {head} head needs `lm`: an LM package folder from `suite train-lm` "
+            f"the {head} head needs `lm`: an LM package folder from `suite train` (an lm recipe) "
             "(e.g. lm: runs/espeak_text_lm/model) or TransformerLM options "
             "(e.g. lm: {d_model: 128, num_layers: 2, num_heads: 4})"
         )

@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 from suite.bench import BENCHMARKS
 from suite.errors import UserError
@@ -35,110 +33,37 @@ def _prepare(args: argparse.Namespace) -> None:
     prepare_corpus(args.corpus, args.corpus_dir, args.out_dir)
 
 
-def _train(args: argparse.Namespace) -> None:
+def _train(args: argparse.Namespace) -> int | None:
     from suite.config import load_recipe
     from suite.train import train
+    from suite.train.distributed import launch, under_launcher
 
+    if args.nproc > 1 and not under_launcher():
+        load_recipe(args.recipe, args.overrides)  # a bad recipe fails here, once
+        return launch(args.nproc, ["train", *_train_argv(args)])
     recipe = load_recipe(args.recipe, args.overrides)
     package = train(recipe, resume=args.resume, progress=not args.quiet, save_every=args.save_every)
-    print(f"model package: {package}")
+    if package is not None:
+        print(f"model package: {package}")
+    return None
 
 
-def _train_lm(args: argparse.Namespace) -> None:
-    from suite.train.lm import load_lm_recipe, train_lm
-
-    package = train_lm(load_lm_recipe(args.recipe, args.overrides), progress=not args.quiet)
-    print(f"LM package: {package}")
-
-
-def _stream(args: argparse.Namespace) -> None:
-    import suite
-    from suite.audio import load_audio
-    from suite.streaming import microphone_chunks, stream_audio
-
-    asr = suite.load(args.model)
-    session = asr.stream(att_context=args.context)
-    chunk_seconds = args.chunk_ms / 1000
-    if args.mic:
-        print("listening (Ctrl-C to stop) ...", file=sys.stderr)
-        try:
-            for chunk in microphone_chunks(asr.sample_rate, chunk_seconds):
-                print(f"\r{session.accept(chunk, asr.sample_rate)}", end="", flush=True)
-        except KeyboardInterrupt:
-            pass
-        print(f"\r{session.finish()}")
-        return
-    audio = load_audio(args.wav, target_sample_rate=asr.sample_rate)
-    latencies = []
-    for p in stream_audio(session, audio, chunk_seconds, realtime=not args.fast):
-        latencies.append(p.latency)
-        tag = "final" if p.final else f"{p.seconds:6.2f}s"
-        print(f"[{tag} {p.latency * 1000:5.1f} ms] {p.text}", flush=True)
-    ms = sorted(x * 1000 for x in latencies)
-    print(
-        f"per-chunk latency p50 {ms[len(ms) // 2]:.1f} ms, "
-        f"p95 {ms[min(len(ms) - 1, int(0.95 * len(ms)))]:.1f} ms ({len(ms)} chunks)",
-        file=sys.stderr,
-    )
-
-
-def _serve(args: argparse.Namespace) -> None:
-    import suite
-    from suite.api import default_stream_context
-    from suite.serve import serve
-
-    asr = suite.load(args.model)
-    context = args.context or default_stream_context(asr.model)  # refuses an offline model
-    serve(asr.model, host=args.host, port=args.port, att_context=context)
-
-
-def _evaluate(args: argparse.Namespace) -> None:
-    from lhotse import CutSet
-
-    from suite.api import default_stream_context, resolve
-    from suite.evaluate import by_group, evaluate_cuts, write_results
-    from suite.model import load_package
-
-    model = load_package(resolve(args.model))
-    manifest = Path(args.manifest)
-    if not manifest.is_file():
-        raise UserError(f"manifest {manifest} does not exist; pass a lhotse cuts .jsonl.gz")
-    if args.context is not None:  # equals streaming with this context, by construction
-        default_stream_context(model)  # a clear error for a model not trained for streaming
-        model.encoder.att_context = args.context
-    cuts = CutSet.from_file(manifest)
-    scores = evaluate_cuts(model, cuts, head=args.head, **_decode_options(args))
-    out = Path(args.results or manifest.with_name(manifest.name.split(".")[0] + ".results.jsonl"))
-    write_results(scores, out)
-    print(
-        f"WER {scores.wer:.2%}  CER {scores.cer:.2%}  RTFx {scores.rtfx:.1f}  "
-        f"({scores.num_utterances} utterances, {scores.audio_seconds / 3600:.2f} h)"
-    )
-    groups = by_group(scores, "voice_seen_in_train")
-    for seen, label in ((True, "voices used in training"), (False, "voices held out")):
-        if seen in groups:
-            g = groups[seen]
-            print(f"  {label}: WER {g.wer:.2%}  CER {g.cer:.2%}  ({g.num_utterances} utterances)")
-    print(f"per-utterance results: {out}")
-
-
-def _transcribe(args: argparse.Namespace) -> None:
-    import suite
-
-    asr = suite.load(args.model)
-    texts = asr.transcribe(args.files, head=args.head, **_decode_options(args))
-    for path, text in zip(args.files, texts, strict=True):
-        print(f"{path}\t{text}")
+def _train_argv(args: argparse.Namespace) -> list[str]:
+    """``suite train``'s arguments as each launched process gets them (no ``--nproc``)."""
+    argv = [args.recipe, *args.overrides]
+    argv += ["--resume"] * args.resume + ["--quiet"] * args.quiet
+    return argv + (["--save-every", str(args.save_every)] if args.save_every else [])
 
 
 def _models(args: argparse.Namespace) -> None:
     import suite
 
     if args.models_command == "attach-lm":
-        from suite.api import resolve
-        from suite.model import attach_lm
+        from suite.model import resolve
+        from suite.tasks.asr import attach_lm
+        from suite.tasks.asr.cli import decode_options
 
-        given = _decode_options(args)
+        given = decode_options(args)
         out = attach_lm(resolve(args.model), args.lm, args.out, args.head, **given)
         print(f"wrote {out}: its CTC head decodes with {args.lm} ({args.out}/README.md)")
         return
@@ -183,66 +108,9 @@ def _bench(args: argparse.Namespace) -> None:
     run_benchmark(args.name, json_output=args.json)
 
 
-def _add_decoding(parser: argparse.ArgumentParser) -> None:
-    """``--decoding``, ``--head`` and the beam options: how a model decodes, with which head."""
-    parser.add_argument(
-        "--decoding",
-        default=None,
-        choices=["greedy", "beam"],
-        help="default: the head's (beam for a CTC head with an LM, else greedy)",
-    )
-    parser.add_argument("--head", default=None, help="which head decodes (default: the first)")
-    _add_beam_options(parser)
-
-
-def _add_beam_options(parser: argparse.ArgumentParser) -> None:
-    """``--beam-size``, ``--lm-weight``, ``--length-bonus`` (default: the head's own)."""
-    parser.add_argument("--beam-size", type=int, default=None, help="hypotheses kept per step")
-    parser.add_argument(
-        "--lm-weight", type=float, default=None, help="weight of the CTC head's LM (0: none)"
-    )
-    parser.add_argument("--length-bonus", type=float, default=None, help="score per token")
-
-
-def _decode_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The decoding options given on the command line (the rest stay the head's defaults)."""
-    options = {
-        "method": getattr(args, "decoding", None),  # attach-lm sets only the beam options
-        "beam_size": args.beam_size,
-        "lm_weight": args.lm_weight,
-        "length_bonus": args.length_bonus,
-    }
-    return {k: v for k, v in options.items() if v is not None}
-
-
-class _ContextAction(argparse.Action):
-    """Two or three integers: ``LEFT RIGHT [AHEAD]``."""
-
-    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
-        if len(values) not in (2, 3):
-            parser.error(f"{option_string} takes LEFT RIGHT [AHEAD], got {len(values)} numbers")
-        setattr(namespace, self.dest, tuple(values))
-
-
-def _add_context(
-    parser: argparse.ArgumentParser,
-    text: str = "attention context in encoder frames (default: the model's lowest-latency one)",
-) -> None:
-    """``--context LEFT RIGHT [AHEAD]``: a streaming model's attention context, in encoder
-    frames (chunks of RIGHT + 1 frames, each seeing AHEAD frames past it); ``text`` is its
-    help."""
-    parser.add_argument(
-        "--context",
-        type=int,
-        nargs="+",
-        action=_ContextAction,
-        metavar="N",
-        default=None,
-        help=f"{text}: LEFT RIGHT [AHEAD], chunks of RIGHT + 1 frames that each see AHEAD more",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from suite.tasks.asr.cli import add_beam_options
+
     parser = argparse.ArgumentParser(prog="suite", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -306,48 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue the run in train.out_dir")
     tr.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="processes on this machine (torchrun, one per GPU; gloo on CPU); for several "
+        "machines run torchrun yourself (README: multi-GPU and multi-node)",
+    )
     tr.set_defaults(func=_train)
 
-    lm = commands.add_parser(
-        "train-lm", help="pre-train the LLM-adapter's causal LM on corpus text (an LM recipe)"
-    )
-    lm.add_argument("recipe", help="an LM recipe YAML, e.g. recipes/lm/espeak_text_lm.yaml")
-    lm.add_argument("overrides", nargs="*", help="overrides such as train.max_steps=500")
-    lm.add_argument("--quiet", action="store_true", help="no progress lines")
-    lm.set_defaults(func=_train_lm)
+    from suite import registry
 
-    ev = commands.add_parser("evaluate", help="WER, CER and RTFx of a model on a manifest")
-    ev.add_argument("model", help="a shipped model name or a package folder")
-    ev.add_argument("manifest", help="lhotse cuts (.jsonl.gz) with reference texts")
-    ev.add_argument("--results", default=None, help="per-utterance results (.jsonl)")
-    _add_decoding(ev)
-    _add_context(ev, "attention context of a streaming model, in encoder frames (default: its own)")
-    ev.set_defaults(func=_evaluate)
-
-    tx = commands.add_parser("transcribe", help="transcribe audio files")
-    tx.add_argument("model", help="a shipped model name or a package folder")
-    tx.add_argument("files", nargs="+")
-    _add_decoding(tx)
-    tx.set_defaults(func=_transcribe)
-
-    st = commands.add_parser("stream", help="stream a file or the microphone, printing partials")
-    st.add_argument("model", help="a shipped model name or a package folder (streaming-trained)")
-    source = st.add_mutually_exclusive_group(required=True)
-    source.add_argument("--wav", help="an audio file, fed in real time")
-    source.add_argument("--mic", action="store_true", help="the default input device")
-    st.add_argument("--chunk-ms", type=float, default=160.0, help="audio per fed chunk")
-    _add_context(st)
-    st.add_argument("--fast", action="store_true", help="--wav as fast as possible, not paced")
-    st.set_defaults(func=_stream)
-
-    sv = commands.add_parser(
-        "serve", help="a web page that streams the microphone to the model (localhost)"
-    )
-    sv.add_argument("model", help="a shipped model name or a package folder (streaming-trained)")
-    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: local)")
-    sv.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one")
-    _add_context(sv)
-    sv.set_defaults(func=_serve)
+    for name in registry.names("task"):
+        registry.create("task", name).add_commands(commands)
 
     models = commands.add_parser("models", help="list the shipped models (or attach an LM)")
     models_commands = models.add_subparsers(dest="models_command", required=False)
@@ -355,10 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
         "attach-lm", help="copy a model package with an LM for its CTC head's beam search"
     )
     attach.add_argument("model", help="a shipped model name or a package folder")
-    attach.add_argument("lm", help="an LM package from `suite train-lm` (same tokenizer)")
+    attach.add_argument("lm", help="an lm package from `suite train` (same tokenizer)")
     attach.add_argument("--out", required=True, help="the new package folder")
     attach.add_argument("--head", default=None, help="the CTC head (default: the first)")
-    _add_beam_options(attach)
+    add_beam_options(attach)
     models.set_defaults(func=_models)
 
     bench = commands.add_parser("bench", help="run a benchmark (results go in BENCHMARKS.md)")
@@ -373,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # argparse ends a `nargs="*"` positional at the first flag, so `suite train R --quiet a=b`
     # would leave `a=b` over; overrides may come anywhere after the recipe.
-    training = getattr(args, "command", None) in ("train", "train-lm")
+    training = getattr(args, "command", None) == "train"
     if extra and training and all("=" in e for e in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:

@@ -1,4 +1,6 @@
-"""Recipes: one YAML file with ``data:``, ``model:`` and ``train:`` loaded into typed dataclasses.
+"""Recipes: one YAML file with ``task:``, ``data:``, ``model:`` and ``train:`` loaded into typed
+dataclasses. Every task (``suite.tasks``) reads the same schema; a section a task does not use
+keeps its defaults.
 
 ``load_recipe(path, ["train.lr=1e-3", "model.encoder.preset=small"])`` applies dotted overrides
 to the YAML before validation, so overrides and files are checked the same way: an unknown key
@@ -16,14 +18,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import yaml
 
 from suite import registry
 from suite.errors import UserError
-
-T = TypeVar("T")
 
 
 class ConfigError(UserError, ValueError):
@@ -55,6 +55,11 @@ class DataConfig:
     )
     num_workers: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # Text tasks (lm): items per batch on each rank, and extra training sentences from the
+    # corpus's sentence generator (another seed; dev and test transcripts are never added).
+    batch_size: int = 64
+    generated_sentences: int = 0
+    generator_seed: int = 1
 
     def manifest(self, split: str) -> Path:
         """Path of the cut manifest of ``split`` (``train``, ``dev`` or ``test``)."""
@@ -77,6 +82,10 @@ class ModelConfig:
     # encoder draws a chunked context in training, the same model at full context (evaluating,
     # no gradient) teaches each CTC head's per-frame distribution; the weight of that KL term.
     context_distillation: float = 0.0
+    # The lm task's TransformerLM options (vocab_size comes from the tokenizer).
+    lm: dict[str, Any] = field(
+        default_factory=lambda: {"d_model": 128, "num_layers": 2, "num_heads": 4}
+    )
 
 
 @dataclass
@@ -97,6 +106,11 @@ class TrainConfig:
     log_every: int = 20
     keep_checkpoints: int = 2
     device: str = "auto"
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    # Under torchrun (``suite train --nproc N``): replicate the model on every rank (``ddp``) or
+    # shard parameters, gradients and optimizer state across ranks (``fsdp``: FSDP2
+    # ``fully_shard`` on every encoder layer, head and the whole model).
+    strategy: Literal["ddp", "fsdp"] = "ddp"
     # Start from a model package's weights and tokenizer (a shipped name such as ``default-asr``
     # or a package folder), as NeMo's ``init_from_nemo_model``; the optimizer starts fresh.
     init_from: str | None = None
@@ -111,8 +125,9 @@ class TrainConfig:
 
 @dataclass
 class Recipe:
-    """A whole recipe: what data, what model, how to train."""
+    """A whole recipe: which task, what data, what model, how to train."""
 
+    task: str = "asr"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -293,6 +308,10 @@ def _with_defaults(cls: type, raw: Any) -> Any:
 def recipe_from_dict(raw: dict[str, Any], check_components: bool = True) -> Recipe:
     """Validate a plain mapping into a :class:`Recipe`."""
     recipe = _from_dict(Recipe, raw or {}, "")
+    try:
+        registry.lookup("task", recipe.task)
+    except registry.RegistryError as e:
+        raise ConfigError(f"'task': {e}") from None
     if check_components:
         _check_components(recipe.model)
         _check_packing(recipe)
@@ -308,24 +327,17 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"recipe {path} is not valid YAML: {e}") from None
 
 
-def load_config(path: str | Path, schema: type[T], overrides: list[str] | None = None) -> T:
-    """Load a YAML file into the dataclass ``schema``: its defaults filled in, ``key.sub=value``
-    overrides applied, every key and value type checked, as :func:`load_recipe` does for task
-    recipes but without their registry checks (e.g. ``suite.train.lm.LmRecipe``)."""
-    path = Path(path)
-    raw = _read_yaml(path)
-    try:
-        return _from_dict(schema, apply_overrides(_with_defaults(schema, raw), overrides or []), "")
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
-
-
 def load_recipe(
     path: str | Path, overrides: list[str] | None = None, check_components: bool = True
 ) -> Recipe:
     """Load a recipe YAML, apply ``key.sub=value`` overrides, and validate the result."""
     path = Path(path)
     raw = _read_yaml(path)
+    if isinstance(raw, dict) and "task" not in raw:
+        raise ConfigError(
+            f"recipe {path} does not say its task; start it with a line such as `task: asr` "
+            f"(tasks: {', '.join(registry.names('task'))})"
+        )
     try:
         full = _with_defaults(Recipe, raw)
         return recipe_from_dict(apply_overrides(full, overrides or []), check_components)

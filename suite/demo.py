@@ -69,7 +69,7 @@ def run(
     """Print reference, hypothesis and WER per sentence, then the totals, then stream the same
     sentences through ``streaming_model`` (unless ``None``); returns the offline WER."""
     import suite
-    from suite.evaluate import score
+    from suite.tasks.asr.evaluation import score
 
     print(f"synthesizing {count} sentences never used in training (espeak-ng) ...")
     utterances = demo_utterances(count)
@@ -106,9 +106,9 @@ def run_streaming(
     """Stream each utterance chunk by chunk (as fast as it computes), print how the first
     one's text grows, then streaming vs full-context WER; returns the streaming WER."""
     import suite
-    from suite.api import default_stream_context
-    from suite.evaluate import score
     from suite.streaming import stream_audio
+    from suite.tasks.asr import default_stream_context
+    from suite.tasks.asr.evaluation import score
 
     asr = suite.load(model_name)
     context = default_stream_context(asr.model)

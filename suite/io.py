@@ -60,13 +60,13 @@ def write_package(
 ) -> Path:
     """Write a package folder, each file atomically, the card last: ``config.yaml``,
     ``model.safetensors`` (``weights``, tensors moved to CPU), ``tokenizer/`` (by
-    ``tokenizer.save``) and ``README.md``.
+    ``tokenizer.save``, when there is one) and ``README.md``.
 
     Args:
         directory: the package folder (created).
         config: what ``config.yaml`` holds (``task`` and the constructor's options).
         weights: the state dict to save.
-        tokenizer: a :class:`~suite.interfaces.Tokenizer`.
+        tokenizer: a :class:`~suite.interfaces.Tokenizer`, or ``None`` for a task without text.
         card: the model card's markdown; an existing card is kept when ``None``.
 
     Returns:
@@ -81,7 +81,8 @@ def write_package(
     tensors = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
     with atomic_path(directory / "model.safetensors") as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt"})
-    tokenizer.save(directory / "tokenizer")
+    if tokenizer is not None:
+        tokenizer.save(directory / "tokenizer")
     if card is not None:
         atomic_write_text(directory / "README.md", card)
     return directory

@@ -1,6 +1,6 @@
 """A tiny registry per kind of component (after lhotse's ``register_extractor``).
 
-Each kind (encoder, head, frontend, tokenizer, codec) maps a name to a constructor that takes
+Each kind (encoder, head, frontend, tokenizer, codec, task) maps a name to a constructor that takes
 plain keyword arguments. A family may register named size presets beside its constructor;
 ``create_*(name, preset="tiny", **overrides)`` fills the preset's numbers, then the overrides.
 
@@ -18,7 +18,7 @@ from typing import Any
 
 from suite.errors import UserError
 
-KINDS = ("encoder", "head", "frontend", "tokenizer", "codec")
+KINDS = ("encoder", "head", "frontend", "tokenizer", "codec", "task")
 
 # Modules whose import registers the built-in families.
 _BUILTIN_MODULES = (
@@ -27,6 +27,7 @@ _BUILTIN_MODULES = (
     "suite.encoders",
     "suite.heads",
     "suite.codecs",
+    "suite.tasks",
 )
 
 _entries: dict[str, dict[str, Callable[..., Any]]] = {kind: {} for kind in KINDS}
@@ -169,3 +170,4 @@ register_head, create_head, list_heads = _bind("head")
 register_frontend, create_frontend, list_frontends = _bind("frontend")
 register_tokenizer, create_tokenizer, list_tokenizers = _bind("tokenizer")
 register_codec, create_codec, list_codecs = _bind("codec")
+register_task, create_task, list_tasks = _bind("task")

@@ -44,7 +44,7 @@ from torch import Tensor
 from suite.audio import AudioError, prepare_samples
 from suite.errors import UserError
 from suite.interfaces import StreamingEncoder
-from suite.model import AsrModel
+from suite.model import TaskModel
 
 State = TypeVar("State")
 
@@ -192,7 +192,7 @@ class StreamBatcher:
     decoder as one batch. Not thread-safe: call it from one thread (or event loop).
 
     Args:
-        model: an :class:`AsrModel` whose encoder is a causal :class:`StreamingEncoder`.
+        model: an :class:`TaskModel` whose encoder is a causal :class:`StreamingEncoder`.
         att_context: the ``(left, right)`` context to stream with (default: the encoder's).
         head: which head decodes (default: the first); it needs ``streaming_decode``.
         max_step_seconds: audio per stream per batched pass; a step runs more passes when more
@@ -201,7 +201,7 @@ class StreamBatcher:
 
     def __init__(
         self,
-        model: AsrModel,
+        model: TaskModel,
         att_context: Sequence[int] | None = None,
         head: str | None = None,
         max_step_seconds: float = 4.0,
@@ -349,13 +349,13 @@ class StreamingSession:
     same model with the same context.
 
     Args:
-        model: an :class:`AsrModel` whose encoder is a causal :class:`StreamingEncoder`.
+        model: an :class:`TaskModel` whose encoder is a causal :class:`StreamingEncoder`.
         att_context: the ``(left, right)`` context to stream with (default: the encoder's).
         head: which head decodes (default: the first).
     """
 
     def __init__(
-        self, model: AsrModel, att_context: Sequence[int] | None = None, head: str | None = None
+        self, model: TaskModel, att_context: Sequence[int] | None = None, head: str | None = None
     ) -> None:
         self._batcher = StreamBatcher(model, att_context=att_context, head=head)
         self._stream = self._batcher.open()

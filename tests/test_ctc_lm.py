@@ -234,8 +234,8 @@ def test_cli_attaches_an_lm_and_decodes_with_and_without_it(tmp_path, capsys):
 
 
 def test_streams_end_with_the_lm_beam_search_of_their_frames():
-    from suite.api import Transcriber
     from suite.streaming import StreamBatcher, StreamingSession
+    from suite.tasks.asr import Transcriber
     from tests.test_streaming import SR, random_chunks, tiny_model, tones
 
     model = tiny_model("conformer", context=(4, 1))

@@ -15,10 +15,10 @@ from torch.utils.data import DataLoader
 
 from suite.audio import AudioError, AudioWarning, load_audio
 from suite.config import AugmentConfig
-from suite.data.dataset import AsrDataset
 from suite.errors import UserError
 from suite.features import Fbank
 from suite.interfaces import Batch
+from suite.tasks.asr.dataset import AsrDataset
 from suite.text import ALPHABET
 
 SR = 16000

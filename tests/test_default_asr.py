@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import suite
 from suite.demo import demo_utterances
-from suite.evaluate import score
+from suite.tasks.asr.evaluation import score
 
 
 def test_default_asr_is_listed_and_transcribes_unseen_sentences_with_its_lm():
@@ -21,8 +21,8 @@ def test_default_asr_is_listed_and_transcribes_unseen_sentences_with_its_lm():
 
 
 def test_streaming_asr_streams_unseen_sentences_as_it_transcribes_them(capsys):
-    from suite.api import default_stream_context
     from suite.demo import run_streaming
+    from suite.tasks.asr import default_stream_context
 
     assert suite.list_models()["streaming-asr"] == "asr"
     utterances = demo_utterances(2)

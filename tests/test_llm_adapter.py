@@ -1,4 +1,4 @@
-"""The causal LM (``suite.heads.lm``), its pre-training (``suite train-lm``), the LLM adapter.
+"""The causal LM (``suite.heads.lm``), its pre-training (an ``lm`` recipe), the LLM adapter.
 
 The head's registry contracts (loss falls, every parameter learns, one hypothesis per item,
 padding invariance over every encoder) are in ``test_contracts.py``; here: what is particular to
@@ -17,7 +17,6 @@ from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 from lhotse.audio import AudioSource
 
 import suite
-from suite.api import Transcriber
 from suite.config import ModelConfig, load_recipe
 from suite.errors import UserError
 from suite.heads.aed import beam_search, greedy_search
@@ -32,10 +31,11 @@ from suite.heads.lm import (
 )
 from suite.interfaces import Batch, EncoderOutput
 from suite.model import build_model, load_package, save_package
+from suite.tasks.asr import Transcriber
+from suite.tasks.lm import generated_text
 from suite.text import ALPHABET
 from suite.tokenizers import CharTokenizer
 from suite.train import Trainer
-from suite.train.lm import generated_text, load_lm_recipe, train_lm
 
 LM = {"d_model": 32, "num_layers": 2, "num_heads": 2}
 TEXTS = ["the cat sat", "a dog", "hello there world"]
@@ -166,7 +166,7 @@ def test_lm_package_round_trip(tmp_path):
     ids = torch.tensor([[0, 3, 4, 5]])
     torch.testing.assert_close(package.lm(package.lm.embed(ids))[0], lm(lm.embed(ids))[0])
     assert package.tokenizer.encode("ab") == tokenizer.encode("ab")
-    with pytest.raises(UserError, match="suite train-lm"):
+    with pytest.raises(UserError, match="suite train recipes/lm"):
         load_lm_package(tmp_path / "nowhere")
 
 
@@ -188,7 +188,7 @@ def test_train_lm_writes_a_package_and_reports_dev_perplexity(tmp_path):
     train = generated_text(60, seed=7, excluded=set())
     text_manifest(tmp_path / "train.jsonl.gz", train)
     text_manifest(tmp_path / "dev.jsonl.gz", train[:10])
-    recipe = load_lm_recipe(
+    recipe = load_recipe(
         "recipes/lm/espeak_text_lm.yaml",
         [
             f"data.corpus_dir={tmp_path}",
@@ -200,13 +200,13 @@ def test_train_lm_writes_a_package_and_reports_dev_perplexity(tmp_path):
             f"model.lm={json.dumps(LM)}",
             f"train.out_dir={tmp_path / 'run'}",
             "train.max_steps=40",
-            "train.batch_size=16",
+            "data.batch_size=16",
             "train.warmup_steps=5",
             "train.val_every=20",
             "train.log_every=10",
         ],
     )
-    package = train_lm(recipe, progress=False)
+    package = Trainer(recipe, progress=False).train()
     rows = [
         json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().split("\n")[:-1]
     ]
@@ -216,8 +216,8 @@ def test_train_lm_writes_a_package_and_reports_dev_perplexity(tmp_path):
     assert losses[-1] < 0.95 * losses[0]
     assert "dev perplexity" in (package / "README.md").read_text()
     assert load_lm_package(package).lm.config["d_model"] == LM["d_model"]
-    with pytest.raises(UserError, match="already holds an LM run"):
-        train_lm(recipe, progress=False)
+    with pytest.raises(UserError, match="already holds a training run"):
+        Trainer(recipe, progress=False).train()
 
 
 def test_generated_text_leaves_out_held_out_sentences():
@@ -390,7 +390,7 @@ def test_the_task_tokenizer_must_be_the_lm_packages(tmp_path):
 
 
 def test_recipes_train_and_the_package_transcribes_without_the_lm(tiny_corpus, tmp_path):
-    lm_recipe = load_lm_recipe(
+    lm_recipe = load_recipe(
         "recipes/lm/espeak_text_lm.yaml",
         [
             f"data.corpus_dir={tiny_corpus}",
@@ -399,11 +399,11 @@ def test_recipes_train_and_the_package_transcribes_without_the_lm(tiny_corpus, t
             f"model.lm={json.dumps(LM)}",
             f"train.out_dir={tmp_path / 'lm'}",
             "train.max_steps=4",
-            "train.batch_size=8",
+            "data.batch_size=8",
             "train.val_every=4",
         ],
     )
-    lm_package = train_lm(lm_recipe, progress=False)
+    lm_package = Trainer(lm_recipe, progress=False).train()
     overrides = {
         "data.corpus_dir": str(tiny_corpus),
         "data.max_duration": 40,

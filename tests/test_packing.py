@@ -16,11 +16,11 @@ import suite
 from suite import registry
 from suite.bench.sampler import count_tokens, synthetic_cuts
 from suite.config import ConfigError, load_recipe
-from suite.data.dataset import AsrDataset
 from suite.data.packing import members, pack_cut, pack_rows, packed_lengths
 from suite.data.sampling import BucketingSampler, build_sampler
 from suite.errors import UserError
 from suite.heads.ctc import CtcHead
+from suite.tasks.asr.dataset import AsrDataset
 from suite.tokenizers import CharTokenizer
 
 MAX_DURATION = 200.0

@@ -17,12 +17,12 @@ import pytest
 import torch
 
 import suite
-from suite.api import Transcriber
 from suite.config import ModelConfig
 from suite.features import Fbank
 from suite.heads.ctc import CtcHead
-from suite.model import AsrModel, build_model, save_package
+from suite.model import TaskModel, build_model, save_package
 from suite.serve import StreamServer, run_server
+from suite.tasks.asr import Transcriber
 from suite.tokenizers import CharTokenizer
 
 SR = 16000
@@ -38,13 +38,13 @@ def tones(seconds: float, seed: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def model() -> AsrModel:
+def model() -> TaskModel:
     """A random causal conformer whose CTC head is confident, so that the text varies."""
     torch.manual_seed(0)
     encoder = suite.create_encoder("conformer", preset="tiny", causal=True, att_context=(4, 1))
     tokenizer = CharTokenizer()
     head = CtcHead(encoder.output_dim, tokenizer.vocab_size)
-    model = AsrModel(Fbank(), encoder, {"ctc": head}, tokenizer, ModelConfig()).eval()
+    model = TaskModel(Fbank(), encoder, {"ctc": head}, tokenizer, ModelConfig()).eval()
     with torch.no_grad():  # centre the head on the mean feature: the changes pick letters
         audio = torch.from_numpy(tones(1.0, seed=9).astype(np.float32) / 32768)[None]
         features = encoder(*model.frontend(audio, torch.tensor([audio.shape[1]]))).features
@@ -53,7 +53,7 @@ def model() -> AsrModel:
     return model
 
 
-def offline(model: AsrModel, pcm: np.ndarray) -> str:
+def offline(model: TaskModel, pcm: np.ndarray) -> str:
     text = Transcriber(model).transcribe(pcm.astype(np.float32) / 32768, sample_rate=SR)[0]
     assert len(set(text)) > 3  # varied text: comparing with it has power
     return text

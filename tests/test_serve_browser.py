@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from suite.api import resolve
 from suite.demo import demo_utterances
-from suite.evaluate import score
+from suite.model import resolve
+from suite.tasks.asr.evaluation import score
 
 CHROMIUM = Path("/usr/bin/chromium")
 MODEL = os.environ.get("SUITE_SERVE_TEST_MODEL", "streaming-asr")

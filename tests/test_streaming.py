@@ -11,7 +11,6 @@ import pytest
 import torch
 
 import suite
-from suite.api import Transcriber
 from suite.config import ConfigError, ModelConfig, load_recipe
 from suite.encoders.blocks import sample_context
 from suite.encoders.conformer import Conformer
@@ -21,7 +20,7 @@ from suite.heads.ctc import CtcHead, greedy_search
 from suite.heads.rnnt import RnntHead
 from suite.interfaces import Batch, EncoderOutput
 from suite.kernels.attention import attention, cached_attention, cached_attention_mask
-from suite.model import AsrModel
+from suite.model import TaskModel
 from suite.streaming import (
     StreamBatcher,
     StreamingSession,
@@ -30,6 +29,7 @@ from suite.streaming import (
     split_state,
     stream_audio,
 )
+from suite.tasks.asr import Transcriber
 from suite.tokenizers import CharTokenizer
 
 SR = 16000
@@ -214,7 +214,7 @@ def test_a_forward_call_may_name_its_context(name):
     assert encoder.att_context == (4, 1)
 
 
-def distillation_model(weight: float, contexts: list | None, ctc: float = 1.0) -> AsrModel:
+def distillation_model(weight: float, contexts: list | None, ctc: float = 1.0) -> TaskModel:
     torch.manual_seed(0)
     tokenizer = CharTokenizer()
     enc = suite.create_encoder(
@@ -224,7 +224,7 @@ def distillation_model(weight: float, contexts: list | None, ctc: float = 1.0) -
     with torch.no_grad():
         head.proj.weight.mul_(20)  # confident posteriors, which the contexts change
     config = ModelConfig(context_distillation=weight, loss_weights={"ctc": ctc})
-    return AsrModel(Fbank(), enc, {"ctc": head}, tokenizer, config)
+    return TaskModel(Fbank(), enc, {"ctc": head}, tokenizer, config)
 
 
 def test_context_distillation_pulls_chunked_posteriors_toward_full_context():
@@ -232,7 +232,7 @@ def test_context_distillation_pulls_chunked_posteriors_toward_full_context():
     x, n = torch.randn(4, 200, 80, generator=g), torch.tensor([200, 180, 150, 120])
     batch = Batch(x, n, torch.randint(1, 20, (4, 6), generator=g), torch.tensor([6, 5, 4, 3]))
 
-    def gap(model: AsrModel) -> float:  # KL(full || chunked) of the CTC posteriors
+    def gap(model: TaskModel) -> float:  # KL(full || chunked) of the CTC posteriors
         model.eval()
         with torch.no_grad():
             full = model.encoder(x, n, att_context=None)
@@ -267,7 +267,7 @@ def test_context_distillation_needs_several_contexts_and_a_ctc_head():
     enc = suite.create_encoder("conformer", preset="tiny", causal=True, att_contexts=[(4, 1)])
     rnnt = RnntHead(enc.output_dim, tokenizer.vocab_size, pred_dim=32, joint_dim=32)
     with pytest.raises(UserError, match="CTC head"):
-        AsrModel(Fbank(), enc, {"rnnt": rnnt}, tokenizer, ModelConfig(context_distillation=1.0))
+        TaskModel(Fbank(), enc, {"rnnt": rnnt}, tokenizer, ModelConfig(context_distillation=1.0))
     recipe = ROOT / "recipes/asr/espeak_conformer_ctc_streaming_aligned_cpu.yaml"
     with pytest.raises(ConfigError, match="context_distillation' must be >= 0"):
         load_recipe(recipe, ["model.context_distillation=-1"])
@@ -374,7 +374,7 @@ def test_greedy_search_unchanged_for_the_offline_api():
 # --- sessions and the batcher ----------------------------------------------------------------
 
 
-def tiny_model(encoder: str = "conformer", context=(4, 1), head: str = "ctc") -> AsrModel:
+def tiny_model(encoder: str = "conformer", context=(4, 1), head: str = "ctc") -> TaskModel:
     torch.manual_seed(0)
     tokenizer = CharTokenizer()
     enc = suite.create_encoder(encoder, preset="tiny", causal=True, att_context=context)
@@ -382,9 +382,9 @@ def tiny_model(encoder: str = "conformer", context=(4, 1), head: str = "ctc") ->
         rnnt = RnntHead(enc.output_dim, tokenizer.vocab_size, pred_dim=32, joint_dim=32)
         with torch.no_grad():
             rnnt.joiner.out.weight.mul_(8)  # confident random decisions: varied text
-        return AsrModel(Fbank(), enc, {"rnnt": rnnt}, tokenizer, ModelConfig()).eval()
+        return TaskModel(Fbank(), enc, {"rnnt": rnnt}, tokenizer, ModelConfig()).eval()
     head = CtcHead(enc.output_dim, tokenizer.vocab_size)
-    model = AsrModel(Fbank(), enc, {"ctc": head}, tokenizer, ModelConfig()).eval()
+    model = TaskModel(Fbank(), enc, {"ctc": head}, tokenizer, ModelConfig()).eval()
     with torch.no_grad():
         # A confident random head centred on the mean feature, so that the frame-to-frame
         # changes (not the shared offset) pick the letters: varied text, not one letter.

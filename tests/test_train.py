@@ -21,8 +21,8 @@ import suite
 from suite.cli import main
 from suite.config import load_recipe
 from suite.errors import UserError
-from suite.evaluate import Scores, by_group, evaluate_cuts, score
 from suite.model import load_package
+from suite.tasks.asr.evaluation import Scores, by_group, evaluate_cuts, score
 from suite.text import normalize_text
 from suite.train import Trainer
 
@@ -337,9 +337,11 @@ def test_loss_weights_scale_each_heads_loss(tiny_corpus, tmp_path):
         load_recipe(RECIPE, bad)
 
 
-def test_loading_a_language_model_package_as_a_recognizer_says_so(tmp_path):
+def test_loading_a_language_model_package_as_a_recognizer_says_so(tmp_path, capsys):
     (tmp_path / "tokenizer").mkdir()
     (tmp_path / "model.safetensors").write_bytes(b"")
     (tmp_path / "config.yaml").write_text("task: lm\nmodel: {d_model: 8}\n")
-    with pytest.raises(UserError, match="holds a 'lm' package.*load_lm_package"):
-        suite.load(tmp_path)
+    with pytest.raises(UserError, match="holds a 'lm' package, not a 'asr' one"):
+        load_package(tmp_path, task="asr")
+    assert main(["transcribe", str(tmp_path), "a.wav"]) == 2
+    assert "holds a 'lm' package, not a 'asr' one" in capsys.readouterr().err

@@ -43,7 +43,7 @@ import torchaudio
 from suite.bench import print_header, report
 from suite.config import load_recipe
 from suite.kernels.attention import lookahead_frames
-from suite.model import AsrModel, build_model
+from suite.model import TaskModel, build_model
 from suite.streaming import StreamBatcher, StreamingSession
 from suite.tokenizers import CharTokenizer
 
@@ -55,19 +55,19 @@ EMFORMER_PASSES = 3
 TURN_CHUNKS = 8  # chunks a model runs per turn in the Emformer comparison
 
 
-def _model() -> AsrModel:
+def _model() -> TaskModel:
     torch.manual_seed(0)
     # Characters stand in for the recipe's BPE-256 (training one needs the corpus); the CTC
     # projection is a small part of the work either way.
     return build_model(load_recipe(RECIPE).model, CharTokenizer()).eval()
 
 
-def _chunk_seconds(model: AsrModel, context: tuple[int, int]) -> float:
+def _chunk_seconds(model: TaskModel, context: tuple[int, int]) -> float:
     factor = 2**model.encoder.subsampling.num_stages
     return (context[1] + 1) * factor * model.frontend.hop_ms / 1000
 
 
-def _stream_latencies(model: AsrModel, audio: np.ndarray, context: tuple[int, int], chunk: int):
+def _stream_latencies(model: TaskModel, audio: np.ndarray, context: tuple[int, int], chunk: int):
     session = StreamingSession(model, att_context=context)
     latencies = []
     for start in range(0, len(audio), chunk):
@@ -79,7 +79,7 @@ def _stream_latencies(model: AsrModel, audio: np.ndarray, context: tuple[int, in
     return latencies, sum(latencies) + time.perf_counter() - begin
 
 
-def _offline_seconds(model: AsrModel, audio: np.ndarray, context: tuple[int, int]) -> float:
+def _offline_seconds(model: TaskModel, audio: np.ndarray, context: tuple[int, int]) -> float:
     model.encoder.att_context = context
     samples = torch.from_numpy(audio)[None]
     lengths = torch.tensor([len(audio)])
@@ -92,7 +92,7 @@ def _offline_seconds(model: AsrModel, audio: np.ndarray, context: tuple[int, int
     return statistics.median(times)
 
 
-def _concurrent_streams(model: AsrModel, audio: np.ndarray, context: tuple[int, int], chunk: int):
+def _concurrent_streams(model: TaskModel, audio: np.ndarray, context: tuple[int, int], chunk: int):
     """Largest power-of-two number of streams stepped faster than real time, and step times."""
     budget = chunk / SAMPLE_RATE
     best, steps = 0, {}
@@ -116,7 +116,7 @@ def _concurrent_streams(model: AsrModel, audio: np.ndarray, context: tuple[int, 
 
 
 def _batched_rtfx(
-    model: AsrModel, audio: np.ndarray, context: tuple[int, int], chunk: int, count: int
+    model: TaskModel, audio: np.ndarray, context: tuple[int, int], chunk: int, count: int
 ) -> tuple[float, float]:
     """RTFx of ``count`` streams of ``audio`` stepped together to their final text, and of the
     same ``count`` utterances decoded offline in one batch (medians of 3 after a warm-up)."""
@@ -152,7 +152,7 @@ def _batched_rtfx(
     return seconds / statistics.median(streaming), seconds / statistics.median(batch)
 
 
-def _emformer(model: AsrModel, context: tuple[int, ...], ffn_dim: int) -> torch.nn.Module:
+def _emformer(model: TaskModel, context: tuple[int, ...], ffn_dim: int) -> torch.nn.Module:
     """``torchaudio.models.Emformer`` with our encoder's width, depth and heads, segment = our
     chunk, left context = ours, right context = our look-ahead (none for ``(left, right)``), and
     feed-forwards ``ffn_dim`` wide."""
@@ -173,7 +173,7 @@ def _parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _emformer_ratio(model: AsrModel, context: tuple[int, int], seconds: float) -> dict:
+def _emformer_ratio(model: TaskModel, context: tuple[int, int], seconds: float) -> dict:
     """Our encoder's streaming_forward against Emformer.infer on the same feature chunks, for
     two Emformers: matched dimensions (one feed-forward per layer, twice as wide as each of our
     macaron pair: ours then has the convolution modules on top) and matched size (feed-forwards

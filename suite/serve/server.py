@@ -43,7 +43,7 @@ import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from suite.errors import UserError
-from suite.model import AsrModel
+from suite.model import TaskModel
 from suite.streaming import StreamBatcher, StreamUpdate
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -92,7 +92,7 @@ class StreamServer:
     """Serves the microphone page and streams every WebSocket client through one batcher.
 
     Args:
-        model: an :class:`AsrModel` trained for streaming.
+        model: an :class:`TaskModel` trained for streaming.
         att_context: the ``(left, right)`` context to stream with (default: the encoder's).
         max_message_seconds: the most audio one binary frame may carry.
         max_backlog_seconds: the most received audio of one client waiting for the model;
@@ -102,7 +102,7 @@ class StreamServer:
 
     def __init__(
         self,
-        model: AsrModel,
+        model: TaskModel,
         att_context: Sequence[int] | None = None,
         max_message_seconds: float = 1.0,
         max_backlog_seconds: float = 30.0,
@@ -367,7 +367,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def serve(
-    model: AsrModel,
+    model: TaskModel,
     host: str = "127.0.0.1",
     port: int = 8000,
     att_context: Sequence[int] | None = None,

@@ -1,4 +1,4 @@
-"""Training: the loop, checkpoints and learning-rate schedule."""
+"""Training: the one loop for every task, checkpoints, learning-rate schedule, torchrun."""
 
 from suite.train.trainer import Trainer, train
 

@@ -62,15 +62,14 @@ from suite.errors import UserError
 from suite.interfaces import Batch, Tokenizer
 from suite.io import atomic_write_text
 from suite.model import build_model
+from suite.tasks.asr import AsrTask, load_cuts
 from suite.tokenizers import load_tokenizer
+from suite.train.distributed import resolve_device
 from suite.train.trainer import (
     copy_weights,
-    load_cuts,
     make_optimizer,
     optimizer_step,
     precision_autocast,
-    recipe_tokenizer,
-    resolve_device,
 )
 
 GIB = 2**30
@@ -88,7 +87,7 @@ def _tokenizer(recipe: Recipe, cuts: CutSet, scratch: Path) -> tuple[Tokenizer, 
     directory = Path(recipe.train.out_dir) / "tokenizer"
     if not directory.is_dir():
         directory = scratch / "tokenizer"
-    return recipe_tokenizer(recipe, cuts, directory), directory
+    return AsrTask().tokenizer(recipe, cuts, directory), directory
 
 
 def recipe_buckets(
@@ -165,7 +164,7 @@ class TrainingStep:
         self.stretch = stretch
         self.vocab_size = tokenizer.vocab_size
         self.model = build_model(recipe.model, tokenizer).to(self.device).train()
-        self.optimizer = make_optimizer(self.model, self.cfg)
+        self.optimizer = make_optimizer(self.model, self.cfg, AsrTask())
         self.ema = copy_weights(self.model) if self.cfg.ema_decay is not None else None
         # Features are made on CPU by the dataset's own frontend, as in training.
         self._frontend = registry.create_from_spec("frontend", recipe.model.frontend)

@@ -1,11 +1,18 @@
-"""The training loop: AdamW, warm-up then cosine decay, clipping, accumulation, bf16 on GPU,
-optional weight EMA, validation WER with best-model export, and exact resume.
+"""The one training loop, for every task: AdamW, warm-up then cosine decay, clipping, gradient
+accumulation, bf16 autocast on GPU, optional weight EMA, validation by the task's primary
+metric with best-model export, exact resume, and ``torchrun`` (DDP or FSDP2).
 
-Exact resume: a checkpoint stores the weights, the optimizer, the global RNG states, the EMA
+What differs between jobs comes from the recipe's task (:mod:`suite.tasks`): its data, model,
+loss, evaluation and package. Under ``torchrun`` every rank draws its own shard of each batch
+(rank-sharded samplers), rank 0 alone writes files and logs, and checkpoints hold full state
+dicts, so a run saved by N processes resumes at M.
+
+Exact resume: a checkpoint stores the weights, the optimizer, every rank's RNG states, the EMA
 weights and the sampler position as ``(epoch, batches consumed in that epoch)``. Samplers are
 seeded per epoch, so re-creating the epoch's sampler and skipping the consumed batches (no audio
 is read for them) continues the same batch order. On CPU with ``data.num_workers=0`` a run killed
-and resumed ends with the same weights as one that never stopped (``tests/test_train.py``).
+and resumed with as many processes ends with the same weights as one that never stopped
+(``tests/test_train.py``, ``tests/test_distributed.py``).
 """
 
 from __future__ import annotations
@@ -23,29 +30,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from lhotse import CutSet
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from suite import registry
-from suite.api import resolve
 from suite.config import Recipe, TrainConfig, save_recipe
-from suite.data.dataset import AsrDataset
-from suite.data.sampling import build_sampler
 from suite.errors import UserError
-from suite.evaluate import evaluate_cuts
-from suite.interfaces import Batch, Tokenizer
-from suite.model import AsrModel, build_model, save_package
-from suite.tokenizers import load_tokenizer, train_tokenizer
-from suite.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+from suite.interfaces import Batch
+from suite.model import save_package
+from suite.tasks.base import Task
+from suite.train import distributed
+from suite.train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint
+from suite.train.distributed import LossStep, full_tensor
 
 
 def lr_at(step: int, peak: float, warmup: int, total: int, final_ratio: float = 0.05) -> float:
@@ -57,11 +54,12 @@ def lr_at(step: int, peak: float, warmup: int, total: int, final_ratio: float = 
     return peak * (final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters of ``model`` (frozen ones are left out), with
-    ``train.lr`` and ``train.weight_decay``."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, task: Task) -> torch.optim.AdamW:
+    """AdamW over the task's parameter groups (trainable parameters only), with ``train.lr``,
+    ``train.weight_decay`` and ``train.adam_betas``."""
+    groups = task.optimizer_groups(model, cfg.weight_decay)
+    betas = tuple(cfg.adam_betas)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
 
 
 def frozen_parts(model: torch.nn.Module, names: list[str] | None) -> list[torch.nn.Module]:
@@ -101,7 +99,8 @@ def optimizer_step(
     ema_decay: float | None,
 ) -> None:
     """Take the optimizer step, then move the EMA weights (when kept) ``1 - ema_decay`` of the
-    way to the new ones; entries that are not floating point (counters) are copied."""
+    way to the new ones; entries that are not floating point (counters) are copied. Under FSDP
+    both are shards, and each rank moves its own."""
     optimizer.step()
     if ema is None:
         return
@@ -113,30 +112,6 @@ def optimizer_step(
                 ema[k].copy_(v)
 
 
-def load_cuts(path: Path, what: str) -> CutSet:
-    """Open a cut manifest, with an error that says how to make one."""
-    if not path.is_file():
-        raise UserError(
-            f"{what} manifest {path} does not exist; create a corpus with "
-            f"`suite data synth-speech --out {path.parent}` or set data.corpus_dir=..."
-        )
-    return CutSet.from_file(path)
-
-
-def recipe_tokenizer(recipe: Recipe, cuts: CutSet, directory: Path) -> Tokenizer:
-    """The recipe's tokenizer, kept in ``directory``: the one already there (a resumed run),
-    else a copy of ``train.init_from``'s (its output layer needs those ids), else one trained
-    on the texts of ``cuts`` (deterministic: the same texts give the same vocabulary)."""
-    if directory.is_dir():
-        return load_tokenizer(directory)
-    if recipe.train.init_from is not None:
-        tokenizer = load_tokenizer(resolve(recipe.train.init_from) / "tokenizer")
-        tokenizer.save(directory)
-        return tokenizer
-    texts = (c.supervisions[0].text for c in cuts if c.supervisions)
-    return train_tokenizer(recipe.model.tokenizer, texts, directory)
-
-
 class _RunBatches:
     """The run's batches, epoch after epoch, from position ``(epoch, skip)`` on.
 
@@ -146,9 +121,11 @@ class _RunBatches:
     epochs, so the data loader's workers start once per run rather than once per epoch.
     """
 
-    def __init__(self, sampler: Any, epoch: int, skip: int, seed: int, manifest: Any) -> None:
+    def __init__(
+        self, sampler: Any, epoch: int, skip: int, seed: int, manifest: Any, rank: int = 0
+    ) -> None:
         self.sampler, self.epoch, self.skip, self.seed = sampler, epoch, skip, seed
-        self.manifest = manifest
+        self.manifest, self.rank = manifest, rank
 
     def __iter__(self) -> Iterator[tuple[Any, int, tuple[int, int]]]:
         epoch, skip = self.epoch, self.skip
@@ -159,11 +136,13 @@ class _RunBatches:
                 produced += 1
                 if index >= skip:
                     seed = (self.seed * 1_000_003 + epoch) * 1_000_003 + index
+                    seed += self.rank * 1_000_000_007  # ranks augment independently
                     yield cuts, seed, (epoch, index + 1)
             if produced == 0:
                 raise UserError(
-                    f"the training manifest {self.manifest} gave no batch; "
-                    f"is it empty, or is every cut longer than data.max_duration?"
+                    f"the training data {self.manifest} gave no batch; is it empty, or "
+                    f"smaller than one batch per rank, or is every cut longer than "
+                    f"data.max_duration?"
                 )
             epoch, skip = epoch + 1, 0
 
@@ -207,12 +186,13 @@ class _MetricsLog:
 
 
 class Trainer:
-    """Trains the recipe's model into ``train.out_dir``.
+    """Trains the recipe's model into ``train.out_dir``, in this process or as one rank of a
+    ``torchrun`` launch (see the module docstring).
 
     Args:
         recipe: the merged recipe (saved as ``config.yaml`` in the run folder).
         resume: continue from the run folder's latest checkpoint when there is one.
-        progress: show a progress bar.
+        progress: show a progress bar (rank 0).
         save_every: checkpoint every N optimizer steps (default: ``train.val_every``).
     """
 
@@ -224,9 +204,9 @@ class Trainer:
         save_every: int | None = None,
     ) -> None:
         self.recipe, self.cfg = recipe, recipe.train
+        self.task: Task = registry.create("task", recipe.task)
         self.run_dir = Path(self.cfg.out_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
-        self.progress = progress
         self.save_every = save_every or self.cfg.val_every
         latest = latest_checkpoint(self.ckpt_dir)
         if latest is not None and not resume:
@@ -234,44 +214,56 @@ class Trainer:
                 f"{self.run_dir} already holds a training run; pass --resume to continue it, "
                 f"or set train.out_dir=... for a new run"
             )
-        self.device = resolve_device(self.cfg.device)
-        self._seed_everything(self.cfg.seed)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_recipe(recipe, self.run_dir / "config.yaml")
-
-        self.train_cuts = load_cuts(recipe.data.manifest("train"), "training")
-        dev_path = recipe.data.manifest("dev")
-        self.dev_cuts = CutSet.from_file(dev_path) if dev_path.is_file() else None
-        self.tokenizer = recipe_tokenizer(recipe, self.train_cuts, self.run_dir / "tokenizer")
-        self.model: AsrModel = build_model(recipe.model, self.tokenizer).to(self.device)
+        self.where, self.device = distributed.setup(self.cfg.device)
+        self.progress = progress and self.where.main
+        self._seed_everything(self.cfg.seed + self.where.rank)
+        self.train_items = self.task.load_split(recipe, "train")
+        self.dev_items = self.task.load_split(recipe, "dev")
+        if self.where.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_recipe(recipe, self.run_dir / "config.yaml")
+            self.tokenizer = self.task.tokenizer(
+                recipe, self.train_items, self.run_dir / "tokenizer"
+            )
+        distributed.barrier(self.where)  # the tokenizer is trained once, by rank 0
+        if not self.where.main:
+            self.tokenizer = self.task.tokenizer(
+                recipe, self.train_items, self.run_dir / "tokenizer"
+            )
+        torch.manual_seed(self.cfg.seed)  # every rank initializes the same weights
+        self.model = self.task.build_model(recipe.model, self.tokenizer).to(self.device)
         self.frozen = frozen_parts(self.model, self.cfg.freeze)
-        self.optimizer = make_optimizer(self.model, self.cfg)
-        self.ema = copy_weights(self.model) if self.cfg.ema_decay is not None else None
         self.state: dict[str, Any] = {
             "step": 0,
             "epoch": 0,
             "batches_in_epoch": 0,
-            "best_wer": None,
+            "world_size": self.where.world_size,
+            "best": None,
             "best_step": None,
         }
+        if latest is None and self.cfg.init_from is not None:
+            self._init_from(self.cfg.init_from)
+        self.step_module = distributed.wrap(
+            LossStep(self.model, self.task.loss), self.cfg.strategy, self.where, self.device
+        )
+        self.optimizer = make_optimizer(self.model, self.cfg, self.task)
+        self.ema = copy_weights(self.model) if self.cfg.ema_decay is not None else None
+        self._seed_everything(self.cfg.seed + self.where.rank)
         if latest is not None:
             self._restore(latest)
-        elif self.cfg.init_from is not None:
-            self._init_from(self.cfg.init_from)
 
-        frontend = registry.create_from_spec("frontend", recipe.model.frontend)
-        self.dataset = AsrDataset(
-            self.tokenizer, frontend, recipe.data.augment, training=True, seed=self.cfg.seed
+        self.dataset = self.task.dataset(recipe, self.model, training=True, seed=self.cfg.seed)
+        self.sampler = self.task.sampler(
+            recipe,
+            self.train_items,
+            self.model,
+            self.cfg.seed,
+            self.where.rank,
+            self.where.world_size,
         )
-        self.sampler = build_sampler(
-            self.train_cuts,
-            recipe.data.sampler,
-            recipe.data.max_duration,
-            seed=self.cfg.seed,
-            tokenizer=self.tokenizer,  # 2D buckets count output tokens
-        )
-        self.metrics = _MetricsLog(self.run_dir, self.state["step"])
+        self.metrics = _MetricsLog(self.run_dir, self.state["step"]) if self.where.main else None
         self.command = " ".join(shlex.quote(a) for a in ["suite", *sys.argv[1:]])
+        self._eval_model: torch.nn.Module | None = None
 
     @staticmethod
     def _seed_everything(seed: int) -> None:
@@ -284,6 +276,8 @@ class Trainer:
         the parts named in ``train.init_include`` (e.g. ``[frontend, encoder]`` to put a new
         head on a trained encoder; dotted names such as ``heads.ctc.proj`` name a submodule, as
         in ``train.freeze``). Every copied tensor must exist on both sides and fit."""
+        from suite.model import resolve
+
         path = resolve(name_or_path) / "model.safetensors"
         include = self.cfg.init_include
 
@@ -302,9 +296,8 @@ class Trainer:
                 f"(train.init_include={include}) must match"
             )
         self.model.load_state_dict(weights, strict=include is None)
-        if self.ema is not None:
-            self.ema = copy_weights(self.model)
-        print(f"initialized {', '.join(include or ['all parts'])} from {path}", file=sys.stderr)
+        if self.where.main:
+            print(f"initialized {', '.join(include or ['all parts'])} from {path}", file=sys.stderr)
 
     def _train_mode(self) -> None:
         """Training mode, but frozen parts stay in eval mode (no dropout, fixed statistics)."""
@@ -312,14 +305,42 @@ class Trainer:
         for part in self.frozen:
             part.eval()
 
+    def _full_states(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The whole model and optimizer state dicts, keyed by parameter name (rank 0 holds
+        them under torchrun; a collective)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_state_dict(self.model, self.optimizer, options=options)
+
+    def _full_ema(self) -> dict[str, torch.Tensor] | None:
+        """The EMA weights whole (a collective under FSDP, whose EMA is sharded)."""
+        if self.ema is None:
+            return None
+        return {k: full_tensor(v).cpu() for k, v in self.ema.items()}
+
     def _restore(self, path: Path) -> None:
-        ck = load_checkpoint(path)
-        self.model.load_state_dict(ck["model"])
-        self.optimizer.load_state_dict(ck["optimizer"])
-        self.state = ck["trainer"]
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        ck = load_checkpoint(path, self.where.rank, self.where.world_size)
+        set_state_dict(
+            self.model,
+            self.optimizer,
+            model_state_dict=ck["model"],
+            optim_state_dict=ck["optimizer"],
+            options=StateDictOptions(full_state_dict=True),
+        )
+        saved_world = ck["trainer"].get("world_size", 1)
+        self.state = {**self.state, **ck["trainer"], "world_size": self.where.world_size}
+        if saved_world != self.where.world_size:  # the same share of the epoch is done
+            done = self.state["batches_in_epoch"] * saved_world
+            self.state["batches_in_epoch"] = done // self.where.world_size
         if self.ema is not None:
-            self.ema = {k[len("ema.") :]: v.to(self.device) for k, v in ck["extra"].items()}
-        print(f"resumed from {path} at step {self.state['step']}", file=sys.stderr)
+            saved = {k[len("ema.") :]: v for k, v in ck["extra"].items() if k.startswith("ema.")}
+            live = self.model.state_dict()
+            self.ema = {k: _like(saved[k], v) for k, v in live.items()}
+        if self.where.main:
+            print(f"resumed from {path} at step {self.state['step']}", file=sys.stderr)
 
     def _batches(self) -> Iterator[Batch]:
         """Batches forever, epoch after epoch, tracking the position for exact resume."""
@@ -332,6 +353,7 @@ class Trainer:
                 self.state["batches_in_epoch"],
                 self.cfg.seed,
                 self.recipe.data.manifest("train"),
+                rank=self.where.rank,
             ),
             batch_size=None,
             num_workers=workers,
@@ -345,48 +367,94 @@ class Trainer:
             self.state["epoch"], self.state["batches_in_epoch"] = epoch, done
             yield batch
 
-    def _validate(self) -> dict[str, float]:
-        live = None
-        if self.ema is not None:  # validate (and export) the averaged weights
-            live = copy_weights(self.model)
-            self.model.load_state_dict(self.ema)
-        scores = evaluate_cuts(self.model, self.dev_cuts, self.recipe.data.max_duration)
-        step = self.state["step"]
-        best = self.state["best_wer"]
-        if best is None or scores.wer <= best:
-            self.state["best_wer"], self.state["best_step"] = scores.wer, step
-            save_package(self.model, self.run_dir / "model", card=self._card(scores.wer, step))
-        if live is not None:
-            self.model.load_state_dict(live)
-        return {"dev_wer": scores.wer, "dev_cer": scores.cer, "dev_rtfx": scores.rtfx}
+    def _evaluation_model(self, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
+        """A plain (unwrapped) copy of the model holding ``weights``, for rank 0 to evaluate
+        and export without the other ranks."""
+        if self._eval_model is None:
+            self._eval_model = self.task.build_model(self.recipe.model, self.tokenizer)
+            self._eval_model.to(self.device)
+        self._eval_model.load_state_dict(weights)
+        return self._eval_model.eval()
 
-    def _card(self, wer: float | None, step: int) -> str:
-        result = f"dev WER {wer:.2%} at step {step}" if wer is not None else "not validated"
+    def _validate(self) -> dict[str, float] | None:
+        """Evaluate the EMA (else live) weights on the dev split on rank 0, and export the
+        package when the primary metric is the best so far. Every rank calls it."""
+        full_model, _ = self._full_states()  # a collective: every rank takes part
+        weights = self._full_ema() or full_model
+        best: list[Any] = [None]
+        values = None
+        if self.where.main:
+            model = self._evaluation_model(weights)
+            values = self.task.evaluate(model, self.dev_items, **self._eval_options())
+            name = self.task.metric[0]
+            if self.task.better(values[name], self.state["best"]):
+                self.state["best"], self.state["best_step"] = values[name], self.state["step"]
+                self._export(model, card_result=values)
+            best = [(self.state["best"], self.state["best_step"])]
+        best = distributed.broadcast_object(best, self.where)
+        if best[0] is not None:
+            self.state["best"], self.state["best_step"] = best[0]
+        return values
+
+    def _eval_options(self) -> dict[str, Any]:
+        return {"max_duration": self.recipe.data.max_duration} if self.task.name == "asr" else {}
+
+    def _export(self, model: torch.nn.Module, card_result: dict[str, float] | None) -> None:
+        save_package(
+            model,
+            self.run_dir / "model",
+            card=self._card(card_result, self.state["step"]),
+            task=self.task.name,
+        )
+
+    def _card(self, values: dict[str, float] | None, step: int) -> str:
+        if values is None:
+            result = "not validated"
+        else:
+            result = f"dev {self.task.format_metrics(values)} at step {step}"
+        model = self.recipe.model
+        parts = (
+            f"LM `{model.lm}`"
+            if self.task.name == "lm"
+            else f"encoder `{model.encoder}`; heads `{model.heads}`"
+        )
         return (
-            f"# Model trained by suite\n\n"
+            f"# Model trained by suite ({self.task.name})\n\n"
             f"- Recipe command: `{self.command}`\n"
             f"- Training data: `{self.recipe.data.manifest('train')}`\n"
-            f"- Encoder: `{self.recipe.model.encoder}`; heads: `{self.recipe.model.heads}`\n"
+            f"- Model: {parts}; tokenizer `{model.tokenizer}`\n"
             f"- Result: {result}\n\n"
             f"The merged recipe is in `config.yaml` of the run folder.\n"
         )
 
     def _checkpoint(self) -> None:
-        extra = {f"ema.{k}": v for k, v in self.ema.items()} if self.ema is not None else None
-        save_checkpoint(
-            self.ckpt_dir,
-            self.state["step"],
-            self.model.state_dict(),
-            self.optimizer.state_dict(),
-            self.state,
-            extra,
-            keep=self.cfg.keep_checkpoints,
-        )
+        model_state, optim_state = self._full_states()
+        ema = self._full_ema()
+        rng = distributed.gather_objects(rng_state(), self.where)
+        if self.where.main:
+            extra = {f"ema.{k}": v for k, v in ema.items()} if ema is not None else None
+            save_checkpoint(
+                self.ckpt_dir,
+                self.state["step"],
+                model_state,
+                optim_state,
+                self.state,
+                extra,
+                keep=self.cfg.keep_checkpoints,
+                rng=rng,
+            )
+        distributed.barrier(self.where)
 
-    def train(self) -> Path:
-        """Run until ``train.max_steps``; returns the exported model package's folder."""
+    def train(self) -> Path | None:
+        """Run until ``train.max_steps``; returns the exported model package's folder on
+        rank 0 (``None`` on the other ranks)."""
+        try:
+            return self._train()
+        finally:
+            distributed.teardown()
+
+    def _train(self) -> Path | None:
         cfg = self.cfg
-        frame_seconds = self.dataset.frontend.hop_ms / 1000
         batches = self._batches()
         self._train_mode()
         bar = tqdm(
@@ -396,7 +464,7 @@ class Trainer:
             dynamic_ncols=True,
             desc="train",
         )
-        audio_seconds, window_start, skipped = 0.0, time.perf_counter(), 0
+        amount, window_start, skipped = 0.0, time.perf_counter(), 0
         terms: dict[str, float] = {}  # the loss and its terms summed over the log window's steps
         window_steps = 0
         while self.state["step"] < cfg.max_steps:
@@ -405,15 +473,18 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             self.optimizer.zero_grad(set_to_none=True)
-            for _ in range(cfg.accum_grad):
+            for micro in range(cfg.accum_grad):
                 batch = next(batches).to(self.device)
-                with precision_autocast(self.device, cfg.precision):
-                    out = self.model.loss(batch)
-                (out["loss"] / cfg.accum_grad).backward()
+                with distributed.gradient_sync(self.step_module, micro == cfg.accum_grad - 1):
+                    with precision_autocast(self.device, cfg.precision):
+                        out = self.step_module(batch)
+                    (out["loss"] / cfg.accum_grad).backward()
                 for key, value in out.items():
                     terms[key] = terms.get(key, 0.0) + value.item() / cfg.accum_grad
-                audio_seconds += batch.lengths.sum().item() * frame_seconds
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                amount += self.task.batch_amount(batch, self.model)
+            grad_norm = full_tensor(
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            )
             if torch.isfinite(grad_norm):
                 optimizer_step(self.optimizer, self.model, self.ema, cfg.ema_decay)
             else:  # a bad batch must not poison the weights
@@ -423,43 +494,55 @@ class Trainer:
             window_steps += 1
             if step % cfg.log_every == 0 or step == cfg.max_steps:
                 elapsed = time.perf_counter() - window_start
-                speed = audio_seconds / max(elapsed, 1e-9)
                 means = {key: total / window_steps for key, total in terms.items()}
+                means = distributed.mean_over_ranks(means, self.where)
+                speed = amount * self.where.world_size / max(elapsed, 1e-9)
                 loss = means.pop("loss")
-                self.metrics.write(
-                    step,
-                    {
-                        "loss": loss,  # a mean over the steps since the last line, as each term
-                        "lr": lr,
-                        "grad_norm": float(grad_norm),
-                        "audio_sec_per_sec": speed,
-                        "skipped_steps": skipped,
-                        **means,
-                    },
-                )
-                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", audio_s_per_s=f"{speed:.0f}")
-                audio_seconds, window_start = 0.0, time.perf_counter()
+                if self.metrics is not None:
+                    self.metrics.write(
+                        step,
+                        {
+                            "loss": loss,  # a mean over the steps since the last line, as each term
+                            "lr": lr,
+                            "grad_norm": float(grad_norm),
+                            f"{self.task.amount}_per_sec": speed,
+                            "skipped_steps": skipped,
+                            **means,
+                        },
+                    )
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
+                amount, window_start = 0.0, time.perf_counter()
                 terms, window_steps = {}, 0
-            if self.dev_cuts is not None and (step % cfg.val_every == 0 or step == cfg.max_steps):
-                val = self._validate()
-                self.metrics.write(step, val)
-                bar.write(f"step {step}: dev WER {val['dev_wer']:.2%} CER {val['dev_cer']:.2%}")
+            if self.dev_items is not None and (step % cfg.val_every == 0 or step == cfg.max_steps):
+                values = self._validate()
+                if values is not None and self.metrics is not None:
+                    self.metrics.write(step, {f"dev_{k}": v for k, v in values.items()})
+                    bar.write(f"step {step}: dev {self.task.format_metrics(values)}")
                 self._train_mode()
             if step % self.save_every == 0 or step == cfg.max_steps:
                 self._checkpoint()
         bar.close()
-        if self.dev_cuts is None:  # nothing to select by: export the final weights
-            save_package(
-                self.model,
-                self.run_dir / "model",
-                state=self.ema,
-                card=self._card(None, self.state["step"]),
-            )
-        return self.run_dir / "model"
+        if self.dev_items is None:  # nothing to select by: export the final weights
+            full_model, _ = self._full_states()
+            weights = self._full_ema() or full_model
+            if self.where.main:
+                self._export(self._evaluation_model(weights), card_result=None)
+        distributed.barrier(self.where)
+        return self.run_dir / "model" if self.where.main else None
+
+
+def _like(value: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
+    """``value`` (a whole tensor) laid out as ``live``: on its device, and sharded as it is
+    under FSDP."""
+    if hasattr(live, "device_mesh"):  # a DTensor shard
+        from torch.distributed.tensor import distribute_tensor
+
+        return distribute_tensor(value.to(live.device), live.device_mesh, live.placements)
+    return value.to(live.device).clone()
 
 
 def train(
     recipe: Recipe, resume: bool = False, progress: bool = True, save_every: int | None = None
-) -> Path:
+) -> Path | None:
     """Train ``recipe``; see :class:`Trainer`."""
     return Trainer(recipe, resume=resume, progress=progress, save_every=save_every).train()

@@ -99,7 +99,7 @@ def by_group(scores: Scores, key: str) -> dict[Any, Scores]:
 def evaluate_cuts(
     model: Any, cuts: CutSet, max_duration: float = 200.0, **decode_options: Any
 ) -> Scores:
-    """Transcribe every cut with ``model`` (an :class:`~suite.model.AsrModel`) and score it.
+    """Transcribe every cut with ``model`` (an :class:`~suite.model.TaskModel`) and score it.
 
     Cuts are batched longest first, as ``transcribe`` batches, so that a batch holds cuts of
     similar length: on the test split of ``recipes/asr``, greedy RTFx 100-106 in manifest order
@@ -107,7 +107,7 @@ def evaluate_cuts(
     manifest's order. Audio loading and feature extraction count towards the wall time, as they
     would for a user.
     """
-    from suite.data.dataset import AsrDataset
+    from suite.tasks.asr.dataset import AsrDataset
 
     listed = list(cuts)
     manifest_order = {cut.id: i for i, cut in enumerate(listed)}

@@ -1,0 +1,190 @@
+"""The ``asr`` task's CLI verbs: ``suite evaluate``, ``transcribe``, ``stream`` and ``serve``,
+plus the decoding and context options they share with ``suite models attach-lm``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from suite.errors import UserError
+from suite.tasks.asr.pipeline import Transcriber, default_stream_context
+
+
+def _transcriber(name: str) -> Transcriber:
+    """The :class:`Transcriber` of a shipped name or package folder (another task's package
+    is a teaching error)."""
+    from suite.model import load_package, resolve
+
+    return Transcriber(load_package(resolve(name), task="asr"), name=name)
+
+
+def _stream(args: argparse.Namespace) -> None:
+    from suite.audio import load_audio
+    from suite.streaming import microphone_chunks, stream_audio
+
+    asr = _transcriber(args.model)
+    session = asr.stream(att_context=args.context)
+    chunk_seconds = args.chunk_ms / 1000
+    if args.mic:
+        print("listening (Ctrl-C to stop) ...", file=sys.stderr)
+        try:
+            for chunk in microphone_chunks(asr.sample_rate, chunk_seconds):
+                print(f"\r{session.accept(chunk, asr.sample_rate)}", end="", flush=True)
+        except KeyboardInterrupt:
+            pass
+        print(f"\r{session.finish()}")
+        return
+    audio = load_audio(args.wav, target_sample_rate=asr.sample_rate)
+    latencies = []
+    for p in stream_audio(session, audio, chunk_seconds, realtime=not args.fast):
+        latencies.append(p.latency)
+        tag = "final" if p.final else f"{p.seconds:6.2f}s"
+        print(f"[{tag} {p.latency * 1000:5.1f} ms] {p.text}", flush=True)
+    ms = sorted(x * 1000 for x in latencies)
+    print(
+        f"per-chunk latency p50 {ms[len(ms) // 2]:.1f} ms, "
+        f"p95 {ms[min(len(ms) - 1, int(0.95 * len(ms)))]:.1f} ms ({len(ms)} chunks)",
+        file=sys.stderr,
+    )
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from suite.serve import serve
+
+    asr = _transcriber(args.model)
+    context = args.context or default_stream_context(asr.model)  # refuses an offline model
+    serve(asr.model, host=args.host, port=args.port, att_context=context)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from lhotse import CutSet
+
+    from suite.model import load_package, resolve
+    from suite.tasks.asr.evaluation import by_group, evaluate_cuts, write_results
+
+    model = load_package(resolve(args.model), task="asr")
+    manifest = Path(args.manifest)
+    if not manifest.is_file():
+        raise UserError(f"manifest {manifest} does not exist; pass a lhotse cuts .jsonl.gz")
+    if args.context is not None:  # equals streaming with this context, by construction
+        default_stream_context(model)  # a clear error for a model not trained for streaming
+        model.encoder.att_context = args.context
+    cuts = CutSet.from_file(manifest)
+    scores = evaluate_cuts(model, cuts, head=args.head, **decode_options(args))
+    out = Path(args.results or manifest.with_name(manifest.name.split(".")[0] + ".results.jsonl"))
+    write_results(scores, out)
+    print(
+        f"WER {scores.wer:.2%}  CER {scores.cer:.2%}  RTFx {scores.rtfx:.1f}  "
+        f"({scores.num_utterances} utterances, {scores.audio_seconds / 3600:.2f} h)"
+    )
+    groups = by_group(scores, "voice_seen_in_train")
+    for seen, label in ((True, "voices used in training"), (False, "voices held out")):
+        if seen in groups:
+            g = groups[seen]
+            print(f"  {label}: WER {g.wer:.2%}  CER {g.cer:.2%}  ({g.num_utterances} utterances)")
+    print(f"per-utterance results: {out}")
+
+
+def _transcribe(args: argparse.Namespace) -> None:
+
+    asr = _transcriber(args.model)
+    texts = asr.transcribe(args.files, head=args.head, **decode_options(args))
+    for path, text in zip(args.files, texts, strict=True):
+        print(f"{path}\t{text}")
+
+
+def add_decoding(parser: argparse.ArgumentParser) -> None:
+    """``--decoding``, ``--head`` and the beam options: how a model decodes, with which head."""
+    parser.add_argument(
+        "--decoding",
+        default=None,
+        choices=["greedy", "beam"],
+        help="default: the head's (beam for a CTC head with an LM, else greedy)",
+    )
+    parser.add_argument("--head", default=None, help="which head decodes (default: the first)")
+    add_beam_options(parser)
+
+
+def add_beam_options(parser: argparse.ArgumentParser) -> None:
+    """``--beam-size``, ``--lm-weight``, ``--length-bonus`` (default: the head's own)."""
+    parser.add_argument("--beam-size", type=int, default=None, help="hypotheses kept per step")
+    parser.add_argument(
+        "--lm-weight", type=float, default=None, help="weight of the CTC head's LM (0: none)"
+    )
+    parser.add_argument("--length-bonus", type=float, default=None, help="score per token")
+
+
+def decode_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The decoding options given on the command line (the rest stay the head's defaults)."""
+    options = {
+        "method": getattr(args, "decoding", None),  # attach-lm sets only the beam options
+        "beam_size": args.beam_size,
+        "lm_weight": args.lm_weight,
+        "length_bonus": args.length_bonus,
+    }
+    return {k: v for k, v in options.items() if v is not None}
+
+
+class _ContextAction(argparse.Action):
+    """Two or three integers: ``LEFT RIGHT [AHEAD]``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+        if len(values) not in (2, 3):
+            parser.error(f"{option_string} takes LEFT RIGHT [AHEAD], got {len(values)} numbers")
+        setattr(namespace, self.dest, tuple(values))
+
+
+def add_context(
+    parser: argparse.ArgumentParser,
+    text: str = "attention context in encoder frames (default: the model's lowest-latency one)",
+) -> None:
+    """``--context LEFT RIGHT [AHEAD]``: a streaming model's attention context, in encoder
+    frames (chunks of RIGHT + 1 frames, each seeing AHEAD frames past it); ``text`` is its
+    help."""
+    parser.add_argument(
+        "--context",
+        type=int,
+        nargs="+",
+        action=_ContextAction,
+        metavar="N",
+        default=None,
+        help=f"{text}: LEFT RIGHT [AHEAD], chunks of RIGHT + 1 frames that each see AHEAD more",
+    )
+
+
+def add_commands(commands: Any) -> None:
+    """Add the asr verbs to the ``suite`` sub-command parser."""
+    ev = commands.add_parser("evaluate", help="WER, CER and RTFx of a model on a manifest")
+    ev.add_argument("model", help="a shipped model name or a package folder")
+    ev.add_argument("manifest", help="lhotse cuts (.jsonl.gz) with reference texts")
+    ev.add_argument("--results", default=None, help="per-utterance results (.jsonl)")
+    add_decoding(ev)
+    add_context(ev, "attention context of a streaming model, in encoder frames (default: its own)")
+    ev.set_defaults(func=_evaluate)
+
+    tx = commands.add_parser("transcribe", help="transcribe audio files")
+    tx.add_argument("model", help="a shipped model name or a package folder")
+    tx.add_argument("files", nargs="+")
+    add_decoding(tx)
+    tx.set_defaults(func=_transcribe)
+
+    st = commands.add_parser("stream", help="stream a file or the microphone, printing partials")
+    st.add_argument("model", help="a shipped model name or a package folder (streaming-trained)")
+    source = st.add_mutually_exclusive_group(required=True)
+    source.add_argument("--wav", help="an audio file, fed in real time")
+    source.add_argument("--mic", action="store_true", help="the default input device")
+    st.add_argument("--chunk-ms", type=float, default=160.0, help="audio per fed chunk")
+    add_context(st)
+    st.add_argument("--fast", action="store_true", help="--wav as fast as possible, not paced")
+    st.set_defaults(func=_stream)
+
+    sv = commands.add_parser(
+        "serve", help="a web page that streams the microphone to the model (localhost)"
+    )
+    sv.add_argument("model", help="a shipped model name or a package folder (streaming-trained)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: local)")
+    sv.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one")
+    add_context(sv)
+    sv.set_defaults(func=_serve)
