@@ -93,6 +93,14 @@ class Task(ABC):
     def evaluate(self, model: nn.Module, items: Any, **options: Any) -> dict[str, float]:
         """Metrics of ``model`` on ``items``; holds at least :attr:`metric`'s name."""
 
+    def eval_options(self, recipe: Recipe) -> dict[str, Any]:
+        """The options :meth:`evaluate` takes from the recipe during training (default: none)."""
+        return {}
+
+    def describe(self, config: ModelConfig) -> str:
+        """The model's parts in one line, for the model card."""
+        return f"`{config}`"
+
     def format_metrics(self, metrics: dict[str, float]) -> str:
         """One line of the metrics for people."""
         return "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())

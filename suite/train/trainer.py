@@ -385,7 +385,9 @@ class Trainer:
         values = None
         if self.where.main:
             model = self._evaluation_model(weights)
-            values = self.task.evaluate(model, self.dev_items, **self._eval_options())
+            values = self.task.evaluate(
+                model, self.dev_items, **self.task.eval_options(self.recipe)
+            )
             name = self.task.metric[0]
             if self.task.better(values[name], self.state["best"]):
                 self.state["best"], self.state["best_step"] = values[name], self.state["step"]
@@ -395,9 +397,6 @@ class Trainer:
         if best[0] is not None:
             self.state["best"], self.state["best_step"] = best[0]
         return values
-
-    def _eval_options(self) -> dict[str, Any]:
-        return {"max_duration": self.recipe.data.max_duration} if self.task.name == "asr" else {}
 
     def _export(self, model: torch.nn.Module, card_result: dict[str, float] | None) -> None:
         save_package(
@@ -412,17 +411,11 @@ class Trainer:
             result = "not validated"
         else:
             result = f"dev {self.task.format_metrics(values)} at step {step}"
-        model = self.recipe.model
-        parts = (
-            f"LM `{model.lm}`"
-            if self.task.name == "lm"
-            else f"encoder `{model.encoder}`; heads `{model.heads}`"
-        )
         return (
             f"# Model trained by suite ({self.task.name})\n\n"
             f"- Recipe command: `{self.command}`\n"
             f"- Training data: `{self.recipe.data.manifest('train')}`\n"
-            f"- Model: {parts}; tokenizer `{model.tokenizer}`\n"
+            f"- Model: {self.task.describe(self.recipe.model)}\n"
             f"- Result: {result}\n\n"
             f"The merged recipe is in `config.yaml` of the run folder.\n"
         )

@@ -148,6 +148,15 @@ class AsrTask(Task):
             out[f"wer_{'seen' if seen else 'held_out'}_voices"] = group.wer
         return out
 
+    def eval_options(self, recipe: Recipe) -> dict[str, Any]:
+        return {"max_duration": recipe.data.max_duration}
+
+    def describe(self, config: ModelConfig) -> str:
+        return (
+            f"frontend `{config.frontend}`; encoder `{config.encoder}`; heads `{config.heads}`; "
+            f"tokenizer `{config.tokenizer}`"
+        )
+
     def format_metrics(self, metrics: dict[str, float]) -> str:
         return "  ".join(
             f"{k} {v:.2%}" if k.startswith(("wer", "cer")) else f"{k} {v:.1f}"

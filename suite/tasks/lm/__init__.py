@@ -171,6 +171,9 @@ class LmTask(Task):
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
         ]
 
+    def describe(self, config: ModelConfig) -> str:
+        return f"TransformerLM `{config.lm}`; tokenizer `{config.tokenizer}`"
+
     def package_config(self, model: nn.Module) -> dict[str, Any]:
         return {"model": dict(model.config)}
 
