@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The pinned stack that installs fast on our machines; pyproject.toml states ranges.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0
 
-.PHONY: setup system-deps test lint format demo
+.PHONY: setup system-deps test test-all lint format demo
 
 setup: $(STAMP) system-deps
 
@@ -33,7 +33,12 @@ system-deps:
 demo: setup
 	$(PY) -m suite.demo
 
+# The quick suite (minutes on 2 cores); end-to-end tests that train for tens of seconds or more
+# are marked `slow` and run by test-all, which CI runs.
 test: setup
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: setup
 	$(PY) -m pytest -q
 
 lint: setup

@@ -129,6 +129,7 @@ def test_two_ranks_step_as_one_process_accumulating_their_batches(
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step-00000006"]
 
 
+@pytest.mark.slow
 def test_sigkill_of_one_rank_then_resume_continues_exactly(corpus, tmp_path):
     steps = 60
     common = ["--nproc", "2", "--save-every", "10"]

@@ -52,6 +52,7 @@ def tiny_overrides(corpus: Path, out: Path, steps: int, **more: object) -> list[
     return [f"{k}={json.dumps(v)}" for k, v in values.items()]
 
 
+@pytest.mark.slow
 def test_loss_falls_and_training_wer_drops(tiny_corpus, tmp_path):
     # Eight utterances, seen again and again: enough to see learning in a minute on CPU.
     cuts = CutSet.from_file(tiny_corpus / "espeak_cuts_train.jsonl.gz").subset(first=8)
@@ -215,6 +216,7 @@ def test_evaluate_reports_seen_and_held_out_voices(tiny_corpus, tmp_path, capsys
     assert errors == pytest.approx(scores.wer * sum(r["words"] for r in rows))
 
 
+@pytest.mark.slow
 def test_init_from_starts_at_the_package_weights_and_tokenizer(tiny_corpus, tmp_path):
     first = Trainer(
         load_recipe(RECIPE, tiny_overrides(tiny_corpus, tmp_path / "a", steps=3)), progress=False
