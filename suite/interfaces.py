@@ -8,9 +8,9 @@ Every public boundary is batch-first ``(B, T, D)`` plus ``lengths: (B,)`` int64.
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -226,6 +226,80 @@ class Head(nn.Module):
     @abstractmethod
     def decode(self, enc: EncoderOutput, **options: Any) -> list[Hypothesis]:
         """One hypothesis per batch item, in batch order."""
+
+
+class Codec(nn.Module):
+    """A neural audio codec: waveforms to discrete codes and back (``codec`` registry kind).
+
+    Codes are ``(B, Q, T)`` int64: ``Q`` quantizer stages (residual or grouped) of
+    ``codebook_size`` entries each, at ``frame_rate`` frames per second of audio at
+    ``sample_rate``. A codec trained with quantizer dropout decodes from the first ``q <= Q``
+    stages too (a lower bitrate: ``q * log2(codebook_size) * frame_rate`` bits per second).
+
+    Attributes:
+        sample_rate: the audio rate the codec reads and writes.
+        frame_rate: code frames per second.
+        num_quantizers: Q.
+        codebook_size: entries per codebook.
+    """
+
+    sample_rate: int
+    frame_rate: float
+    num_quantizers: int
+    codebook_size: int
+
+    @abstractmethod
+    def encode(
+        self, audio: Tensor, lengths: Tensor, num_quantizers: int | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``audio (B, S)`` with ``lengths (B,)`` in samples -> ``codes (B, q, T)`` int64 and
+        ``code_lengths (B,)`` in frames; ``q`` is ``num_quantizers`` (default: all)."""
+
+    @abstractmethod
+    def decode(self, codes: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """``codes (B, q, T)`` with ``lengths (B,)`` in frames -> ``audio (B, S)`` and its
+        ``lengths (B,)`` in samples."""
+
+
+class StreamingCodec(Codec):
+    """A codec that also runs chunk by chunk with an explicit state; concatenated
+    ``encode_step`` codes equal ``encode``'s, and concatenated ``decode_step`` samples equal
+    ``decode``'s (fp32 tolerance)."""
+
+    @abstractmethod
+    def init_state(self, batch_size: int, device: Any = None) -> Any:
+        """Fresh encoder and decoder state for ``batch_size`` streams."""
+
+    @abstractmethod
+    def encode_step(
+        self, chunk: Tensor, lengths: Tensor, state: Any, final: bool = False
+    ) -> tuple[Tensor, Tensor, Any]:
+        """New samples ``(B, S)`` -> the code frames they complete ``(B, Q, T)``, their
+        lengths and the new state; ``final`` flushes what waits for more samples."""
+
+    @abstractmethod
+    def decode_step(
+        self, codes: Tensor, lengths: Tensor, state: Any, final: bool = False
+    ) -> tuple[Tensor, Tensor, Any]:
+        """New code frames -> the samples they complete, their lengths and the new state."""
+
+
+def check_codes(codes: Tensor, lengths: Tensor, codec: Codec) -> None:
+    """Raise a teaching error unless ``codes`` are ``(B, q, T)`` int64 entries of ``codec``'s
+    codebooks with ``q <= num_quantizers`` and ``lengths (B,)`` in ``[0, T]``."""
+    if codes.dim() != 3 or codes.dtype != torch.long:
+        raise ValueError(f"codes must be (B, Q, T) int64, got {tuple(codes.shape)} {codes.dtype}")
+    if not 1 <= codes.shape[1] <= codec.num_quantizers:
+        raise ValueError(
+            f"codes have {codes.shape[1]} quantizer stages; this codec has 1 to "
+            f"{codec.num_quantizers}"
+        )
+    if codes.numel() and not 0 <= int(codes.min()) <= int(codes.max()) < codec.codebook_size:
+        raise ValueError(f"code entries must lie in [0, {codec.codebook_size})")
+    if tuple(lengths.shape) != codes.shape[:1] or (
+        lengths.numel() and not 0 <= int(lengths.min()) <= int(lengths.max()) <= codes.shape[2]
+    ):
+        raise ValueError(f"code lengths must be ({codes.shape[0]},) in [0, {codes.shape[2]}]")
 
 
 class Tokenizer(ABC):
