@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from suite.audio import AudioError, prepare_samples
+from suite.data.collate import pad_sequences
 from suite.errors import UserError
 from suite.interfaces import StreamingEncoder
 from suite.model import TaskModel
@@ -305,10 +306,7 @@ class StreamBatcher:
         self, streams: list[_Stream], pieces: list[np.ndarray], final: list[bool]
     ) -> list[str]:
         """One batched pass of ``pieces`` through frontend, encoder and decoder."""
-        lengths = torch.tensor([p.size for p in pieces], dtype=torch.long)
-        audio = torch.zeros(len(pieces), int(lengths.max()))  # (B, S)
-        for b, p in enumerate(pieces):
-            audio[b, : p.size] = torch.from_numpy(p)
+        audio, lengths = pad_sequences(pieces, dtype=torch.float32)  # (B, S), (B,)
         audio, lengths = audio.to(self.device), lengths.to(self.device)
         batch = streams[0].batch
         if (

@@ -111,17 +111,17 @@ def test_spec_augment_only_when_training(cuts):
     np.random.seed(0)
     torch.manual_seed(0)
     [evaluation] = only_batch(AsrDataset(CharTokenizer(), fbank, config), cuts, max_cuts=3)
-    assert torch.equal(evaluation.features, plain.features)  # augment given, training off
+    assert torch.equal(evaluation.inputs, plain.inputs)  # augment given, training off
 
     dataset = AsrDataset(CharTokenizer(), fbank, config, training=True)
     dataset.augment.spec_augment.transform.p = 1.0  # augment every item for the test
     [train] = only_batch(dataset, cuts, max_cuts=3)
     assert (
-        torch.equal(train.lengths, plain.lengths) and train.features.shape == plain.features.shape
+        torch.equal(train.lengths, plain.lengths) and train.inputs.shape == plain.inputs.shape
     )
     for i, n in enumerate(plain.lengths.tolist()):
-        assert not torch.equal(train.features[i, :n], plain.features[i, :n])
-        assert (train.features[i, n:] == 0).all()
+        assert not torch.equal(train.inputs[i, :n], plain.inputs[i, :n])
+        assert (train.inputs[i, n:] == 0).all()
 
 
 def test_noise_and_speed_perturbation_when_training(cuts):
@@ -134,9 +134,9 @@ def test_noise_and_speed_perturbation_when_training(cuts):
         )[0]
         for _ in range(2)
     ]
-    assert torch.equal(noisy[0].features, noisy[1].features)  # seeded
+    assert torch.equal(noisy[0].inputs, noisy[1].inputs)  # seeded
     assert torch.equal(noisy[0].lengths, plain.lengths)
-    assert not torch.equal(noisy[0].features, plain.features)
+    assert not torch.equal(noisy[0].inputs, plain.inputs)
 
     config = AugmentConfig(specaugment=False, speed_perturb=[0.5, 2.0])
     dataset = AsrDataset(CharTokenizer(), fbank, config, training=True, seed=0)
@@ -161,7 +161,7 @@ def test_workers_draw_different_noise(cuts):
     same_batch_twice = [cuts, cuts]
     loader = DataLoader(dataset, sampler=same_batch_twice, batch_size=None, num_workers=2)
     first, second = list(loader)
-    assert first.ids == second.ids and not torch.equal(first.features, second.features)
+    assert first.ids == second.ids and not torch.equal(first.inputs, second.inputs)
 
 
 def test_other_rates_and_stereo_are_repaired(tmp_path):

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset, get_worker_info
 from suite.audio import AudioError, check_audio_file, prepare_samples, read_audio_file
 from suite.augment import Augmentation, build_augment
 from suite.config import AugmentConfig
+from suite.data.collate import pad_sequences
 from suite.errors import UserError
 from suite.interfaces import Batch, Frontend
 from suite.text import normalize_text
@@ -173,10 +174,7 @@ class AsrDataset(Dataset):
         if augmenting:
             waves = [self.augment.transform_audio(w) for w in waves]
 
-        lengths = torch.tensor([w.shape[0] for w in waves], dtype=torch.long)  # (B,)
-        audio = torch.zeros(len(waves), int(lengths.max()))  # (B, S)
-        for i, wave in enumerate(waves):
-            audio[i, : wave.shape[0]] = torch.from_numpy(wave)
+        audio, lengths = pad_sequences(waves)  # (B, S), (B,)
         with torch.no_grad():
             features, frame_lengths = self.frontend(audio, lengths)  # (B, T, F), (B,)
         if augmenting:
@@ -184,10 +182,7 @@ class AsrDataset(Dataset):
 
         texts = [_text(cut) for cut in cuts]
         tokens = [self.tokenizer.encode(text) for text in texts]
-        target_lengths = torch.tensor([len(t) for t in tokens], dtype=torch.long)  # (B,)
-        targets = torch.zeros(len(tokens), int(target_lengths.max()), dtype=torch.long)  # (B, U)
-        for i, ids in enumerate(tokens):
-            targets[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        targets, target_lengths = pad_sequences(tokens, dtype=torch.long)  # (B, U), (B,)
         return Batch(
             inputs=features,
             lengths=frame_lengths.long(),

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from suite.audio import load_audio
+from suite.data.collate import pad_sequences
 from suite.errors import UserError
 from suite.model import TaskModel, build_model, load_package, save_package
 
@@ -68,10 +69,7 @@ class Transcriber:
         device = next(self.model.parameters()).device
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
-            lengths = torch.tensor([len(audio[i]) for i in index])
-            batch = torch.zeros(len(index), int(lengths.max()))  # (B, S)
-            for row, i in enumerate(index):
-                batch[row, : len(audio[i])] = torch.from_numpy(audio[i])
+            batch, lengths = pad_sequences([audio[i] for i in index])  # (B, S), (B,)
             hyps = self.model.recognize_audio(
                 batch.to(device), lengths.to(device), head=head, **decode_options
             )
