@@ -21,8 +21,8 @@ As in the paper:
 
 What differs:
     * Rotary positions (as in ``conformer.py``) instead of relative positional encoding; the
-      attention, rotary, convolution and feed-forward modules are those of
-      ``suite.encoders.blocks``, given :class:`ScaleBias` as their input normalization.
+      attention, rotary, convolution and feed-forward modules are those of ``suite.nn``, given
+      :class:`ScaleBias` as their input normalization.
     * The convolution module keeps the Conformer's GLU (the paper unifies it to Swish) and
       LayerNorm instead of BatchNorm (batch statistics break padding invariance and streaming).
     * Time reduction kernel 3 (NeMo uses 5); with ``causal=True`` it pads two frames on the left,
@@ -36,7 +36,6 @@ What differs:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,33 +44,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from suite.encoders.blocks import (
-    ConvModule,
-    ConvSubsampling,
-    FeedForward,
-    SelfAttention,
-    StreamStep,
-    as_context,
-    cache_frames,
-    call_context,
-    causal_stride2_step,
-    dropped,
-    frame_mask,
-    stream_context,
-    stream_step,
-    take,
-    training_contexts,
-)
-from suite.encoders.conformer import (
-    ConformerState,
-    front_state,
-    layer_cache,
-    stack_caches,
-    streaming_front,
-)
-from suite.interfaces import EncoderOutput, StreamingEncoder
-from suite.kernels.attention import Context, no_lookahead
-from suite.kernels.linear import Linear
+from suite.encoders.cache_aware import CacheAwareEncoder, ConformerState, LayerCache
+from suite.kernels.attention import Context
+from suite.nn.attention import SelfAttention
+from suite.nn.convolution import ConvModule, causal_stride2_step
+from suite.nn.feedforward import FeedForward
+from suite.nn.frames import frame_mask, take
+from suite.nn.step import StreamStep
 from suite.registry import register_encoder
 
 
@@ -124,8 +103,8 @@ class SqueezeformerBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def _feed_forwards_after(self, x: Tensor, conv: Tensor) -> Tensor:
-        x = self.norm_conv(x + dropped(self.dropout, conv))
-        return self.norm_ff2(x + dropped(self.dropout, self.ff2(x)))
+        x = self.norm_conv(x + self.dropout(conv))
+        return self.norm_ff2(x + self.dropout(self.ff2(x)))
 
     def forward(
         self, x: Tensor, lengths: Tensor, valid: Tensor, context: Context, stride: int = 1
@@ -134,19 +113,19 @@ class SqueezeformerBlock(nn.Module):
 
         ``stride``: full-rate frames per frame of ``x`` (2 inside the U-Net's reduced part).
         """
-        x = self.norm_attn(x + dropped(self.dropout, self.attn(x, lengths, context, stride)))
-        x = self.norm_ff1(x + dropped(self.dropout, self.ff1(x)))
+        x = self.norm_attn(x + self.dropout(self.attn(x, lengths, context, stride)))
+        x = self.norm_ff1(x + self.dropout(self.ff1(x)))
         return self._feed_forwards_after(x, self.conv(x, valid))
 
     def streaming_forward(
-        self, x: Tensor, step: StreamStep, cache: tuple[Tensor, Tensor, Tensor]
-    ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
+        self, x: Tensor, step: StreamStep, cache: LayerCache
+    ) -> tuple[Tensor, LayerCache]:
         """One block on new frames ``x (B, T, D)`` of ``step``; ``cache`` is ``(keys, values,
         conv)`` as in :class:`SqueezeformerState`."""
         keys, values, conv = cache
         out, keys, values = self.attn.streaming_forward(x, step, keys, values)
-        x = self.norm_attn(x + dropped(self.dropout, out))
-        x = self.norm_ff1(x + dropped(self.dropout, self.ff1(x)))
+        x = self.norm_attn(x + self.dropout(out))
+        x = self.norm_ff1(x + self.dropout(self.ff1(x)))
         out, conv = self.conv.streaming_forward(x, step, conv)
         return self._feed_forwards_after(x, out), (keys, values, conv)
 
@@ -166,7 +145,7 @@ class TimeReduction(nn.Module):
         super().__init__()
         self.padding = (2, 0) if causal else (1, 1)
         self.depthwise = nn.Conv1d(d_model, d_model, kernel_size=3, stride=2, groups=d_model)
-        self.pointwise = Linear(d_model, d_model)
+        self.pointwise = nn.Linear(d_model, d_model)
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """``x (B, T, D)``, ``lengths (B,)`` -> ``(B, ceil(T / 2), D)``, ``(B,)``."""
@@ -195,7 +174,7 @@ class TimeRecovery(nn.Module):
 
     def __init__(self, d_model: int):
         super().__init__()
-        self.proj = Linear(d_model, d_model)
+        self.proj = nn.Linear(d_model, d_model)
 
     def forward(self, x: Tensor, T: int) -> Tensor:
         """``x (B, T'', D)`` -> ``(B, T, D)`` (projecting before repeating: same values)."""
@@ -266,7 +245,7 @@ class SqueezeformerState(ConformerState):
         },
     },
 )
-class Squeezeformer(StreamingEncoder):
+class Squeezeformer(CacheAwareEncoder):
     """Squeezeformer: 4x depthwise-separable subsampling, then a Temporal U-Net of blocks.
 
     Args:
@@ -280,10 +259,9 @@ class Squeezeformer(StreamingEncoder):
         subsampling_channels: channels of the subsampling convolutions (default D).
         dropout: dropout on residual branches, inside feed-forwards and after subsampling.
         causal: make every time convolution causal; needed for streaming.
-        causal_subsampling: ``False`` pads the subsampling symmetrically in a causal model, so
-            each frame sees its whole input window (NeMo's ``causal_downsampling``): at 4x a
-            chunk's last 30 ms of features then reach its own frames, at no added latency
-            (streams emit a frame when its window is complete). ``None``: as ``causal``.
+        causal_subsampling: ``False`` pads the subsampling symmetrically in a causal model
+            (see :class:`~suite.encoders.cache_aware.CacheAwareEncoder`). ``None``: as
+            ``causal``.
         att_context: ``None`` (full context) or ``(left, right)`` chunked-limited context in
             encoder (full-rate) frames, used at inference and streaming; defaults to the first
             of ``att_contexts`` when those are given.
@@ -293,6 +271,8 @@ class Squeezeformer(StreamingEncoder):
             paper's 7 of 16).
         recover_at: index of the first block back at full rate (default: the last block).
     """
+
+    runs_lookahead = False  # block processing is built for the Conformer only
 
     def __init__(
         self,
@@ -313,7 +293,18 @@ class Squeezeformer(StreamingEncoder):
         reduce_at: int | None = None,
         recover_at: int | None = None,
     ):
-        super().__init__()
+        super().__init__(
+            input_dim,
+            d_model,
+            subsampling_factor,
+            subsampling_channels,
+            dropout,
+            causal,
+            causal_subsampling,
+            att_context,
+            att_contexts,
+            att_context_probs,
+        )
         self.reduce_at = max(num_layers // 2 - 1, 0) if reduce_at is None else reduce_at
         self.recover_at = num_layers - 1 if recover_at is None else recover_at
         if not 0 <= self.reduce_at < self.recover_at < num_layers:
@@ -322,25 +313,6 @@ class Squeezeformer(StreamingEncoder):
                 f"reduce_at={self.reduce_at}, recover_at={self.recover_at}, num_layers="
                 f"{num_layers}; use num_layers >= 2 and leave both unset for the paper's layout"
             )
-        self.input_dim = input_dim
-        self.output_dim = d_model
-        self.causal = causal
-        self.att_contexts, self.att_context_probs = training_contexts(
-            att_contexts, att_context_probs
-        )
-        for context in self.att_contexts or []:
-            no_lookahead(context, "Squeezeformer")
-        if att_context is None and self.att_contexts:
-            att_context = self.att_contexts[0]
-        self.att_context = att_context
-        self.subsampling = ConvSubsampling(
-            input_dim,
-            d_model,
-            subsampling_channels or d_model,
-            subsampling_factor,
-            causal if causal_subsampling is None else causal_subsampling,
-        )
-        self.dropout = nn.Dropout(dropout)
         self.layers = nn.ModuleList(
             SqueezeformerBlock(d_model, num_heads, ff_mult, conv_kernel, dropout, causal)
             for _ in range(num_layers)
@@ -348,39 +320,13 @@ class Squeezeformer(StreamingEncoder):
         self.reduce = TimeReduction(d_model, causal)
         self.recover = TimeRecovery(d_model)
 
-    @property
-    def att_context(self) -> Context:
-        """``None`` (full context) or ``(left, right)`` chunked-limited context in frames."""
-        return self._att_context
+    def layer_stride(self, index: int) -> int:
+        """2 for the blocks inside the U-Net (half the frame rate), else 1."""
+        return 2 if self.reduce_at <= index < self.recover_at else 1
 
-    @att_context.setter
-    def att_context(self, value: Sequence[int] | None) -> None:
-        self._att_context = no_lookahead(as_context(value), "Squeezeformer")
-
-    def output_lengths(self, lengths: Tensor) -> Tensor:
-        """Exact ``(B,)`` encoder lengths for ``(B,)`` input lengths."""
-        return self.subsampling.output_lengths(lengths)
-
-    def _check_features(self, x: Tensor) -> None:
-        if x.dim() != 3 or x.shape[-1] != self.input_dim:
-            raise ValueError(
-                f"Squeezeformer expects features (B, T, {self.input_dim}), got "
-                f"{tuple(x.shape)}; set input_dim to the frontend's feature size"
-            )
-
-    def forward(
-        self, x: Tensor, lengths: Tensor, att_context: Sequence[int] | None | str = "auto"
-    ) -> EncoderOutput:
-        """Encode ``x (B, T, F)`` with valid ``lengths (B,)`` under ``att_context``, as
-        :meth:`Conformer.forward` does (``"auto"``: drawn from ``att_contexts`` in training).
-
-        Returns:
-            ``EncoderOutput(features (B, T', D), lengths (B,))``; padded frames are zero.
-        """
-        self._check_features(x)
-        context = no_lookahead(call_context(self, att_context), "Squeezeformer")
-        x, lengths = self.subsampling(x, lengths)  # (B, T', D)
-        x = self.dropout(x)
+    def run_blocks(self, x: Tensor, lengths: Tensor, context: Context) -> Tensor:
+        """The U-Net of blocks on subsampled frames ``x (B, T', D)`` with ``lengths (B,)``,
+        padding frames zeroed at the end."""
         valid = frame_mask(lengths, x.shape[1]).unsqueeze(-1).to(x.dtype)  # (B, T', 1)
         stride = 1
         for i, layer in enumerate(self.layers):
@@ -393,90 +339,52 @@ class Squeezeformer(StreamingEncoder):
                 x = skip + self.recover(x, skip.shape[1])  # (B, T', D)
                 lengths, valid, stride = skip_lengths, skip_valid, 1
             x = layer(x, lengths, valid, context, stride)
-        return EncoderOutput(features=x * valid, lengths=lengths)
+        return x * valid
 
     def init_state(
-        self,
-        batch_size: int,
-        device: Any = None,
-        att_context: Sequence[int] | None = None,
+        self, batch_size: int, device: Any = None, att_context: Sequence[int] | None = None
     ) -> SqueezeformerState:
-        """The state of ``batch_size`` fresh streams (see :meth:`Conformer.init_state`)."""
-        context = stream_context(
-            self.att_context if att_context is None else as_context(att_context),
-            self.causal,
-            "Squeezeformer",
-        )
-        no_lookahead(context, "Squeezeformer")
-        device = self.subsampling.out.weight.device if device is None else device
-        caches = [
-            layer_cache(layer, batch_size, context, self._stride(i), device)
-            for i, layer in enumerate(self.layers)
-        ]
-        D = self.output_dim
+        """The state of ``batch_size`` fresh streams (see
+        :meth:`~suite.encoders.cache_aware.CacheAwareEncoder.init_state`)."""
+        fields = self._fresh_state(batch_size, device, att_context)
+        device, D = fields["seen"].device, self.output_dim
         return SqueezeformerState(
-            **front_state(self.subsampling, batch_size, context, device),
-            **stack_caches(caches),
+            **fields,
             reduce=torch.zeros(batch_size, D, 2, device=device),
             recover=torch.zeros(batch_size, 1, D, device=device),
         )
 
-    def _stride(self, layer: int) -> int:
-        return 2 if self.reduce_at <= layer < self.recover_at else 1
-
-    def streaming_forward(
+    def stream_blocks(
         self,
-        chunk: Tensor,
-        chunk_lengths: Tensor,
+        block: Tensor,
+        n: Tensor,
+        pending: Tensor,
         state: SqueezeformerState,
-        final: bool | Tensor = False,
-    ) -> tuple[EncoderOutput, SqueezeformerState]:
-        """Encode the next feature frames of B streams (see :meth:`Conformer.streaming_forward`).
-
-        Args:
-            chunk: ``(B, T, F)`` new feature frames, padded on the right.
-            chunk_lengths: ``(B,)`` valid new frames per stream.
-            state: from :meth:`init_state` or the previous step.
-            final: True (all streams) or a ``(B,)`` bool tensor: streams that end here.
-
-        Returns:
-            ``(EncoderOutput(features (B, T', D), lengths (B,)), new state)``; ``T'`` may be 0.
-        """
-        self._check_features(chunk)
-        block, n, front = streaming_front(
-            self.subsampling, self.dropout, chunk, chunk_lengths, state, final
-        )
-        caches = list(zip(state.keys, state.values, state.conv, strict=True))
+        caches: list[LayerCache],
+    ) -> tuple[Tensor, dict[str, Any]]:
+        """The U-Net on a step's ready frames (see
+        :meth:`~suite.encoders.cache_aware.CacheAwareEncoder.stream_blocks`); also advances
+        the state's ``reduce`` and ``recover`` caches."""
         reduce, recover = state.reduce, state.recover
         T = block.shape[1]
-        if T > 0:
-            device, offsets = n.device, state.offsets
-            positions = offsets[:, None] + torch.arange(T, device=device)  # (B, T')
-
-            def step_of(valid: Tensor, positions: Tensor, stride: int) -> StreamStep:
-                M = cache_frames(state.context, stride)
-                inv_freq = self.layers[0].attn.inv_freq
-                return stream_step(valid, positions, state.context, M, inv_freq, stride)
-
-            step = full_rate = step_of(frame_mask(n, T), positions, 1)
-            for i, layer in enumerate(self.layers):
-                if i == self.reduce_at:
-                    skip = block
-                    block, n_reduced, reduce = self.reduce.streaming_forward(
-                        block, n, reduce, offsets
-                    )  # (B, T'', D)
-                    first = torch.div(offsets + 1, 2, rounding_mode="floor")  # reduced offsets
-                    positions = first[:, None] + torch.arange(block.shape[1], device=device)
-                    step = step_of(frame_mask(n_reduced, block.shape[1]), positions, 2)
-                if i == self.recover_at:
-                    up, recover = self.recover.streaming_forward(
-                        block, n_reduced, recover, offsets, T
-                    )
-                    block, step = skip + up, full_rate  # (B, T', D)
-                block, caches[i] = layer.streaming_forward(block, step, caches[i])
-            if full_rate.keep is not None:
-                block = block * full_rate.keep.to(block.dtype)
-        new_state = dataclasses.replace(
-            state, **front, **stack_caches(caches), reduce=reduce, recover=recover
-        )
-        return EncoderOutput(features=block, lengths=n), new_state
+        if T == 0:
+            return block, {"reduce": reduce, "recover": recover}
+        device, offsets = n.device, state.offsets
+        positions = offsets[:, None] + torch.arange(T, device=device)  # (B, T')
+        step = full_rate = self._step(state, frame_mask(n, T), positions)
+        for i, layer in enumerate(self.layers):
+            if i == self.reduce_at:
+                skip = block
+                block, n_reduced, reduce = self.reduce.streaming_forward(
+                    block, n, reduce, offsets
+                )  # (B, T'', D)
+                first = torch.div(offsets + 1, 2, rounding_mode="floor")  # reduced offsets
+                positions = first[:, None] + torch.arange(block.shape[1], device=device)
+                step = self._step(state, frame_mask(n_reduced, block.shape[1]), positions, 2)
+            if i == self.recover_at:
+                up, recover = self.recover.streaming_forward(block, n_reduced, recover, offsets, T)
+                block, step = skip + up, full_rate  # (B, T', D)
+            block, caches[i] = layer.streaming_forward(block, step, caches[i])
+        if full_rate.keep is not None:
+            block = block * full_rate.keep.to(block.dtype)
+        return block, {"reduce": reduce, "recover": recover}

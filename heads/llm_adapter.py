@@ -40,7 +40,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from suite.encoders.blocks import frame_mask
 from suite.errors import UserError
 from suite.heads.aed import beam_search, greedy_search
 from suite.heads.lm import (
@@ -52,6 +51,7 @@ from suite.heads.lm import (
     sequence_nll,
 )
 from suite.interfaces import Batch, EncoderOutput, Head, Hypothesis, Tokenizer, with_text
+from suite.nn.frames import frame_mask
 from suite.registry import register_head
 from suite.text import normalize_text
 
@@ -123,10 +123,10 @@ class LlmAdapterHead(Head):
     Args:
         input_dim: D, width of the encoder features.
         vocab_size: V, the tokenizer's vocabulary; the LM's must equal it.
-        lm: the language model: an LM package folder written by ``suite train`` (an ``lm`` recipe) (its weights
-            and options), a mapping of :class:`~suite.heads.lm.TransformerLM` options (a fresh
-            LM; a saved model package records this form), or any module implementing
-            :class:`~suite.heads.lm.CausalLM`.
+        lm: the language model: an LM package folder written by ``suite train`` with an ``lm``
+            recipe (its weights and options), a mapping of
+            :class:`~suite.heads.lm.TransformerLM` options (a fresh LM; a saved model package
+            records this form), or any module implementing :class:`~suite.heads.lm.CausalLM`.
         tokenizer: the task model's tokenizer (``build_model`` passes it): encodes the prompt,
             and must be an LM package's own. Without it a package's tokenizer is used.
         freeze_lm: keep the LM's weights fixed (no gradient, eval mode); only the projector and

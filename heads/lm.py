@@ -5,7 +5,7 @@ nanoGPT's ``model.py``): token embedding, pre-norm blocks of causal self-attenti
 feed-forward, a final LayerNorm, and an output layer tied to the embedding. What differs from
 GPT-2: rotary positions (Su et al., RoFormer) instead of a learned position table, so there is no
 maximum length and a sequence may start at any offset; SiLU instead of GELU in the feed-forward
-(the encoders' :class:`~suite.encoders.blocks.FeedForward`).
+(:class:`~suite.nn.feedforward.FeedForward`, the encoders' too).
 
 Token ids are the tokenizer's. Id 0 (the blank/padding id every suite tokenizer reserves and
 never produces when encoding) doubles as the sequence boundary, as GPT-2's ``<|endoftext|>``: a
@@ -38,16 +38,13 @@ import yaml
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from suite.encoders.blocks import (
-    FeedForward,
-    RotaryAttentionBase,
-    apply_rotary,
-    frame_mask,
-    rotary_tables,
-)
 from suite.errors import UserError
 from suite.interfaces import Tokenizer
 from suite.io import write_package
+from suite.nn.attention import RotaryAttentionBase
+from suite.nn.feedforward import FeedForward
+from suite.nn.frames import frame_mask
+from suite.nn.rotary import apply_rotary, rotary_tables
 
 BOUNDARY_ID = 0  # starts and ends every sequence (the tokenizers' reserved blank id)
 LM_PACKAGE_FILES = ("config.yaml", "model.safetensors", "tokenizer")
@@ -100,8 +97,8 @@ class CausalLM(Protocol):
 class CausalSelfAttention(RotaryAttentionBase):
     """Pre-norm multi-head causal self-attention with rotary positions and a KV cache.
 
-    The encoders' projections and rotary frequencies (:class:`RotaryAttentionBase`), with the
-    input LayerNorm.
+    The encoders' projections and rotary frequencies
+    (:class:`~suite.nn.attention.RotaryAttentionBase`), with the input LayerNorm.
 
     Args:
         d_model: D.
@@ -110,7 +107,7 @@ class CausalSelfAttention(RotaryAttentionBase):
     """
 
     def __init__(self, d_model: int, num_heads: int, rope_base: float = 10000.0) -> None:
-        super().__init__(d_model, num_heads, rope_base, linear=nn.Linear)
+        super().__init__(d_model, num_heads, rope_base)
 
     def forward(
         self,
@@ -132,7 +129,7 @@ class CausalSelfAttention(RotaryAttentionBase):
             ``(out (B, L, D), keys, values)``, the caches extended by the L new positions.
         """
         B, L, D = x.shape
-        q, k, v = self._qkv(x)  # (B, H, L, Dh) each
+        q, k, v = self._qkv(x).permute(2, 0, 3, 1, 4)  # (B, H, L, Dh) each
         cos, sin = rotary_tables(positions[:, None], self.inv_freq, q.dtype)  # (B, 1, L, Dh)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if keys is not None:
@@ -152,7 +149,7 @@ class LmBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.attn = CausalSelfAttention(d_model, num_heads, rope_base)
-        self.ff = FeedForward(d_model, ff_mult, dropout, linear=nn.Linear)
+        self.ff = FeedForward(d_model, ff_mult, dropout)
         self.dropout = nn.Dropout(dropout)
 
     def forward(
@@ -560,9 +557,9 @@ def build_lm(
     """The LM module a head's ``lm`` option names, and the tokenizer the head should use.
 
     Args:
-        lm: an LM package folder written by ``suite train`` (an ``lm`` recipe) (its weights and options), a
-            mapping of :class:`TransformerLM` options (a fresh LM, as a saved model package
-            records it), or any :class:`CausalLM` module.
+        lm: an LM package folder written by ``suite train`` with an ``lm`` recipe (its weights
+            and options), a mapping of :class:`TransformerLM` options (a fresh LM, as a saved
+            model package records it), or any :class:`CausalLM` module.
         vocab_size: the task model's vocabulary; the LM's must equal it.
         tokenizer: the task model's tokenizer, if known; it must be an LM package's own.
         head: the head's registry name, for messages.
@@ -578,8 +575,8 @@ def build_lm(
         lm = TransformerLM(**{"vocab_size": vocab_size, **lm})
     elif lm is None:
         raise UserError(
-            f"the {head} head needs `lm`: an LM package folder from `suite train` (an lm recipe) "
-            "(e.g. lm: runs/espeak_text_lm/model) or TransformerLM options "
+            f"the {head} head needs `lm`: an LM package folder from `suite train` (an lm "
+            "recipe; e.g. lm: runs/espeak_text_lm/model) or TransformerLM options "
             "(e.g. lm: {d_model: 128, num_layers: 2, num_heads: 4})"
         )
     if not isinstance(lm, nn.Module) or not isinstance(lm, CausalLM):

@@ -1,8 +1,6 @@
-"""Kernels (``suite.kernels``): the primitives the encoders call (attention, linear), each with
-faster paths beside its plain PyTorch reference and tested against it; fused GPU kernels plug in
-here."""
+"""Kernels (``suite.kernels``): the attention functions the encoders call, in plain PyTorch, each
+the reference that a fused kernel replacing it is tested against."""
 
 from suite.kernels.attention import attention, attention_mask
-from suite.kernels.linear import Linear, linear
 
-__all__ = ["Linear", "attention", "attention_mask", "linear"]
+__all__ = ["attention", "attention_mask"]

@@ -20,8 +20,8 @@ blocks), whose frame ``j`` belongs to the chunk of its first full-rate frame ``j
 A context may name a third number, ``(left, right, ahead)``: each chunk also sees the ``ahead``
 frames after it at every layer, as Emformer's right context (Shi et al., 2021), computed as
 copies that see only the chunk's window. That is block processing, not a mask over one sequence:
-the Conformer builds it (``suite.encoders.blocks.Lookahead``); the functions here take
-two-number contexts (:func:`no_lookahead`).
+:mod:`suite.nn.lookahead` builds it; the functions here take two-number contexts
+(:func:`no_lookahead`).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def no_lookahead(context: Context, who: str = "a chunk mask") -> Context:
     if lookahead_frames(context):
         raise ValueError(
             f"{who} takes no look-ahead contexts (block processing is built for the Conformer: "
-            f"suite.encoders.blocks.Lookahead), got {context!r}; use (left, right)"
+            f"suite.nn.lookahead), got {context!r}; use (left, right)"
         )
     return context
 
@@ -240,13 +240,9 @@ def masked_attention(
     B, H, Tq, Dh = q.shape
     if q.device.type == "cpu" and B * H >= 64 and Tq <= 16:
         # Many short blocks of queries (a batched streaming step): on the CPU two batched
-        # products and a softmax beat the fused kernel (4 heads, 4 queries against 132 keys:
-        # 64 streams 1.4 vs 2.7 ms, 16 streams 0.31 vs 0.50 ms; one stream 69 vs 48 us, and
-        # 64 streams of 16 queries alike, so the kernel stays there; torch 2.14, 2 cores; a
-        # 64-stream step of the streaming bench model: 113 -> 108 ms, medians of 3 processes).
-        # With a mask (streams in their first cache's worth of frames) 1.6-1.7 vs 2.3-2.4 ms at
-        # 64 streams. Masked keys get the lowest finite score, not -inf: a query that sees no
-        # key (padding, zeroed by ``keep``) then averages instead of making NaN.
+        # products and a softmax beat the fused kernel, whose fixed cost per block dominates
+        # there. Masked keys get the lowest finite score, not -inf: a query that sees no key
+        # (padding, zeroed by ``keep``) then averages instead of making NaN.
         scores = torch.matmul(q, k.transpose(-1, -2)).mul_(Dh**-0.5)  # (B, H, Tq, Tk)
         if mask is not None:
             scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)

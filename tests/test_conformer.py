@@ -8,8 +8,10 @@ import pytest
 import torch
 
 import suite
-from suite.encoders.blocks import ConvModule, StreamStep
-from suite.encoders.conformer import Conformer, rotate
+from suite.encoders.conformer import Conformer
+from suite.nn.convolution import ConvModule
+from suite.nn.rotary import rotate
+from suite.nn.step import StreamStep
 from suite.registry import RegistryError
 
 
@@ -156,8 +158,9 @@ def test_stream_step_mask_is_none_only_when_every_key_is_visible(context, stride
     (read from the streams' first positions) agrees with the built mask for blocks of one or
     two chunks, aligned to a chunk or not, with and without empty cache slots, with a cache
     that fits the context's window or reaches past it."""
-    from suite.encoders.blocks import cache_frames, stream_step
     from suite.kernels.attention import cached_attention_mask
+    from suite.nn.context import cache_frames
+    from suite.nn.step import stream_step
 
     inv_freq = torch.ones(2)
     window = cache_frames(context if context is not None else (8, 3), stride)

@@ -431,7 +431,7 @@ def test_streaming_with_chunked_fbank_equals_offline(name, context, causal_subsa
     [(n, STREAM_CONTEXTS[0]) for n in STREAMING] + [("conformer", LOOKAHEAD_CONTEXTS[0])],
 )
 def test_stepping_twice_from_one_state_leaves_the_first_step_intact(name, context):
-    """Caches grow in place inside a buffer (``encoders.blocks.append``); a second step from the
+    """Caches grow in place inside a buffer (``suite.nn.frames.append``); a second step from the
     same state (a branch) must not write over the frames the first step's state holds."""
     encoder = tiny_encoder(name, causal=True, att_context=context).eval()
     x, _ = example_input(encoder, [128, 128])

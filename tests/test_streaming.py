@@ -12,7 +12,6 @@ import torch
 
 import suite
 from suite.config import ConfigError, ModelConfig, load_recipe
-from suite.encoders.blocks import sample_context
 from suite.encoders.conformer import Conformer
 from suite.errors import UserError
 from suite.features import Fbank
@@ -21,6 +20,7 @@ from suite.heads.rnnt import RnntHead
 from suite.interfaces import Batch, EncoderOutput
 from suite.kernels.attention import attention, cached_attention, cached_attention_mask
 from suite.model import TaskModel
+from suite.nn.context import sample_context
 from suite.streaming import (
     StreamBatcher,
     StreamingSession,
@@ -79,13 +79,13 @@ def test_frames_are_emitted_in_whole_chunks_until_final():
 def test_lookahead_attends_chunk_by_chunk_as_with_one_mask(context, monkeypatch):
     """A long input attends chunk by chunk (linear memory); that equals the one dense mask,
     in values and in gradients."""
-    from suite.encoders import blocks
+    from suite.nn import lookahead
 
     encoder = tiny_conformer(causal=True, att_context=context, dropout=0.0)
     x, n = torch.randn(3, 300, 80), torch.tensor([300, 211, 97])
     outs, grads = [], []
     for blocked_from in (10**9, 0):  # dense, then chunk by chunk
-        monkeypatch.setattr(blocks, "BLOCKED_FROM", blocked_from)
+        monkeypatch.setattr(lookahead, "BLOCKED_FROM", blocked_from)
         encoder.zero_grad()
         out = encoder(x, n).features
         out.square().sum().backward()
