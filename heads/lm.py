@@ -271,89 +271,6 @@ class TransformerLM(nn.Module):
         valid = new_valid if cache is None else torch.cat([cache.valid, new_valid], dim=1)
         return logits, KVCache(keys, values, valid, start + new_valid.sum(dim=1))
 
-    def kv_shape(self, rows: int, positions: int) -> tuple[int, ...]:
-        """The shape of :meth:`step`'s stacked cache: ``(layers, 2, N, H, S, Dh)``."""
-        attn = self.blocks[0].attn
-        return (len(self.blocks), 2, rows, attn.num_heads, positions, attn.head_dim)
-
-    def step_tables(self, positions: int) -> StepTables:
-        """The :class:`StepTables` of :meth:`step` for positions ``0 .. positions - 1``."""
-        attn = self.blocks[0].attn
-        weight = self.tokens.weight
-        h = F.layer_norm(weight, (self.d_model,), attn.norm.weight, attn.norm.bias, attn.norm.eps)
-        arange = torch.arange(positions, device=weight.device)
-        cos, sin = rotary_tables(arange, attn.inv_freq, weight.dtype)
-        return StepTables(F.linear(h, attn.qkv.weight, attn.qkv.bias), cos, sin, arange)
-
-    def step(self, tokens: Tensor, kv: Tensor, lengths: Tensor, tables: StepTables) -> Tensor:
-        """One new token per row on a stacked KV cache, written in place: a search's fast path.
-
-        The arithmetic of :meth:`forward` with a cache (in eval mode: no dropout), in fewer
-        operations, as a search makes one call per frame for a few rows: one tensor
-        holds every layer's keys and values, each row's real positions are a prefix of it, the
-        first block's projections (a lookup: its input is the embedding alone) and the rotary
-        tables come from ``tables``, the mask is made once per call, queries and keys are rotated
-        together, and the layers' weights are applied as functions.
-
-        Args:
-            tokens: ``(N,)`` the token at position ``lengths[n]`` of each row.
-            kv: ``(layers, 2, N, H, S, Dh)`` (:meth:`kv_shape`), ``S > max(lengths)``: keys
-                (index 0) and values of each row's first ``lengths[n]`` positions; what lies past
-                them is ignored, and position ``lengths[n]`` is overwritten by the new token's.
-            lengths: ``(N,)`` int64, positions before the new token.
-            tables: :meth:`step_tables` of this LM (unchanged weights) for at least S positions.
-
-        Returns:
-            ``logits (N, V)`` of the token after it.
-        """
-        N, S = tokens.shape[0], kv.shape[4]
-        H, Dh = kv.shape[3], kv.shape[5]
-        D = H * Dh
-        if S > tables.positions.shape[0]:
-            raise ValueError(f"step_tables cover {tables.positions.shape[0]} positions, not {S}")
-        rows = torch.arange(N, device=tokens.device)
-        x = F.embedding(tokens, self.tokens.weight)  # (N, D)
-        cos = tables.cos[lengths][:, None, None, None]  # (N, 1, 1, 1, Dh)
-        sin = tables.sin[lengths][:, None, None, None]
-        hidden = tables.positions[:S] > lengths[:, None]  # (N, S)
-        mask = torch.zeros(N, 1, 1, S, dtype=x.dtype, device=x.device)
-        mask.masked_fill_(hidden[:, None, None], float("-inf"))  # additive: cheaper than bool
-        for layer, block in enumerate(self.blocks):
-            attn, ff = block.attn, block.ff
-            if layer == 0:
-                qkv = tables.first_qkv[tokens].view(N, 3, H, 1, Dh)
-            else:
-                h = F.layer_norm(x, (D,), attn.norm.weight, attn.norm.bias, attn.norm.eps)
-                qkv = F.linear(h, attn.qkv.weight, attn.qkv.bias).view(N, 3, H, 1, Dh)
-            qk = apply_rotary(qkv[:, :2], cos, sin)  # (N, 2, H, 1, Dh)
-            kv[layer, :, rows, :, lengths] = torch.stack([qk[:, 1, :, 0], qkv[:, 2, :, 0]], dim=1)
-            out = F.scaled_dot_product_attention(qk[:, 0], kv[layer, 0], kv[layer, 1], mask)
-            x = x + F.linear(out.view(N, D), attn.proj.weight, attn.proj.bias)
-            norm, up, down = ff[0], ff[1], ff[-1]
-            h = F.layer_norm(x, (D,), norm.weight, norm.bias, norm.eps)
-            x = x + F.linear(F.silu(F.linear(h, up.weight, up.bias)), down.weight, down.bias)
-        norm = self.norm
-        return F.linear(F.layer_norm(x, (D,), norm.weight, norm.bias, norm.eps), self.tokens.weight)
-
-
-@dataclass
-class StepTables:
-    """What every :meth:`TransformerLM.step` of a search shares, made once by
-    :meth:`TransformerLM.step_tables` (from the LM's weights: remake them if those change).
-
-    Attributes:
-        first_qkv: ``(V, 3D)`` the first block's queries, keys and values (before rotation) of
-            each token: its input is the token's embedding alone.
-        cos: ``(P, Dh)`` rotary table of positions ``0 .. P - 1`` (see ``rotary_tables``).
-        sin: ``(P, Dh)`` the signed sine table.
-        positions: ``(P,)`` int64 ``0 .. P - 1``.
-    """
-
-    first_qkv: Tensor
-    cos: Tensor
-    sin: Tensor
-    positions: Tensor
-
 
 def sequence_nll(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
     """Per-sequence sums of ``-log p(targets)`` over ``mask``, in fp32.
@@ -401,31 +318,33 @@ class PrefixScorer:
     """Next-token log-probabilities of growing token prefixes, for shallow fusion in a search.
 
     Every scored prefix keeps its KV cache (a row of a pool that grows as needed), so scoring
-    prefixes one token longer than scored ones costs one LM position each, all in one
-    :meth:`TransformerLM.step`. A prefix is read as the LM reads a sentence, ``[0, y_1 .. y_U]``;
-    its row is ``log p(. | y_1 .. y_U)``, whose entry :data:`BOUNDARY_ID` is the probability that
-    the sentence ends there.
+    prefixes one token longer than scored ones costs one LM position each, all in one call of
+    the LM's ``forward`` with a cache. A prefix is read as the LM reads a sentence,
+    ``[0, y_1 .. y_U]``; its row is ``log p(. | y_1 .. y_U)``, whose entry :data:`BOUNDARY_ID` is
+    the probability that the sentence ends there.
 
     Args:
-        lm: a :class:`TransformerLM` (the scorer uses its :meth:`~TransformerLM.step`).
+        lm: a :class:`CausalLM` whose ``forward`` returns a :class:`KVCache` (e.g.
+            :class:`TransformerLM`).
     """
 
-    def __init__(self, lm: TransformerLM) -> None:
+    def __init__(self, lm: CausalLM) -> None:
         self.lm = lm
-        self.device = next(lm.parameters()).device
-        dtype = next(lm.parameters()).dtype
+        start = torch.full((1, 1), BOUNDARY_ID, device=next(lm.parameters()).device)
+        logits, cache = lm(lm.embed(start))
+        self.device = start.device
         # Every layer's keys and values, (layers, 2, P, H, S, Dh): pool row ``self._slot[prefix]``
-        # holds the prefix's len(prefix) + 1 positions (boundary first); rows in ``self._free``
-        # are unused. 64 rows of 32 positions to start with (zeros: the positions past a row's
-        # own are masked, and must be finite to be masked).
-        self._kv = torch.zeros(lm.kv_shape(64, 32), dtype=dtype, device=self.device)
-        self._tables = lm.step_tables(self._kv.shape[4])  # remade when the positions grow
+        # holds the prefix's len(prefix) + 1 positions (boundary first), oldest first; rows in
+        # ``self._free`` are unused. 64 rows of 32 positions to start with (zeros: the positions
+        # past a row's own are masked, and must be finite to be masked).
+        first = torch.stack([torch.stack(kv) for kv in zip(cache.keys, cache.values, strict=True)])
+        L, _, _, H, _, Dh = first.shape
+        self._kv = first.new_zeros(L, 2, 64, H, 32, Dh)
+        self._kv[:, :, :1, :, :1] = first
         self._slot = {(): 0}
         self._free = list(range(63, 0, -1))
-        start = torch.full((1,), BOUNDARY_ID, device=self.device)
-        logits = lm.step(start, self._kv[:, :, :1], torch.zeros_like(start), self._tables)
         self.rows: dict[tuple[int, ...], list[float]] = {
-            (): F.log_softmax(logits[0].float(), dim=-1).tolist()
+            (): F.log_softmax(logits[0, -1].float(), dim=-1).tolist()
         }
 
     def __contains__(self, prefix: tuple[int, ...]) -> bool:
@@ -453,25 +372,32 @@ class PrefixScorer:
         N = len(prefixes)
         sizes = [len(p) for p in prefixes]  # the parents' positions (boundary included)
         S = max(sizes) + 1  # and the new token's
-        capacity, L = self._kv.shape[2], self._kv.shape[4]
-        if N > len(self._free) or S > L:  # grow the pool (rows and positions x2 at least)
+        capacity, P = self._kv.shape[2], self._kv.shape[4]
+        if N > len(self._free) or S > P:  # grow the pool (rows and positions x2 at least)
             more = max(capacity, N - len(self._free)) if N > len(self._free) else 0
-            grow = (0, 0, 0, max(L, 2 * S) - L if S > L else 0, 0, 0, 0, more)
+            grow = (0, 0, 0, max(P, 2 * S) - P if S > P else 0, 0, 0, 0, more)
             self._kv = F.pad(self._kv, grow)
             self._free += range(capacity, capacity + more)
-            if self._kv.shape[4] > L:
-                self._tables = self.lm.step_tables(self._kv.shape[4])
         slots = [self._free.pop() for _ in prefixes]
         parents = torch.tensor([self._slot[p[:-1]] for p in prefixes], device=self.device)
-        # index_select / index_copy_ rather than indexing: 35 / 74 us instead of 170 / 90 for
-        # 10 rows of 30 positions (torch 2.14, 2 cores)
         kv = self._kv[..., :S, :].index_select(2, parents)  # (layers, 2, N, H, S, Dh), a copy
-        last = torch.tensor([p[-1] for p in prefixes], device=self.device)
         lengths = torch.tensor(sizes, device=self.device)
-        logits = self.lm.step(last, kv, lengths, self._tables)  # (N, V)
+        cache = KVCache(
+            keys=list(kv[:, 0, ..., :-1, :].unbind(0)),  # (N, H, S - 1, Dh) per layer
+            values=list(kv[:, 1, ..., :-1, :].unbind(0)),
+            valid=frame_mask(lengths, S - 1),  # each parent's own positions
+            positions=lengths,
+        )
+        last = torch.tensor([[p[-1]] for p in prefixes], device=self.device)  # (N, 1)
+        logits, new = self.lm(self.lm.embed(last), cache)  # (N, 1, V)
+        # The new token's keys and values (the last slot of each layer's cache) go right after
+        # each parent's own positions, so a pool row stays its prefix's positions in order.
+        rows = torch.arange(N, device=self.device)
+        for layer, (keys, values) in enumerate(zip(new.keys, new.values, strict=True)):
+            kv[layer, :, rows, :, lengths] = torch.stack([keys[:, :, -1], values[:, :, -1]], 1)
         self._kv[..., :S, :].index_copy_(2, torch.tensor(slots, device=self.device), kv)
-        rows = F.log_softmax(logits.float(), dim=-1).tolist()
-        for prefix, slot, row in zip(prefixes, slots, rows, strict=True):
+        rows_lp = F.log_softmax(logits[:, 0].float(), dim=-1).tolist()
+        for prefix, slot, row in zip(prefixes, slots, rows_lp, strict=True):
             self.rows[prefix] = row
             self._slot[prefix] = slot
 

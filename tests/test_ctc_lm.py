@@ -16,7 +16,8 @@ from suite.errors import UserError
 from suite.heads.ctc import CtcHead, prefix_beam_search
 from suite.heads.lm import BOUNDARY_ID, PrefixScorer, TransformerLM, lm_loss, save_lm_package
 from suite.interfaces import EncoderOutput
-from suite.model import attach_lm, build_model, load_package, save_package
+from suite.model import build_model, load_package, save_package
+from suite.tasks.asr.pipeline import attach_lm
 from suite.text import ALPHABET
 from suite.tokenizers import CharTokenizer
 from tests.test_ctc import all_label_sequences, sequence_log_prob
@@ -60,11 +61,16 @@ def test_prefix_scores_equal_a_full_forward_through_pool_growth_and_forgetting()
         torch.testing.assert_close(torch.tensor(scorer[prefix]), want, atol=1e-5, rtol=0)
 
 
-def test_step_says_when_its_tables_are_too_short():
+def test_prefixes_are_scored_by_the_lms_own_forward():
+    """The scorer runs the module's forward with a KV cache (no second forward path), so a
+    forward hook on the LM sees every scoring call: one per generation of prefixes."""
     lm = random_lm(7)
-    kv = torch.zeros(lm.kv_shape(1, 9))
-    with pytest.raises(ValueError, match="step_tables cover 8 positions, not 9"):
-        lm.step(torch.tensor([3]), kv, torch.tensor([8]), lm.step_tables(8))
+    calls = []
+    lm.register_forward_hook(lambda _m, args, _out: calls.append(args[0].shape[:2]))
+    scorer = PrefixScorer(lm)
+    scorer.score([(3,), (4,), (5,)])
+    scorer.score([(3, 1), (5, 2)])
+    assert calls == [(1, 1), (3, 1), (2, 1)]  # the boundary, then one new token per prefix
 
 
 def test_prefixes_are_scored_with_their_unscored_ancestors():
