@@ -19,7 +19,6 @@ U - target tokens.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from suite.heads.lm import BOUNDARY_ID, PrefixScorer, TransformerLM, build_lm, lm_options
+from suite.heads.search import logaddexp
 from suite.interfaces import (
     Batch,
     EncoderOutput,
@@ -40,25 +40,13 @@ from suite.interfaces import (
 from suite.registry import register_head
 
 _NEG_INF = float("-inf")
-# Extensions less likely than this on a frame are not tried by the beam search. Whole dev split
-# of default-asr (654 utterances), beam 8, LM weight 1.2, bonus 3.5, prune margin 8 (search time
-# on 1 thread beside a training job): -10: 4.57% (12.7-14.6 s), -8: 4.56% (12.5 s), -7: 4.56%
-# (9.6-10.8 s), -6: 4.71% (10.7 s), -5: 5.08% (7.4 s).
+# Extensions less likely than this on a frame are not tried by the beam search: on default-asr's
+# dev split, lower floors left the WER where it was and only made the search slower.
 TOKEN_MIN_LOGP = -7.0
-# Prefixes this far below a frame's best are dropped. Whole dev split (654 utterances), beam 8,
-# LM weight 1.2, bonus 3.5: no limit 4.41% in 21 s, 12: 4.43% in 15 s, 8: 4.57% in 10.5 s,
-# 5: 5.40% in 8 s.
+# Prefixes this far below a frame's best are dropped, even with room in the beam: fewer prefixes
+# for the LM to score, which halves the search time on default-asr's dev split at a small cost
+# in WER.
 BEAM_PRUNE_LOGP = 8.0
-
-
-def _logaddexp(a: float, b: float) -> float:
-    """``log(exp(a) + exp(b))`` on Python floats, exact for ``-inf`` operands."""
-    if a == _NEG_INF:
-        return b
-    if b == _NEG_INF:
-        return a
-    hi, lo = (a, b) if a > b else (b, a)
-    return hi + math.log1p(math.exp(lo - hi))
 
 
 def _add(
@@ -72,7 +60,7 @@ def _add(
     if old is None:  # most calls: a new prefix (no log-adds with -inf to make)
         beams[prefix] = (blank, nonblank)
     else:
-        beams[prefix] = (_logaddexp(old[0], blank), _logaddexp(old[1], nonblank))
+        beams[prefix] = (logaddexp(old[0], blank), logaddexp(old[1], nonblank))
 
 
 def greedy_search(log_probs: Tensor, lengths: Tensor, blank_id: int = 0) -> list[Hypothesis]:
@@ -170,9 +158,8 @@ def prefix_beam_search(
 
     The LM scores each prefix once, when a new prefix one token longer needs its row. The items
     of the batch do not move in step: each runs on through its frames until one needs LM rows
-    it lacks, and when every item waits or has ended, one LM call serves them all (on
-    ``default-asr``'s 6 demo sentences, with extensions down to log p -10: 54 calls instead of
-    one per frame, 95).
+    it lacks, and when every item waits or has ended, one LM call serves them all (far fewer
+    calls than one per frame).
 
     Args:
         log_probs: ``(B, T, V)`` per-frame log-probabilities.
@@ -211,7 +198,7 @@ def prefix_beam_search(
         lpb = blank_lp[b][t[b]]
         nxt: dict[tuple[int, ...], tuple[float, float]] = {}
         for prefix, (pb, pnb) in beams[b].items():
-            total = _logaddexp(pb, pnb)
+            total = logaddexp(pb, pnb)
             _add(nxt, prefix, total + lpb, _NEG_INF)  # blank: prefix unchanged
             for c, lp in tokens:
                 if prefix and c == prefix[-1]:
@@ -231,7 +218,7 @@ def prefix_beam_search(
             if p not in fused:
                 lm_lp = lm_weight * next_lp[p[:-1]][p[-1]] if next_lp is not None else 0.0
                 fused[p] = fused[p[:-1]] + lm_lp + length_bonus
-        scored = sorted(((_logaddexp(*v) + fused[p], p, v) for p, v in nxt.items()), reverse=True)
+        scored = sorted(((logaddexp(*v) + fused[p], p, v) for p, v in nxt.items()), reverse=True)
         floor = scored[0][0] - beam_prune_logp
         beams[b] = {p: v for score, p, v in scored[:beam_size] if score >= floor}
         t[b] += 1
@@ -245,7 +232,7 @@ def prefix_beam_search(
                 tokens = [(c, lp) for c, lp in cands if c != blank_id and lp >= token_min_logp]
                 if not tokens:  # only blanks: every prefix keeps its place
                     lpb = blank_lp[b][t[b]]
-                    beams[b] = {p: (_logaddexp(*s) + lpb, _NEG_INF) for p, s in beams[b].items()}
+                    beams[b] = {p: (logaddexp(*s) + lpb, _NEG_INF) for p, s in beams[b].items()}
                     t[b] += 1
                     continue
                 nxt = expand(b, tokens)
@@ -271,7 +258,7 @@ def prefix_beam_search(
 
         def final(kv: tuple[tuple[int, ...], tuple[float, float]]) -> float:
             end = lm_weight * next_lp[kv[0]][BOUNDARY_ID] if next_lp is not None else 0.0
-            return _logaddexp(*kv[1]) + fused[kv[0]] + end
+            return logaddexp(*kv[1]) + fused[kv[0]] + end
 
         best = max(beam.items(), key=final)
         hyps.append(Hypothesis(tokens=list(best[0]), score=final(best)))
@@ -288,9 +275,10 @@ class CtcHead(Head):
         vocab_size: V, output classes including the blank.
         blank_id: index of the blank (0 in every suite tokenizer).
         lm: a token-level LM to decode with (``None``: none): an LM package folder from
-            ``suite train`` (an ``lm`` recipe) over the same tokenizer, or :class:`~suite.heads.lm.TransformerLM`
-            options (as a saved package records it; the weights are in the package). It is frozen:
-            CTC training never changes it. With an LM, ``decode`` defaults to ``"beam"``.
+            ``suite train`` (an ``lm`` recipe) over the same tokenizer, or
+            :class:`~suite.heads.lm.TransformerLM` options (as a saved package records it; the
+            weights are in the package). It is frozen: CTC training never changes it. With an
+            LM, ``decode`` defaults to ``"beam"``.
         tokenizer: the task model's tokenizer (``build_model`` passes it): an LM package's
             tokenizer must be the same.
         lm_weight: default weight of the LM's log-probabilities in the beam search.

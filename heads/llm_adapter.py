@@ -13,7 +13,7 @@ the cross-entropy of the answer ``y_1 .. y_U`` and the closing ``0`` only: audio
 positions are context, never targets. Each utterance's sum over its ``U + 1`` predictions is
 divided by ``U + 1``, then averaged over the batch, so the loss reads as nats per token like the
 CTC, RNN-T and AED heads' losses. Decoding is the AED head's batched greedy or beam search
-(:func:`suite.heads.aed.greedy_search`, :func:`~suite.heads.aed.beam_search`) over the LM's
+(:func:`suite.heads.search.greedy_search`, :func:`~suite.heads.search.beam_search`) over the LM's
 next-token log-probabilities, with its KV cache (:class:`LmScorer`).
 
 What differs from SLAM-ASR: the LM is the small :class:`~suite.heads.lm.TransformerLM` that
@@ -41,7 +41,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from suite.errors import UserError
-from suite.heads.aed import beam_search, greedy_search
 from suite.heads.lm import (
     BOUNDARY_ID,
     CausalLM,
@@ -50,6 +49,7 @@ from suite.heads.lm import (
     lm_options,
     sequence_nll,
 )
+from suite.heads.search import beam_search, greedy_search
 from suite.interfaces import Batch, EncoderOutput, Head, Hypothesis, Tokenizer, with_text
 from suite.nn.frames import frame_mask
 from suite.registry import register_head
@@ -70,7 +70,7 @@ def stack_frames(features: Tensor, lengths: Tensor, stack: int) -> tuple[Tensor,
 
 
 class LmScorer:
-    """The :class:`~suite.heads.aed.Scorer` of a causal LM continuing prefix embeddings.
+    """The :class:`~suite.heads.search.Scorer` of a causal LM continuing prefix embeddings.
 
     Each row's prefix (audio and prompt, right-padded) runs through the LM once; every step then
     feeds one token per row against the KV cache (padding slots of the prefixes are masked).

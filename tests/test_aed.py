@@ -17,7 +17,8 @@ import suite
 from suite.bench import decoding
 from suite.cli import main
 from suite.config import ModelConfig
-from suite.heads.aed import AedHead, beam_search, greedy_search
+from suite.heads.aed import AedHead
+from suite.heads.search import beam_search, greedy_search
 from suite.interfaces import Batch, EncoderOutput
 from suite.model import build_model, save_package
 from suite.tokenizers import CharTokenizer

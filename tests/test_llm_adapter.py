@@ -19,7 +19,6 @@ from lhotse.audio import AudioSource
 import suite
 from suite.config import ModelConfig, load_recipe
 from suite.errors import UserError
-from suite.heads.aed import beam_search, greedy_search
 from suite.heads.llm_adapter import LlmAdapterHead, LmScorer, stack_frames
 from suite.heads.lm import (
     CausalLM,
@@ -29,6 +28,7 @@ from suite.heads.lm import (
     save_lm_package,
     sequence_nll,
 )
+from suite.heads.search import beam_search, greedy_search
 from suite.interfaces import Batch, EncoderOutput
 from suite.model import build_model, load_package, save_package
 from suite.tasks.asr import Transcriber

@@ -15,13 +15,12 @@ import torch
 import suite
 from suite.bench import decoding
 from suite.cli import main
-from suite.heads import rnnt
-from suite.heads.rnnt import (
-    RnntHead,
+from suite.heads import rnnt_decoding
+from suite.heads.rnnt import RnntHead, sub_batches
+from suite.heads.rnnt_decoding import (
     greedy_search,
     greedy_search_reference,
     modified_beam_search,
-    sub_batches,
 )
 from suite.interfaces import Batch, EncoderOutput
 from suite.streaming import concat_states, split_state
@@ -80,7 +79,7 @@ def test_loss_falls_and_greedy_memorizes_a_tiny_batch(predictor, trained):
 def test_batched_greedy_equals_reference_loop(
     predictor, steps, max_symbols, rows_per_pass, monkeypatch, trained, encode_padded
 ):
-    monkeypatch.setattr(rnnt, "ROWS_PER_PASS", rows_per_pass)
+    monkeypatch.setattr(rnnt_decoding, "ROWS_PER_PASS", rows_per_pass)
     encoder, head, _ = trained(predictor, steps)
     enc = encode_padded(encoder, [37, 12, 29, 1, 0, 23])
     batched = greedy_search(head, enc, max_symbols)
