@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -111,6 +112,9 @@ class TrainConfig:
     # shard parameters, gradients and optimizer state across ranks (``fsdp``: FSDP2
     # ``fully_shard`` on every encoder layer, head and the whole model).
     strategy: Literal["ddp", "fsdp"] = "ddp"
+    # Steps in a row whose loss or gradient is not finite before the run stops (each is
+    # skipped, leaving the weights as they were).
+    max_skipped_steps: int = 20
     # Start from a model package's weights and tokenizer (a shipped name such as ``default-asr``
     # or a package folder), as NeMo's ``init_from_nemo_model``; the optimizer starts fresh.
     init_from: str | None = None
@@ -228,6 +232,13 @@ def _check_components(model: ModelConfig) -> None:
         raise ConfigError(
             f"'model.context_distillation' must be >= 0, not {model.context_distillation}"
         )
+    if model.lm:  # the lm task's TransformerLM options
+        from suite.heads.lm import TransformerLM
+
+        try:
+            registry.check_call(TransformerLM, model.lm, "model.lm")
+        except registry.RegistryError as e:
+            raise ConfigError(str(e)) from None
     for key, kind, spec in specs:
         if "name" not in spec:
             raise ConfigError(f"'{key}' needs a 'name'; registered: {registry.names(kind)}")
@@ -236,6 +247,39 @@ def _check_components(model: ModelConfig) -> None:
             registry.resolve_options(kind, spec["name"], spec.get("preset"), **options)
         except registry.RegistryError as e:
             raise ConfigError(f"'{key}': {e}") from None
+
+
+# (section, key, test, what the value must be)
+_RANGES = (
+    ("train", "lr", lambda v: v > 0, "> 0"),
+    ("train", "weight_decay", lambda v: v >= 0, ">= 0"),
+    ("train", "max_steps", lambda v: v >= 1, ">= 1"),
+    ("train", "warmup_steps", lambda v: v >= 0, ">= 0"),
+    ("train", "grad_clip", lambda v: v > 0, "> 0"),
+    ("train", "accum_grad", lambda v: v >= 1, ">= 1"),
+    ("train", "val_every", lambda v: v >= 1, ">= 1"),
+    ("train", "log_every", lambda v: v >= 1, ">= 1"),
+    ("train", "keep_checkpoints", lambda v: v >= 1, ">= 1"),
+    ("train", "max_skipped_steps", lambda v: v >= 1, ">= 1"),
+    ("train", "ema_decay", lambda v: v is None or 0 <= v < 1, "in [0, 1), or null for none"),
+    ("train", "adam_betas", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two in [0, 1)"),
+    ("data", "max_duration", lambda v: v > 0, "> 0 seconds"),
+    ("data", "batch_size", lambda v: v >= 1, ">= 1"),
+    ("data", "num_workers", lambda v: v >= 0, ">= 0"),
+    ("data", "sample_rate", lambda v: v > 0, "> 0"),
+)
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
+
+
+def _check_ranges(recipe: Recipe) -> None:
+    for section, key, ok, what in _RANGES:
+        value = getattr(getattr(recipe, section), key)
+        if not ok(value):
+            raise ConfigError(f"'{section}.{key}' must be {what}, got {value!r}")
+    if not _DEVICE.fullmatch(recipe.train.device):
+        raise ConfigError(
+            f"'train.device' must be auto, cpu, cuda or cuda:N, got {recipe.train.device!r}"
+        )
 
 
 def _check_packing(recipe: Recipe) -> None:
@@ -308,6 +352,7 @@ def _with_defaults(cls: type, raw: Any) -> Any:
 def recipe_from_dict(raw: dict[str, Any], check_components: bool = True) -> Recipe:
     """Validate a plain mapping into a :class:`Recipe`."""
     recipe = _from_dict(Recipe, raw or {}, "")
+    _check_ranges(recipe)
     try:
         registry.lookup("task", recipe.task)
     except registry.RegistryError as e:

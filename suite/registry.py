@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -98,18 +99,47 @@ def lookup(kind: str, name: str) -> Callable[..., Any]:
 
 
 def check_kwargs(kind: str, name: str, kwargs: dict[str, Any]) -> None:
-    """Raise if ``kwargs`` holds a keyword the constructor does not take, listing the valid ones."""
-    fn = lookup(kind, name)
+    """Raise if ``kwargs`` holds a keyword the constructor does not take, listing the valid ones,
+    or a plain value (int, float, bool, str) of the wrong type."""
+    check_call(lookup(kind, name), kwargs, f"{kind} '{name}'")
+
+
+def check_call(fn: Callable[..., Any], kwargs: dict[str, Any], what: str) -> None:
+    """Raise a :class:`RegistryError` naming ``what`` unless ``fn`` takes every keyword of
+    ``kwargs``, with values of the plain types its annotations name."""
     params = inspect.signature(fn).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    valid = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
-    for key in kwargs:
-        if key not in valid:
-            raise RegistryError(
-                f"{kind} '{name}' takes no option '{key}'; valid options: {', '.join(valid)}."
-                + _hint(key, valid)
-            )
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        valid = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+        for key in kwargs:
+            if key not in valid:
+                raise RegistryError(
+                    f"{what} takes no option '{key}'; valid options: {', '.join(valid)}."
+                    + _hint(key, valid)
+                )
+    hints = _type_hints(fn)
+    for key, value in kwargs.items():
+        expected = hints.get(key)
+        if expected in _PLAIN and not _fits(value, expected):
+            raise RegistryError(f"{what} option '{key}' takes {expected.__name__}, got {value!r}")
+
+
+_PLAIN = (int, float, bool, str)
+
+
+def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    """The constructor's resolved annotations (empty when they cannot be resolved)."""
+    try:
+        return typing.get_type_hints(fn.__init__ if inspect.isclass(fn) else fn)
+    except Exception:  # annotations naming what this module cannot import: no type checks
+        return {}
+
+
+def _fits(value: Any, expected: type) -> bool:
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
 
 
 def resolve_options(

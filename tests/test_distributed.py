@@ -18,24 +18,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
-from lhotse.audio import AudioSource
 from safetensors.torch import load_file
 
 from suite.tasks.lm import generated_text
+from tests.test_llm_adapter import text_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def text_manifest(path: Path, texts: list[str]) -> None:
-    """A cut manifest that only carries transcripts (its audio is never read)."""
-    cuts = []
-    for i, text in enumerate(texts):
-        source = AudioSource(type="file", channels=[0], source="/nonexistent.flac")
-        rec = Recording(f"r{i}", [source], sampling_rate=16000, num_samples=16000, duration=1.0)
-        sup = SupervisionSegment(f"s{i}", f"r{i}", start=0.0, duration=1.0, text=text)
-        cuts.append(MonoCut(f"c{i}", 0.0, 1.0, 0, recording=rec, supervisions=[sup]))
-    CutSet.from_cuts(cuts).to_file(path)
 
 
 @pytest.fixture(scope="module")

@@ -100,6 +100,7 @@ def tiny_recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     cuts.to_file(root / "cuts.jsonl.gz")
     recipe = {
+        "task": "asr",
         "data": {
             "corpus_dir": str(root),
             "train": "cuts.jsonl.gz",

@@ -141,6 +141,7 @@ def test_pack_options_are_checked(cuts: CutSet) -> None:
 def recipe_file(tmp_path, heads: dict[str, object], pack: bool = True):
     path = tmp_path / "recipe.yaml"
     raw = {
+        "task": "asr",
         "data": {"sampler": {"name": "suite_bucketing", "pack": pack}},
         "model": {"heads": heads},
     }

@@ -11,9 +11,6 @@ bins are equal-count quantiles of the data, and many of them (100 by default: bu
 mode are a small fraction of a second wide), optionally split again by token count (2D). The
 2D cells are numbered in a snake order (tokens up, then down in the next duration bucket) so
 that the planner's roll-over (:mod:`suite.data.planning`) lands among similar cuts.
-
-The planner's names (:class:`~suite.data.planning.Budget`, :func:`~suite.data.planning.plan_window`,
-:func:`~suite.data.planning.padded_cost`, ...) stay importable from here.
 """
 
 from __future__ import annotations
@@ -26,31 +23,8 @@ from typing import Any
 import numpy as np
 from lhotse.cut import Cut
 
-from suite.data.planning import (
-    Budget,
-    bucket_batch_sizes,
-    padded_cost,
-    plan_window,
-    search_batch_sizes,
-)
 from suite.errors import UserError
 from suite.text import normalize_text
-
-__all__ = [
-    "Budget",
-    "Buckets",
-    "TokenCounter",
-    "bucket_batch_sizes",
-    "buckets_yaml",
-    "cut_lengths",
-    "estimate_bins",
-    "estimate_buckets",
-    "estimate_manifest_buckets",
-    "padded_cost",
-    "plan_window",
-    "search_batch_sizes",
-    "token_counter",
-]
 
 
 def _ascending(values: Iterable[float]) -> bool:
@@ -289,6 +263,8 @@ def buckets_yaml(
     by itself.
     """
     import yaml
+
+    from suite.data.planning import bucket_batch_sizes  # planning imports this module
 
     spec: dict[str, Any] = {"name": "suite_bucketing", **buckets.to_dict()}
     if quadratic_duration is not None:

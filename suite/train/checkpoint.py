@@ -15,10 +15,12 @@ depend on how many processes wrote it: one saved by N ranks loads at M, sharded 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +29,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from suite.errors import UserError
 from suite.io import atomic_write_text
 
 LATEST = "latest"
+DAMAGED = "damaged-"  # a damaged checkpoint is renamed with this prefix, never deleted
+TENSOR_FILES = ("model.safetensors", "optimizer.safetensors")
 
 
 def _packed(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -104,8 +109,9 @@ def save_checkpoint(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"step-{step:08d}"
+    for stale in directory.glob(".tmp-step-*"):  # left by a run killed while writing
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = directory / f".tmp-step-{step:08d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     optim_tensors, optim_meta = _flatten_optimizer(optimizer_state)
     rng = rng or [rng_state()]
@@ -116,7 +122,14 @@ def save_checkpoint(
         _packed({**optim_tensors, **rng_tensors, **(extra_tensors or {})}),
         str(tmp / "optimizer.safetensors"),
     )
-    meta = {"step": step, "optimizer": optim_meta, "rng": rng_meta, "trainer": trainer_state}
+    files = {name: _fingerprint(tmp / name) for name in TENSOR_FILES}
+    meta = {
+        "step": step,
+        "files": files,
+        "optimizer": optim_meta,
+        "rng": rng_meta,
+        "trainer": trainer_state,
+    }
     (tmp / "trainer.json").write_text(json.dumps(meta))
     for path in tmp.iterdir():
         with open(path, "rb") as f:
@@ -130,13 +143,90 @@ def save_checkpoint(
     return final
 
 
-def latest_checkpoint(directory: str | Path) -> Path | None:
-    """The checkpoint named by ``directory/latest``, or ``None`` when there is none."""
-    pointer = Path(directory) / LATEST
-    if not pointer.exists():
-        return None
-    path = Path(directory) / pointer.read_text().strip()
-    return path if path.is_dir() else None
+def _fingerprint(path: Path) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def damage(path: str | Path) -> str | None:
+    """Why the checkpoint folder ``path`` cannot be resumed from, or ``None`` when it is
+    intact: its files are all there, with the sizes and SHA-256 sums written at save time, and
+    its weights are finite."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / "trainer.json").read_text())
+        files = meta["files"]
+        meta["trainer"]["step"]
+    except FileNotFoundError:
+        return "trainer.json is missing"
+    except (ValueError, KeyError, TypeError):
+        return "trainer.json is not a complete checkpoint record"
+    for name in TENSOR_FILES:
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if _fingerprint(file) != files.get(name):
+            return f"{name} does not match the size and checksum written with it"
+    for key, tensor in load_file(str(path / "model.safetensors")).items():
+        if tensor.dtype.is_floating_point and not bool(torch.isfinite(tensor).all()):
+            return f"its weight {key} holds NaN or Inf"
+    return None
+
+
+def checkpoints(directory: str | Path) -> list[Path]:
+    """The checkpoint folders of a run, newest first."""
+    return sorted(Path(directory).glob("step-*"), reverse=True)
+
+
+def resume_checkpoint(directory: str | Path, log: Any = None) -> Path | None:
+    """The newest intact checkpoint of a run (``None`` when it has none).
+
+    The one ``directory/latest`` names comes first, then every ``step-*`` folder, newest
+    first. A damaged one is reported, renamed ``damaged-step-*`` (never deleted, so nothing is
+    lost and it no longer counts as a checkpoint) and the next is tried.
+
+    Raises:
+        UserError: the run has checkpoints but none is intact.
+    """
+    directory = Path(directory)
+    log = log or (lambda line: print(line, file=sys.stderr))
+    pointer = directory / LATEST
+    named = pointer.read_text().strip() if pointer.is_file() else ""
+    candidates = checkpoints(directory)
+    if named and (directory / named) in candidates:
+        candidates.remove(directory / named)
+        candidates.insert(0, directory / named)
+    elif named:
+        log(f"checkpoint pointer {pointer} names '{named}', which is not a checkpoint folder")
+    damaged = []
+    for path in candidates:
+        reason = damage(path)
+        if reason is None:
+            if damaged:
+                log(f"resuming from the newest intact checkpoint, {path}")
+            return path
+        aside = path.with_name(DAMAGED + path.name)
+        os.replace(path, aside)
+        damaged.append(f"{path.name} ({reason}; kept as {aside.name})")
+        log(f"checkpoint {path} is damaged: {reason}; kept as {aside}")
+    if damaged or list(directory.glob(DAMAGED + "step-*")):
+        raise UserError(
+            f"no intact checkpoint in {directory} to resume from; damaged: "
+            f"{', '.join(damaged) or 'all (damaged-step-*)'}. Start a new run with "
+            "train.out_dir=..., or move a good checkpoint folder there as step-NNNNNNNN"
+        )
+    return None
+
+
+def holds_run(directory: str | Path) -> bool:
+    """Whether a run's checkpoint folder holds anything a new run must not overwrite."""
+    directory = Path(directory)
+    return directory.is_dir() and any(
+        p.name == LATEST or p.name.startswith(("step-", DAMAGED)) for p in directory.iterdir()
+    )
 
 
 def load_checkpoint(path: str | Path, rank: int = 0, world_size: int = 1) -> dict[str, Any]:

@@ -71,6 +71,13 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        from suite.errors import UserError
+
+        raise UserError(
+            f"train.device={name}, but no GPU is visible to torch; use train.device=cpu, or "
+            "auto (a GPU when there is one)"
+        )
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)
     return device

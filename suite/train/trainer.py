@@ -41,7 +41,13 @@ from suite.interfaces import Batch
 from suite.model import save_package
 from suite.tasks.base import Task
 from suite.train import distributed
-from suite.train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint
+from suite.train.checkpoint import (
+    holds_run,
+    load_checkpoint,
+    resume_checkpoint,
+    rng_state,
+    save_checkpoint,
+)
 from suite.train.distributed import LossStep, full_tensor
 
 
@@ -208,14 +214,19 @@ class Trainer:
         self.run_dir = Path(self.cfg.out_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.save_every = save_every or self.cfg.val_every
-        latest = latest_checkpoint(self.ckpt_dir)
-        if latest is not None and not resume:
+        if holds_run(self.ckpt_dir) and not resume:
             raise UserError(
                 f"{self.run_dir} already holds a training run; pass --resume to continue it, "
                 f"or set train.out_dir=... for a new run"
             )
+        if resume:
+            check_same_run(recipe, self.run_dir / "config.yaml")
         self.where, self.device = distributed.setup(self.cfg.device)
         self.progress = progress and self.where.main
+        latest = None
+        if resume:  # rank 0 checks (and sets damaged ones aside); every rank resumes from it
+            latest = resume_checkpoint(self.ckpt_dir) if self.where.main else None
+            latest = distributed.broadcast_object(latest, self.where)
         self._seed_everything(self.cfg.seed + self.where.rank)
         self.train_items = self.task.load_split(recipe, "train")
         self.dev_items = self.task.load_split(recipe, "dev")
@@ -457,7 +468,7 @@ class Trainer:
             dynamic_ncols=True,
             desc="train",
         )
-        amount, window_start, skipped = 0.0, time.perf_counter(), 0
+        amount, window_start, skipped, in_a_row = 0.0, time.perf_counter(), 0, 0
         terms: dict[str, float] = {}  # the loss and its terms summed over the log window's steps
         window_steps = 0
         while self.state["step"] < cfg.max_steps:
@@ -480,8 +491,16 @@ class Trainer:
             )
             if torch.isfinite(grad_norm):
                 optimizer_step(self.optimizer, self.model, self.ema, cfg.ema_decay)
+                in_a_row = 0
             else:  # a bad batch must not poison the weights
-                skipped += 1
+                skipped, in_a_row = skipped + 1, in_a_row + 1
+                if in_a_row >= cfg.max_skipped_steps:
+                    raise UserError(
+                        f"{in_a_row} steps in a row had a non-finite loss or gradient (step "
+                        f"{step + 1}); the weights were kept as they were, and the last "
+                        f"checkpoint is intact. Lower train.lr, check the data, or raise "
+                        f"train.max_skipped_steps"
+                    )
             self.state["step"] = step = step + 1
             bar.update(1)
             window_steps += 1
@@ -522,6 +541,56 @@ class Trainer:
                 self._export(self._evaluation_model(weights), card_result=None)
         distributed.barrier(self.where)
         return self.run_dir / "model" if self.where.main else None
+
+
+# Recipe keys a resumed run may change; any other difference is refused before anything is
+# written, since the checkpoint's weights, optimizer and data order belong to the old values.
+RESUMABLE_CHANGES = (
+    "train.out_dir",  # a run folder may be moved
+    "train.max_steps",
+    "train.val_every",
+    "train.log_every",
+    "train.keep_checkpoints",
+    "train.max_skipped_steps",
+    "train.device",
+    "data.num_workers",
+)
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def check_same_run(recipe: Recipe, saved: Path) -> None:
+    """Refuse to resume the run whose merged recipe is ``saved`` with a ``recipe`` that
+    differs in more than :data:`RESUMABLE_CHANGES`, naming the differing keys."""
+    import yaml
+
+    if not saved.is_file():
+        return
+    try:
+        before = _flat(yaml.safe_load(saved.read_text()))
+    except yaml.YAMLError as e:
+        raise UserError(f"{saved} (the run's recipe) is not valid YAML: {e}") from None
+    now = _flat(recipe.to_dict())
+    differ = sorted(
+        key
+        for key in before.keys() | now.keys()
+        if before.get(key) != now.get(key) and not key.startswith(RESUMABLE_CHANGES)
+    )
+    if differ:
+        shown = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in differ[:6])
+        raise UserError(
+            f"--resume: this recipe differs from the run's ({saved}) in {shown}"
+            f"{' ...' if len(differ) > 6 else ''}; resume with the run's settings (only "
+            f"{', '.join(RESUMABLE_CHANGES)} may change) or start a new run with "
+            "train.out_dir=..."
+        )
 
 
 def _like(value: torch.Tensor, live: torch.Tensor) -> torch.Tensor:

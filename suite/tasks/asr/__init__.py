@@ -38,7 +38,13 @@ def load_cuts(path: Path, what: str) -> CutSet:
             f"{what} manifest {path} does not exist; create a corpus with "
             f"`suite data synth-speech --out {path.parent}` or set data.corpus_dir=..."
         )
-    return CutSet.from_file(path)
+    try:
+        return CutSet.from_file(path).to_eager()
+    except Exception as e:  # lhotse raises what its reader raises: JSON, gzip, key errors
+        raise UserError(
+            f"{what} manifest {path} is not a lhotse cut manifest ({type(e).__name__}); pass a "
+            "cuts .jsonl.gz such as `suite data synth-speech` writes"
+        ) from None
 
 
 @registry.register("task", "asr")
@@ -53,7 +59,7 @@ class AsrTask(Task):
         path = recipe.data.manifest(split)
         if split == "train":
             return load_cuts(path, "training")
-        return CutSet.from_file(path) if path.is_file() else None
+        return load_cuts(path, split) if path.is_file() else None
 
     def tokenizer(self, recipe: Recipe, train: CutSet, directory: Path) -> Tokenizer:
         """The one already in ``directory`` (a resumed run), else a copy of

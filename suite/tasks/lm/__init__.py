@@ -107,14 +107,14 @@ class LmTask(Task):
         data = recipe.data
         if split != "train":
             path = data.manifest(split)
-            return CutSet.from_file(path) if path.is_file() else None
+            return load_cuts(path, split) if path.is_file() else None
         texts = transcripts(load_cuts(data.manifest("train"), "training"))
         count = len(texts)
         if data.generated_sentences:
             held_out: set[str] = set()
             for other in ("dev", "test"):
                 if data.manifest(other).is_file():
-                    held_out |= set(transcripts(CutSet.from_file(data.manifest(other))))
+                    held_out |= set(transcripts(load_cuts(data.manifest(other), other)))
             texts += generated_text(data.generated_sentences, data.generator_seed, held_out)
         self._train = TextData(texts, count)
         return self._train
