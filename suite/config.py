@@ -110,7 +110,7 @@ class TrainConfig:
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     # Under torchrun (``suite train --nproc N``): replicate the model on every rank (``ddp``) or
     # shard parameters, gradients and optimizer state across ranks (``fsdp``: FSDP2
-    # ``fully_shard`` on every encoder layer, head and the whole model).
+    # ``fully_shard`` on every encoder layer and the whole model).
     strategy: Literal["ddp", "fsdp"] = "ddp"
     # Steps in a row whose loss or gradient is not finite before the run stops (each is
     # skipped, leaving the weights as they were).

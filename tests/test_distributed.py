@@ -9,6 +9,7 @@ no audio), which takes seconds per run.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -156,3 +157,17 @@ def test_a_checkpoint_of_two_ranks_resumes_in_one_process(corpus, tmp_path):
     assert (out / "checkpoints/latest").read_text().strip() == "step-00000008"
     assert any(not torch.equal(saved[k], after[k]) for k in saved)  # it trained on
     assert losses(out)[-1] < losses(out)[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_a_speech_recipe_trains_and_validates_under_torchrun(tiny_corpus, tmp_path, strategy):
+    from tests.test_train import RECIPE, tiny_overrides
+
+    out = tmp_path / "run"
+    more = {"train.val_every": 4, "train.ema_decay": 0.9, "train.strategy": strategy}
+    output = run([str(RECIPE), *tiny_overrides(tiny_corpus, out, 8, **more), "--nproc", "2"])
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "dev_wer" in r] == [4, 8]
+    assert all(math.isfinite(r["loss"]) for r in rows if "loss" in r)
+    assert (out / "model/model.safetensors").is_file() and "model package" in output

@@ -7,7 +7,7 @@ machines run ``torchrun --nnodes ... -m suite.cli train RECIPE`` themselves (REA
 
 The model is wrapped per ``train.strategy``: ``ddp`` replicates it (DistributedDataParallel,
 gradients averaged), ``fsdp`` shards parameters, gradients and optimizer state (FSDP2
-``fully_shard`` on each encoder layer, each head and the whole model). Either way a step's
+``fully_shard`` on each encoder layer and the whole model). Either way a step's
 gradient is the mean of the ranks' gradients, so N ranks with batches ``b_1 .. b_N`` step as
 one process accumulating ``b_1 .. b_N`` would.
 """
@@ -126,17 +126,16 @@ class LossStep(nn.Module):
 
 
 def shard_units(model: nn.Module) -> list[nn.Module]:
-    """The submodules FSDP shards one by one: each encoder layer and each head, so only one
-    unit's parameters are gathered at a time."""
+    """The submodules FSDP shards one by one: each encoder layer (or each block of an LM), so
+    only one layer's parameters are gathered at a time. The rest (frontend, heads) is sharded
+    with the whole model: heads are used through ``loss`` and ``decode`` rather than
+    ``forward``, and FSDP gathers a unit's parameters around its ``forward``."""
+    owner = getattr(model, "encoder", model)
     units: list[nn.Module] = []
-    encoder = getattr(model, "encoder", None)
     for name in ("layers", "blocks"):
-        layers = getattr(encoder, name, None) if encoder is not None else getattr(model, name, None)
+        layers = getattr(owner, name, None)
         if isinstance(layers, nn.ModuleList):
             units += list(layers)
-    heads = getattr(model, "heads", None)
-    if isinstance(heads, nn.ModuleDict):
-        units += list(heads.values())
     return [u for u in units if any(p.requires_grad for p in u.parameters())]
 
 
