@@ -3,15 +3,18 @@
 Dims legend: S - samples, C - channels.
 
 Every way audio can be wrong (a missing, empty, corrupt or truncated file, NaN/Inf samples, zero
-samples, an array whose layout is ambiguous) is an :class:`AudioError` whose single message names
-the file and says how to fix it. Fixable mismatches (another sample rate, several channels) are
-repaired with a one-line :class:`AudioWarning` naming the file.
+samples, an array whose layout is ambiguous, a sample rate outside 1-384 kHz) is an
+:class:`AudioError` whose single message names the file and says how to fix it. Fixable mismatches
+(another sample rate, several channels, int16 values in an int64 array) are repaired with a
+one-line :class:`AudioWarning` naming the file. A WAV streamed through a pipe (its sizes left at
+0xFFFFFFFF or 0) is read to the end of the file.
 
 The dataset reuses :func:`prepare_samples` on what lhotse loads, so the checks live only here.
 """
 
 from __future__ import annotations
 
+import io
 import struct
 import sys
 import warnings
@@ -31,8 +34,16 @@ MAX_CHANNELS = 8
 
 _CONVERT_HINT = "convert it with `ffmpeg -i IN -ac 1 -ar 16000 OUT.wav`"
 
-# Integer PCM arrays are scaled to [-1, 1) the way soundfile reads integer files.
-_INT_SCALE = {np.int8: 2**7, np.int16: 2**15, np.int32: 2**31, np.int64: 2**63}
+# Integer PCM arrays are scaled to [-1, 1) the way soundfile reads integer files. No format or
+# device produces int64 PCM: an int64 array is read as int16 when its values fit (_to_float32).
+_INT_SCALE = {np.int8: 2**7, np.int16: 2**15, np.int32: 2**31}
+
+# Rates audio can plausibly have been recorded at. Outside them the rate is a mistake (e.g.
+# sample_rate=1), and resampling would make hours of audio out of a minute, or nothing of it.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 384_000
+
+# RIFF sizes that streaming writers (ffmpeg or sox into a pipe) leave in place of the real one.
+_UNKNOWN_RIFF_SIZES = (0, 0xFFFFFFFF)
 
 
 class AudioError(UserError, ValueError):
@@ -55,18 +66,51 @@ def _warn(message: str) -> None:
     warnings.warn(message, AudioWarning, stacklevel=level)
 
 
-def _check_rate(rate: Any, what: str, name: str) -> int:
+def check_sample_rate(rate: Any, what: str = "sample_rate", name: str = "the input") -> int:
+    """``rate`` as an int, if it is a whole number of Hz within 1-384 kHz.
+
+    Args:
+        rate: a sample rate as given (an int, a whole float; a string is refused).
+        what: the argument's name, for the message.
+        name: what the rate belongs to (a file, "the streamed chunk"), for the message.
+
+    Raises:
+        AudioError: ``rate`` is not a number, not whole, or outside 1-384 kHz.
+    """
     if isinstance(rate, (float, np.floating)) and float(rate).is_integer():
         rate = int(rate)
+    if isinstance(rate, str):
+        raise AudioError(
+            f"{what} must be a number of Hz, got the string {rate!r} for {name}; "
+            f"pass a number, e.g. {what}=16000"
+        )
     if not isinstance(rate, (int, np.integer)) or isinstance(rate, bool) or rate <= 0:
         raise AudioError(
             f"{what} must be a positive whole number of Hz (e.g. 16000), got {rate!r} for {name}"
         )
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise AudioError(
+            f"{what} must lie between {_khz(MIN_SAMPLE_RATE)} and {_khz(MAX_SAMPLE_RATE)}, got "
+            f"{int(rate)} Hz for {name}; pass the rate the audio was recorded at "
+            f"(e.g. {what}=16000)"
+        )
     return int(rate)
 
 
+def _within_int16(samples: np.ndarray) -> bool:
+    """Whether integer ``samples`` are not all zero and all lie in int16's range."""
+    low, high = int(samples.min()), int(samples.max())
+    return bool(low or high) and -(2**15) <= low and high < 2**15
+
+
 def _to_float32(samples: np.ndarray, name: str) -> np.ndarray:
-    """Floats are cast, integer PCM is scaled to [-1, 1); anything else is an error."""
+    """Floats are cast, integer PCM is scaled to [-1, 1); anything else is an error.
+
+    int64 is no PCM format: it is what ``np.array(list_of_ints)`` gives for int16 samples. Such
+    an array is read as int16 PCM when its values fit, with a warning (scaling it as full-range
+    int64 would turn any speech into silence), and refused otherwise. Never wider: chunks of one
+    stream must not be scaled differently by how loud each is.
+    """
     if samples.dtype.kind == "f":
         return samples.astype(np.float32, copy=False)
     if samples.dtype == np.uint8:  # 8-bit PCM is unsigned, centred on 128
@@ -74,6 +118,21 @@ def _to_float32(samples: np.ndarray, name: str) -> np.ndarray:
     for int_type, scale in _INT_SCALE.items():
         if samples.dtype == int_type:
             return (samples.astype(np.float64) / scale).astype(np.float32)
+    if samples.dtype == np.int64:
+        if not samples.size or not samples.any():
+            return np.zeros(samples.shape, np.float32)
+        if not _within_int16(samples):
+            raise AudioError(
+                f"expected PCM samples, got int64 values from {int(samples.min())} to "
+                f"{int(samples.max())} in {name}, beyond int16's range; int64 is no PCM format - "
+                "pass float32 in [-1, 1], or the integer PCM type it holds "
+                "(x.astype(np.int32) for 32-bit PCM)"
+            )
+        _warn(
+            f"{name}: int64 samples read as int16 PCM (every value lies in int16's range); pass "
+            "x.astype(np.int16) or float32 in [-1, 1] to skip this"
+        )
+        return (samples.astype(np.float64) / 2**15).astype(np.float32)
     raise AudioError(
         f"expected float or integer PCM samples, got dtype {samples.dtype} in {name}; "
         "pass a float32 array in [-1, 1] or int16 PCM"
@@ -122,8 +181,10 @@ def prepare_samples(
         ``(S,)`` float32 mono samples at ``target_sample_rate``.
 
     Raises:
-        AudioError: zero samples, NaN/Inf samples, or an unusable dtype/shape.
+        AudioError: zero samples, NaN/Inf samples, an unusable dtype/shape, or a sample rate
+            outside 1-384 kHz.
     """
+    sample_rate = check_sample_rate(sample_rate, "sample_rate", name)
     samples = _to_float32(np.asarray(samples), name)
     if samples.ndim == 2 and not channels_first:
         samples = samples.T  # (S, C) -> (C, S)
@@ -162,15 +223,11 @@ def prepare_samples(
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
-def _riff_truncation(path: Path, header: bytes) -> str | None:
-    """Why a RIFF/WAVE file is shorter than its header says, or None when it is not.
-
-    libsndfile silently shortens a WAV whose ``data`` chunk claims more bytes than the file holds,
-    so ``sf.info(...).frames`` already agrees with what can be read; only the header knows.
-    """
+def _riff_data_chunk(header: bytes) -> tuple[int, int, int] | None:
+    """``(offset of the data, size the header gives it, bytes per frame)`` of a RIFF/WAVE file's
+    ``data`` chunk, or None when ``header`` is no WAV or the chunk is not within it."""
     if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
         return None
-    file_size = path.stat().st_size
     offset, block_align = 12, 0
     while offset + 8 <= len(header):
         chunk_id = header[offset : offset + 4]
@@ -179,18 +236,51 @@ def _riff_truncation(path: Path, header: bytes) -> str | None:
         if chunk_id == b"fmt " and body + 14 <= len(header):
             (block_align,) = struct.unpack("<H", header[body + 12 : body + 14])
         if chunk_id == b"data":
-            # 0 and 0xFFFFFFFF mark "length unknown" in streamed WAVs; nothing to check.
-            if chunk_size in (0, 0xFFFFFFFF) or block_align == 0:
-                return None
-            available = max(file_size - body, 0)
-            if available >= chunk_size:
-                return None
-            return (
-                f"header promises {chunk_size // block_align} frames but the file holds "
-                f"{available // block_align}"
-            )
+            return body, chunk_size, block_align
         offset = body + chunk_size + (chunk_size & 1)  # chunks are padded to even sizes
     return None
+
+
+def _riff_truncation(path: Path, header: bytes) -> str | None:
+    """Why a RIFF/WAVE file is shorter than its header says, or None when it is not.
+
+    libsndfile silently shortens a WAV whose ``data`` chunk claims more bytes than the file holds,
+    so ``sf.info(...).frames`` already agrees with what can be read; only the header knows.
+    """
+    data = _riff_data_chunk(header)
+    if data is None:
+        return None
+    body, chunk_size, block_align = data
+    # 0 and 0xFFFFFFFF mark "length unknown" in streamed WAVs; nothing to check.
+    if chunk_size in _UNKNOWN_RIFF_SIZES or block_align == 0:
+        return None
+    available = max(path.stat().st_size - body, 0)
+    if available >= chunk_size:
+        return None
+    return (
+        f"header promises {chunk_size // block_align} frames but the file holds "
+        f"{available // block_align}"
+    )
+
+
+def _streamed_wav(path: Path, header: bytes) -> io.BytesIO | None:
+    """A streamed WAV (``data`` size 0 or 0xFFFFFFFF: written to a pipe, so never filled in)
+    as bytes whose sizes say "to the end of the file", or None for any other file.
+
+    How a decoder reads such a size differs between libsndfile versions and readers (some stop
+    at the header's size, some at 0 samples); with the real sizes, every one reads all of it.
+    """
+    data = _riff_data_chunk(header)
+    if data is None or data[1] not in _UNKNOWN_RIFF_SIZES:
+        return None
+    body = data[0]
+    content = bytearray(path.read_bytes())
+    size = len(content) - body
+    if size <= 0 or len(content) - 8 > 0xFFFFFFFF:  # no samples, or too big to say in RIFF
+        return None
+    content[4:8] = struct.pack("<I", len(content) - 8)
+    content[body - 4 : body] = struct.pack("<I", size)
+    return io.BytesIO(bytes(content))
 
 
 def _decode_error(path: Path, reason: str) -> AudioError:
@@ -257,8 +347,11 @@ def read_audio_file(path: str | Path) -> tuple[np.ndarray, int]:
         AudioError: the file is missing, empty, undecodable, truncated, or holds zero samples.
     """
     path = check_audio_file(path)
+    with open(path, "rb") as f:
+        header = f.read(1 << 16)
+    source: str | io.BytesIO = _streamed_wav(path, header) or str(path)
     try:
-        info = sf.info(str(path))
+        info = sf.info(source)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         reason = str(getattr(e, "error_string", e)).rstrip(".")
         raise _decode_error(path, f"libsndfile: {reason}") from None
@@ -267,8 +360,16 @@ def read_audio_file(path: str | Path) -> tuple[np.ndarray, int]:
             f"expected audio samples, got zero-length audio (a valid header with 0 samples) in "
             f"{path}; drop it from the input/manifest, or re-export it if it was cut short"
         )
+    if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
+        raise AudioError(
+            f"the header of {path} gives a sample rate of {info.samplerate} Hz, outside "
+            f"{_khz(MIN_SAMPLE_RATE)}-{_khz(MAX_SAMPLE_RATE)}; the header is wrong - re-export "
+            f"the file, or {_CONVERT_HINT}"
+        )
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
     try:
-        samples, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)  # (S, C)
+        samples, sample_rate = sf.read(source, dtype="float32", always_2d=True)  # (S, C)
     except (sf.LibsndfileError, RuntimeError) as e:
         reason = str(getattr(e, "error_string", e)).rstrip(".")
         raise _truncated_error(
@@ -285,31 +386,36 @@ def load_audio(
     source: str | Path | np.ndarray | torch.Tensor,
     sample_rate: int | None = None,
     target_sample_rate: int = 16000,
+    name: str | None = None,
 ) -> np.ndarray:
     """Load a file or an in-memory waveform as mono float32 at ``target_sample_rate``.
 
     Args:
         source: a path (str/Path), or a numpy array / torch tensor shaped ``(S,)``, ``(C, S)``
-            or ``(S, C)`` (the short side is the channels). Integer arrays are read as PCM.
-        sample_rate: rate of an array ``source`` in Hz; required for arrays. Files carry their
-            own rate in the header, so it is ignored for paths.
+            or ``(S, C)`` (the short side is the channels). Integer arrays are read as PCM
+            (int64 ones as int16 when their values fit, with an :class:`AudioWarning`).
+        sample_rate: rate of an array ``source`` in Hz (1-384 kHz); required for arrays. Files
+            carry their own rate in the header, so it is ignored for paths.
         target_sample_rate: rate of the result in Hz.
+        name: what messages call an array ``source`` (default: "the input array"); a file is
+            always called by its path.
 
     Returns:
         ``(S,)`` float32 mono samples at ``target_sample_rate``.
 
     Raises:
         AudioError: a missing, empty, corrupt or truncated file; NaN/Inf or zero samples; an array
-            without ``sample_rate`` or with an ambiguous layout.
+            without ``sample_rate``, with a rate outside 1-384 kHz, or with an ambiguous layout.
 
     Warns:
-        AudioWarning: once per call when audio is resampled or down-mixed to mono.
+        AudioWarning: once per call when audio is resampled or down-mixed to mono, or int64
+            samples are read as int16 PCM (and int32 ones that may be int16 PCM).
     """
-    target_sample_rate = _check_rate(target_sample_rate, "target_sample_rate", "load_audio")
+    target_sample_rate = check_sample_rate(target_sample_rate, "target_sample_rate", "load_audio")
     if isinstance(source, (str, Path)):
         samples, rate = read_audio_file(source)
         return prepare_samples(samples, rate, target_sample_rate, name=str(source))
-    name = "the input array"
+    name = name or "the input array"
     if isinstance(source, torch.Tensor):
         # bf16/fp16 tensors have no exact numpy twin on every version; fp32 is lossless for them.
         source = source.detach().to("cpu", torch.float32 if source.is_floating_point() else None)
@@ -317,13 +423,19 @@ def load_audio(
     if not isinstance(source, np.ndarray):
         raise AudioError(
             f"expected a file path or a numpy array / torch tensor of samples, got "
-            f"{type(source).__name__}; pass a path, or an array with sample_rate=..."
+            f"{type(source).__name__} for {name}; pass a path, or an array with sample_rate=..."
         )
     if sample_rate is None:
         raise AudioError(
             f"expected a sample rate for {name} of shape {tuple(source.shape)}; "
             "pass sample_rate=... (the rate it was recorded at, e.g. sample_rate=16000)"
         )
-    sample_rate = _check_rate(sample_rate, "sample_rate", name)
+    sample_rate = check_sample_rate(sample_rate, "sample_rate", name)
+    if source.dtype == np.int32 and source.size and _within_int16(source):
+        # What np.array(list_of_ints) gives on Windows; as 32-bit PCM it is near silence.
+        _warn(
+            f"{name}: int32 samples are read as 32-bit PCM, but every value lies in int16's "
+            "range, so this is near silence; if they are int16 PCM, pass x.astype(np.int16)"
+        )
     samples = _channels_first(_to_float32(source, name), name)  # (C, S)
     return prepare_samples(samples, sample_rate, target_sample_rate, name=name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import warnings
 from pathlib import Path
 
@@ -231,3 +232,75 @@ def test_check_audio_file_needs_no_decoding(tmp_path):
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(AudioError, match="truncated"):
         check_audio_file(path)
+
+
+def test_int64_arrays_of_int16_values_read_as_int16():
+    pcm = (tone() * 32767).astype(np.int16)
+    as_list = np.array(pcm.tolist())  # what a list of ints becomes: int64
+    assert as_list.dtype == np.int64
+    with pytest.warns(AudioWarning, match="int64 samples read as int16 PCM"):
+        out = load_audio(as_list, sample_rate=SR)
+    np.testing.assert_array_equal(out, load_audio(pcm, sample_rate=SR))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # zeros read the same at any width: nothing to say
+        assert not load_audio(np.zeros(SR, np.int64), sample_rate=SR).any()
+    message = load_error(np.array([0, 2**20] * 400), sample_rate=SR)
+    assert "beyond int16's range" in message and "float32" in message
+
+
+def test_int32_arrays_of_int16_values_warn():
+    pcm = (tone() * 32767).astype(np.int32)
+    with pytest.warns(AudioWarning, match=r"near silence.*astype\(np.int16\)"):
+        load_audio(pcm, sample_rate=SR)
+
+
+@pytest.mark.parametrize("rate", [1, 999, 384_001, 10**7])
+def test_absurd_sample_rates_are_refused(rate):
+    message = load_error(tone(), sample_rate=rate)
+    assert f"{rate} Hz" in message and "between 1 kHz and 384 kHz" in message
+    assert "sample_rate=16000" in message
+
+
+def test_sample_rate_as_a_string_is_refused():
+    message = load_error(tone(), sample_rate="16000")
+    assert "the string '16000'" in message and "sample_rate=16000" in message
+
+
+def test_extreme_but_real_rates_load():
+    with pytest.warns(AudioWarning):
+        assert load_audio(tone(0.1, sr=384_000), sample_rate=384_000).shape == (1600,)
+    with pytest.warns(AudioWarning):
+        assert load_audio(np.zeros(100, np.float32) + 0.1, sample_rate=1000).shape == (1600,)
+
+
+def test_file_with_an_absurd_rate_in_its_header(tmp_path):
+    path = write(tmp_path / "slow.wav", tone(), sr=100)
+    message = load_error(path)
+    assert str(path) in message and "100 Hz" in message and "re-export" in message
+
+
+def ffmpeg_pipe_wav(pcm: np.ndarray, data_size: int) -> bytes:
+    """A WAV as ffmpeg writes it into a pipe: unknown sizes, a LIST chunk before the data."""
+    fmt = struct.pack("<HHIIHH", 1, 1, SR, SR * 2, 2, 16)
+    info = b"INFO" + b"ISFT" + struct.pack("<I", 14) + b"Lavf59.27.100\0"
+    return (
+        b"RIFF\xff\xff\xff\xffWAVE"
+        + b"fmt "
+        + struct.pack("<I", len(fmt))
+        + fmt
+        + b"LIST"
+        + struct.pack("<I", len(info))
+        + info
+        + b"data"
+        + struct.pack("<I", data_size)
+        + pcm.astype("<i2").tobytes()
+    )
+
+
+@pytest.mark.parametrize("data_size", [0xFFFFFFFF, 0], ids=["0xFFFFFFFF", "0"])
+def test_piped_wav_is_read_to_the_end(tmp_path, data_size):
+    pcm = (tone(3.0) * 32767).astype(np.int16)
+    path = tmp_path / "piped.wav"
+    path.write_bytes(ffmpeg_pipe_wav(pcm, data_size))
+    out = load_audio(path)
+    np.testing.assert_array_equal(out, pcm / np.float32(32768))
