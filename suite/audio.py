@@ -45,6 +45,9 @@ MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 384_000
 # RIFF sizes that streaming writers (ffmpeg or sox into a pipe) leave in place of the real one.
 _UNKNOWN_RIFF_SIZES = (0, 0xFFFFFFFF)
 
+# The largest Ogg page: a 27-byte header, 255 lacing values and 255 segments of 255 bytes.
+_OGG_MAX_PAGE = 27 + 255 + 255 * 255
+
 
 class AudioError(UserError, ValueError):
     """Audio that cannot be used as given; the message names the file and the fix."""
@@ -263,6 +266,30 @@ def _riff_truncation(path: Path, header: bytes) -> str | None:
     )
 
 
+def _ogg_truncation(path: Path, header: bytes) -> str | None:
+    """Why an Ogg file (Vorbis, Opus, FLAC in Ogg) is incomplete, or None when it is not.
+
+    Ogg states no total length up front: a decoder stops at the last whole page and reports
+    that many samples, so a cut-off file reads as a shorter, valid one. But a complete stream
+    ends on a whole page flagged end-of-stream (RFC 3533), which a cut-off one lacks.
+    """
+    if header[:4] != b"OggS":
+        return None
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        f.seek(max(0, size - _OGG_MAX_PAGE))
+        tail = f.read()
+    start = len(tail)
+    while (start := tail.rfind(b"OggS", 0, start)) >= 0:
+        page = tail[start:]
+        if len(page) < 27 or page[4] != 0 or len(page) < 27 + page[26]:
+            continue
+        body = sum(page[27 : 27 + page[26]])  # the segment table's lacing values
+        if 27 + page[26] + body == len(page):  # the last page ends where the file does
+            return None if page[5] & 0x04 else "the last Ogg page does not end the stream"
+    return "the file ends inside an Ogg page"
+
+
 def _streamed_wav(path: Path, header: bytes) -> io.BytesIO | None:
     """A streamed WAV (``data`` size 0 or 0xFFFFFFFF: written to a pipe, so never filled in)
     as bytes whose sizes say "to the end of the file", or None for any other file.
@@ -301,8 +328,9 @@ def check_audio_file(path: str | Path) -> Path:
     """The checks that need no decoding: the file exists, is not empty, and is complete.
 
     Cheap enough to run before every load (a stat and a short header read). Completeness is
-    checked for RIFF/WAVE files, whose header states the data size: libsndfile (and lhotse, which
-    pads short reads by up to 0.5 s) would otherwise hand back a silently shortened signal.
+    checked for RIFF/WAVE files, whose header states the data size, and for Ogg files, whose last
+    page must end the stream: libsndfile (and lhotse, which pads short reads by up to 0.5 s)
+    would otherwise hand back a silently shortened signal.
 
     Args:
         path: an audio file.
@@ -311,7 +339,7 @@ def check_audio_file(path: str | Path) -> Path:
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        AudioError: the file is missing, is not a file, is empty, or is a truncated WAV.
+        AudioError: the file is missing, is not a file, is empty, or is a truncated WAV or Ogg.
     """
     path = Path(path)
     if not path.exists():
@@ -328,7 +356,7 @@ def check_audio_file(path: str | Path) -> Path:
         )
     with open(path, "rb") as f:
         header = f.read(1 << 16)
-    truncation = _riff_truncation(path, header)
+    truncation = _riff_truncation(path, header) or _ogg_truncation(path, header)
     if truncation:
         raise _truncated_error(path, truncation)
     return path

@@ -304,3 +304,19 @@ def test_piped_wav_is_read_to_the_end(tmp_path, data_size):
     path.write_bytes(ffmpeg_pipe_wav(pcm, data_size))
     out = load_audio(path)
     np.testing.assert_array_equal(out, pcm / np.float32(32768))
+
+
+def test_truncated_ogg_is_detected_from_its_last_page(tmp_path):
+    full = write(tmp_path / "full.ogg", np.random.default_rng(0).normal(0, 0.1, 3 * SR))
+    data = full.read_bytes()
+    assert load_audio(full).shape == (3 * SR,)
+    pages = [i for i in range(len(data)) if data.startswith(b"OggS", i)]
+    assert len(pages) > 3
+    # libsndfile reads both as shorter, valid files: only the last page tells.
+    for cut, why in [(pages[-1], "does not end the stream"), (len(data) - 100, "inside an Ogg")]:
+        path = tmp_path / f"cut_{cut}.ogg"
+        path.write_bytes(data[:cut])
+        assert 0 < sf.info(str(path)).frames < 3 * SR
+        message = load_error(path)
+        assert str(path) in message and "truncated" in message and why in message
+        assert "re-export" in message
