@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import struct
 from collections.abc import AsyncIterator
@@ -227,9 +228,13 @@ def test_limits_on_streams_backlog_and_origin(model):
         async with serving(server) as (url, http):
             async with http.ws_connect(url + "ws") as first:
                 await first.receive_json()
+                await first.send_bytes(tones(0.1, seed=0).tobytes())  # takes the only stream
                 async with http.ws_connect(url + "ws") as second:
-                    await second.receive()
+                    assert (await second.receive_json())["type"] == "ready"  # connecting is free
+                    await second.send_bytes(tones(0.1, seed=0).tobytes())
+                    messages = [m.json() async for m in second if m.type == aiohttp.WSMsgType.TEXT]
                     assert second.close_code == 1013  # busy: try again later
+                    assert "all 1 streams are in use" in messages[-1]["message"]
                 await first.send_bytes(tones(1.0, seed=0).tobytes())  # 1 s > 0.5 s of backlog
                 messages = [m.json() async for m in first if m.type == aiohttp.WSMsgType.TEXT]
                 assert first.close_code == 1008 and "real time" in messages[-1]["message"]
@@ -238,6 +243,99 @@ def test_limits_on_streams_backlog_and_origin(model):
             assert refused.value.status == 403
 
     run(main())
+
+
+async def closing_messages(ws) -> tuple[int | None, list[dict]]:
+    """The text messages up to the server's close frame, and the code in that frame (a client
+    that reads late finds the connection gone when it answers, so its own close_code is 1006)."""
+    messages = []
+    while True:
+        message = await ws.receive()
+        if message.type == aiohttp.WSMsgType.TEXT:
+            messages.append(message.json())
+        elif message.type == aiohttp.WSMsgType.CLOSE:
+            return message.data, messages
+        elif message.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+            return ws.close_code, messages
+
+
+def test_idle_clients_time_out_with_a_message(model):
+    pcm = tones(1.0, seed=5)
+
+    async def main():
+        server = StreamServer(model, idle_timeout=0.3)
+        async with serving(server) as (url, http):
+            silent = await http.ws_connect(url + "ws")  # connects, never sends
+            paused = await http.ws_connect(url + "ws")  # sends some audio, then nothing
+            await paused.send_bytes(pcm[:1600].tobytes())
+            results = await asyncio.gather(
+                closing_messages(silent), closing_messages(paused), stream(http, url, pcm)
+            )
+            for _ in range(50):
+                if not server.batcher.streams:
+                    break
+                await asyncio.sleep(0.05)
+            assert server.batcher.streams == []  # the paused stream is freed
+        return results
+
+    (silent_code, silent), (paused_code, paused), good = run(main())
+    for code, messages, what in [
+        (silent_code, silent, "any audio"),
+        (paused_code, paused, "audio"),
+    ]:
+        assert code == 1008
+        message = messages[-1]["message"]
+        assert "no message for 0.3 s" in message and f"send {what} continuously" in message
+    check_stream(good, offline(model, pcm))  # a client that keeps sending is not idle
+
+
+def test_idle_connections_cannot_starve_active_clients(model):
+    pcms = [tones(1.0, seed=6), tones(1.2, seed=7)]
+
+    async def main():
+        server = StreamServer(model, max_streams=2, max_waiting=3, idle_timeout=60)
+        async with serving(server) as (url, http):
+            idle = [await http.ws_connect(url + "ws") for _ in range(8)]
+            for ws in idle:  # all connected at once, more than the streams and the waiting room
+                assert (await ws.receive_json())["type"] == "ready"
+            results = await asyncio.gather(*(stream(http, url, pcm) for pcm in pcms))
+            evicted = []
+            for ws in idle:  # the evicted ones were told why, then closed; the rest still wait
+                with contextlib.suppress(asyncio.TimeoutError):
+                    message = await asyncio.wait_for(ws.receive(), timeout=0.2)
+                    evicted.append((message.json()["message"], *await closing_messages(ws)))
+            for ws in idle:
+                await ws.close()
+        return results, evicted
+
+    results, evicted = run(main())
+    for messages, pcm in zip(results, pcms, strict=True):
+        check_stream(messages, offline(model, pcm))
+    assert len(evicted) == 8 + 2 - 3  # the waiting room holds 3: the longest waiting made room
+    for error, code, _ in evicted:
+        assert code == 1013 and "the longest waiting, was closed to make room" in error
+
+
+def test_port_is_validated(model, capsys):
+    from suite.cli import main
+    from suite.errors import UserError
+
+    for port in ("99999", "-1", "http"):
+        with pytest.raises(SystemExit) as exited:
+            main(["serve", "streaming-asr", "--port", port])
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert "--port" in err and ("0-65535" in err or "port number" in err)
+    with pytest.raises(SystemExit):
+        main(["serve", "streaming-asr", "--idle-timeout", "0"])
+    assert "above 0" in capsys.readouterr().err
+
+    async def main_run():
+        async with run_server(StreamServer(model), port=99999):
+            pass
+
+    with pytest.raises(UserError, match="0-65535"):
+        run(main_run())
 
 
 def test_serve_refuses_a_model_not_trained_for_streaming(tmp_path, capsys):

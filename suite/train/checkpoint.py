@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from suite.config import Recipe
 from suite.errors import UserError
 from suite.io import atomic_write_text
 
@@ -257,3 +258,54 @@ def load_checkpoint(path: str | Path, rank: int = 0, world_size: int = 1) -> dic
         "trainer": meta["trainer"],
         "extra": extra,
     }
+
+
+# Recipe keys a resumed run may change; any other difference is refused before anything is
+# written, since the checkpoint's weights, optimizer and data order belong to the old values.
+RESUMABLE_CHANGES = (
+    "train.out_dir",  # a run folder may be moved
+    "train.max_steps",
+    "train.val_every",
+    "train.log_every",
+    "train.keep_checkpoints",
+    "train.max_skipped_steps",
+    "train.device",
+    "train.strategy",  # full-state checkpoints load under either
+    "data.num_workers",
+)
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def check_same_run(recipe: Recipe, saved: Path) -> None:
+    """Refuse to resume the run whose merged recipe is ``saved`` with a ``recipe`` that
+    differs in more than :data:`RESUMABLE_CHANGES`, naming the differing keys."""
+    import yaml
+
+    if not saved.is_file():
+        return
+    try:
+        before = _flat(yaml.safe_load(saved.read_text()))
+    except yaml.YAMLError as e:
+        raise UserError(f"{saved} (the run's recipe) is not valid YAML: {e}") from None
+    now = _flat(recipe.to_dict())
+    differ = sorted(
+        key
+        for key in before.keys() | now.keys()
+        if before.get(key) != now.get(key) and not key.startswith(RESUMABLE_CHANGES)
+    )
+    if differ:
+        shown = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in differ[:6])
+        raise UserError(
+            f"--resume: this recipe differs from the run's ({saved}) in {shown}"
+            f"{' ...' if len(differ) > 6 else ''}; resume with the run's settings (only "
+            f"{', '.join(RESUMABLE_CHANGES)} may change) or start a new run with "
+            "train.out_dir=..."
+        )

@@ -75,8 +75,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         from suite.errors import UserError
 
         raise UserError(
-            f"train.device={name}, but no GPU is visible to torch; use train.device=cpu, or "
-            "auto (a GPU when there is one)"
+            f"device {name} was asked for, but no GPU is visible to torch; use the CPU "
+            "(train.device=cpu, or --device cpu) or auto (a GPU when there is one)"
         )
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)

@@ -65,7 +65,7 @@ from suite.model import build_model
 from suite.tasks.asr import AsrTask, load_cuts
 from suite.tokenizers import load_tokenizer
 from suite.train.distributed import resolve_device
-from suite.train.trainer import (
+from suite.train.optim import (
     copy_weights,
     make_optimizer,
     optimizer_step,

@@ -18,13 +18,11 @@ and resumed with as many processes ends with the same weights as one that never 
 from __future__ import annotations
 
 import json
-import math
 import random
 import shlex
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +33,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from suite import registry
-from suite.config import Recipe, TrainConfig, save_recipe
+from suite.config import Recipe, save_recipe
 from suite.errors import UserError
 from suite.interfaces import Batch
 from suite.model import save_package
 from suite.tasks.base import Task
 from suite.train import distributed
 from suite.train.checkpoint import (
+    check_same_run,
     holds_run,
     load_checkpoint,
     resume_checkpoint,
@@ -49,73 +48,14 @@ from suite.train.checkpoint import (
     save_checkpoint,
 )
 from suite.train.distributed import LossStep, full_tensor
-
-
-def lr_at(step: int, peak: float, warmup: int, total: int, final_ratio: float = 0.05) -> float:
-    """Linear warm-up to ``peak`` over ``warmup`` steps, then cosine decay to
-    ``final_ratio * peak`` at ``total`` steps."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return peak * (final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, task: Task) -> torch.optim.AdamW:
-    """AdamW over the task's parameter groups (trainable parameters only), with ``train.lr``,
-    ``train.weight_decay`` and ``train.adam_betas``."""
-    groups = task.optimizer_groups(model, cfg.weight_decay)
-    betas = tuple(cfg.adam_betas)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
-
-
-def frozen_parts(model: torch.nn.Module, names: list[str] | None) -> list[torch.nn.Module]:
-    """The submodules ``train.freeze`` names, with their weights made fixed (no gradient)."""
-    parts = []
-    for name in names or []:
-        try:
-            part = model.get_submodule(name)
-        except AttributeError:
-            top = ", ".join(n for n, _ in model.named_children())
-            raise UserError(
-                f"train.freeze names '{name}', which this model does not have; its parts: {top} "
-                f"(a head: heads.NAME)"
-            ) from None
-        part.requires_grad_(False)
-        parts.append(part)
-    return parts
-
-
-def copy_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A detached copy of ``model.state_dict()``: the EMA's start, or live weights set aside."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def precision_autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:
-    """The context a training forward runs in: bf16 autocast on CUDA under ``precision="bf16"``,
-    none otherwise (CPU trains in fp32)."""
-    if device.type == "cuda" and precision == "bf16":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def optimizer_step(
-    optimizer: torch.optim.Optimizer,
-    model: torch.nn.Module,
-    ema: dict[str, torch.Tensor] | None,
-    ema_decay: float | None,
-) -> None:
-    """Take the optimizer step, then move the EMA weights (when kept) ``1 - ema_decay`` of the
-    way to the new ones; entries that are not floating point (counters) are copied. Under FSDP
-    both are shards, and each rank moves its own."""
-    optimizer.step()
-    if ema is None:
-        return
-    with torch.no_grad():
-        for k, v in model.state_dict().items():
-            if v.dtype.is_floating_point:
-                ema[k].lerp_(v, 1 - ema_decay)
-            else:
-                ema[k].copy_(v)
+from suite.train.optim import (
+    copy_weights,
+    frozen_parts,
+    lr_at,
+    make_optimizer,
+    optimizer_step,
+    precision_autocast,
+)
 
 
 class _RunBatches:
@@ -324,6 +264,17 @@ class Trainer:
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         return get_state_dict(self.model, self.optimizer, options=options)
 
+    def _full_weights(self) -> dict[str, torch.Tensor]:
+        """The weights to evaluate and export whole: the EMA's when kept, else the model's (a
+        collective under torchrun; the optimizer's state is not gathered)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        ema = self._full_ema()
+        if ema is not None:
+            return ema
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_model_state_dict(self.model, options=options)
+
     def _full_ema(self) -> dict[str, torch.Tensor] | None:
         """The EMA weights whole (a collective under FSDP, whose EMA is sharded)."""
         if self.ema is None:
@@ -390,8 +341,7 @@ class Trainer:
     def _validate(self) -> dict[str, float] | None:
         """Evaluate the EMA (else live) weights on the dev split on rank 0, and export the
         package when the primary metric is the best so far. Every rank calls it."""
-        full_model, _ = self._full_states()  # a collective: every rank takes part
-        weights = self._full_ema() or full_model
+        weights = self._full_weights()  # a collective: every rank takes part
         best: list[Any] = [None]
         values = None
         if self.where.main:
@@ -535,62 +485,11 @@ class Trainer:
                 self._checkpoint()
         bar.close()
         if self.dev_items is None:  # nothing to select by: export the final weights
-            full_model, _ = self._full_states()
-            weights = self._full_ema() or full_model
+            weights = self._full_weights()
             if self.where.main:
                 self._export(self._evaluation_model(weights), card_result=None)
         distributed.barrier(self.where)
         return self.run_dir / "model" if self.where.main else None
-
-
-# Recipe keys a resumed run may change; any other difference is refused before anything is
-# written, since the checkpoint's weights, optimizer and data order belong to the old values.
-RESUMABLE_CHANGES = (
-    "train.out_dir",  # a run folder may be moved
-    "train.max_steps",
-    "train.val_every",
-    "train.log_every",
-    "train.keep_checkpoints",
-    "train.max_skipped_steps",
-    "train.device",
-    "data.num_workers",
-)
-
-
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
-def check_same_run(recipe: Recipe, saved: Path) -> None:
-    """Refuse to resume the run whose merged recipe is ``saved`` with a ``recipe`` that
-    differs in more than :data:`RESUMABLE_CHANGES`, naming the differing keys."""
-    import yaml
-
-    if not saved.is_file():
-        return
-    try:
-        before = _flat(yaml.safe_load(saved.read_text()))
-    except yaml.YAMLError as e:
-        raise UserError(f"{saved} (the run's recipe) is not valid YAML: {e}") from None
-    now = _flat(recipe.to_dict())
-    differ = sorted(
-        key
-        for key in before.keys() | now.keys()
-        if before.get(key) != now.get(key) and not key.startswith(RESUMABLE_CHANGES)
-    )
-    if differ:
-        shown = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in differ[:6])
-        raise UserError(
-            f"--resume: this recipe differs from the run's ({saved}) in {shown}"
-            f"{' ...' if len(differ) > 6 else ''}; resume with the run's settings (only "
-            f"{', '.join(RESUMABLE_CHANGES)} may change) or start a new run with "
-            "train.out_dir=..."
-        )
 
 
 def _like(value: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
