@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from suite.audio import AudioError, prepare_samples
+from suite.audio import MAX_CHANNELS, AudioError, check_sample_rate, prepare_samples
 from suite.data.collate import pad_sequences
 from suite.errors import UserError
 from suite.interfaces import StreamingEncoder
@@ -109,25 +109,54 @@ def as_chunk(chunk: Any, sample_rate: int, model_rate: int) -> np.ndarray:
 
     Args:
         chunk: ``(S,)`` or ``(S, C)`` (sounddevice's layout) float or integer PCM samples; a
-            numpy array, a torch tensor or a list.
+            numpy array, a torch tensor or a list. A ``(C, S)`` chunk with at most
+            ``MAX_CHANNELS`` rows and more columns than that is read as channels first (e.g.
+            ``(2, S)`` stereo); either way several channels are averaged to mono, with an
+            :class:`~suite.audio.AudioWarning`.
         sample_rate: rate of ``chunk`` in Hz.
         model_rate: the model's rate in Hz; streaming does not resample.
+
+    Raises:
+        AudioError: a rate that is not a number or not the model's, or samples that cannot be
+            audio (NaN/Inf, strings, ragged lists, 3-D arrays, no side a channel count).
     """
+    name = "the streamed chunk"
+    sample_rate = check_sample_rate(sample_rate, "sample_rate", name)
     if sample_rate != model_rate:
         raise AudioError(
-            f"streaming takes audio at the model's {model_rate / 1000:g} kHz, got "
+            f"streaming takes audio at the model's {model_rate / 1000:g} kHz, got {name} at "
             f"{sample_rate / 1000:g} kHz; resampling chunk by chunk would not match offline "
             f"results - record at {model_rate} Hz (e.g. sounddevice.InputStream(samplerate="
             f"{model_rate})) or resample the whole signal first with suite.audio.load_audio"
         )
     if isinstance(chunk, Tensor):
-        chunk = chunk.detach().cpu().numpy()
-    chunk = np.asarray(chunk)
+        chunk = chunk.detach().cpu()
+        chunk = (chunk.float() if chunk.is_floating_point() else chunk).numpy()
+    try:
+        chunk = np.asarray(chunk)
+    except (ValueError, TypeError) as e:  # e.g. a ragged list
+        raise AudioError(
+            f"expected {name} as an array of samples, got {type(chunk).__name__} that numpy "
+            f"cannot read as one ({e}); pass a 1-D float32 or int16 array"
+        ) from None
     if chunk.size == 0:
         return np.zeros(0, dtype=np.float32)
-    return prepare_samples(
-        chunk, sample_rate, model_rate, "the streamed chunk", channels_first=False
-    )
+    if chunk.ndim > 2:
+        raise AudioError(
+            f"expected {name} shaped (S,) or (S, C), got shape {tuple(chunk.shape)}; "
+            "pass one signal's samples, a chunk at a time"
+        )
+    if chunk.ndim == 2:
+        rows, cols = chunk.shape
+        if rows <= MAX_CHANNELS < cols:
+            chunk = chunk.T  # (C, S) -> (S, C)
+        elif cols > MAX_CHANNELS:
+            raise AudioError(
+                f"cannot tell channels from samples in {name} of shape {tuple(chunk.shape)}: "
+                f"neither side is a channel count (1..{MAX_CHANNELS}); pass (S,) mono or "
+                "(S, C) samples as sounddevice delivers them"
+            )
+    return prepare_samples(chunk, sample_rate, model_rate, name, channels_first=False)
 
 
 @dataclass
@@ -372,7 +401,8 @@ class StreamingSession:
         """Feed a chunk (``(S,)`` or ``(S, C)`` float/int16 samples); returns the partial text.
 
         The partial text only grows. Audio that does not yet complete an encoder chunk waits
-        for the next call.
+        for the next call. A chunk that cannot be audio (see :func:`as_chunk`) raises an
+        :class:`~suite.audio.AudioError` and is dropped; the session goes on.
         """
         if self._final is not None:
             raise UserError("this streaming session has finished; start a new one")
