@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import jiwer
-import torch
 from lhotse import CutSet
-from lhotse.dataset import SimpleCutSampler
 
+from suite.audio import AudioError, check_sample_rate
+from suite.errors import UserError
 from suite.text import normalize_text
 
 
@@ -26,6 +26,7 @@ class Scores:
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     per_utterance: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)  # cuts not scored: id, error
 
     @property
     def rtfx(self) -> float:
@@ -37,6 +38,7 @@ class Scores:
             "wer": self.wer,
             "cer": self.cer,
             "utterances": self.num_utterances,
+            "failed": len(self.failed),
             "audio_hours": self.audio_seconds / 3600,
             "rtfx": self.rtfx,
         }
@@ -97,7 +99,11 @@ def by_group(scores: Scores, key: str) -> dict[Any, Scores]:
 
 
 def evaluate_cuts(
-    model: Any, cuts: CutSet, max_duration: float = 200.0, **decode_options: Any
+    model: Any,
+    cuts: CutSet,
+    max_duration: float = 200.0,
+    errors: str = "raise",
+    **decode_options: Any,
 ) -> Scores:
     """Transcribe every cut with ``model`` (an :class:`~suite.model.TaskModel`) and score it.
 
@@ -105,37 +111,85 @@ def evaluate_cuts(
     similar length: on the test split of ``recipes/asr``, greedy RTFx 100-106 in manifest order
     and 185 sorted, at the default ``max_duration``. The per-utterance results keep the
     manifest's order. Audio loading and feature extraction count towards the wall time, as they
-    would for a user.
-    """
-    from suite.tasks.asr.dataset import AsrDataset
+    would for a user. Silent cuts and cuts too short for one frame are hypothesised as "", as
+    :meth:`~suite.tasks.asr.pipeline.Transcriber.transcribe` does.
 
+    Args:
+        model: the model to score.
+        cuts: cuts with audio and reference text.
+        max_duration: seconds of audio per batch.
+        errors: what to do with cuts whose audio or text cannot be read: ``"raise"`` an
+            :class:`~suite.tasks.asr.pipeline.InputsError` naming every one of them (nothing is
+            decoded after the first), or ``"skip"`` them: they are left out of the scores and
+            listed in :attr:`Scores.failed`.
+        **decode_options: passed to the head's ``decode`` (``head=``, ``method=``, ...).
+
+    Raises:
+        InputsError: with ``errors="raise"``, one or more cuts cannot be read.
+    """
+    from suite.tasks.asr.dataset import _text, load_cut_audio
+    from suite.tasks.asr.pipeline import InputsError, transcribe_waveforms
+
+    if errors not in ("raise", "skip"):
+        raise UserError(f"errors must be raise or skip; got {errors!r}")
     listed = list(cuts)
     manifest_order = {cut.id: i for i, cut in enumerate(listed)}
-    cuts = CutSet.from_cuts(sorted(listed, key=lambda cut: cut.duration, reverse=True))
-    dataset = AsrDataset(model.tokenizer, model.frontend, augment=None, training=False)
-    sampler = SimpleCutSampler(cuts, max_duration=max_duration, shuffle=False)
-    device = next(model.parameters()).device
+    ordered = sorted(listed, key=lambda cut: cut.duration, reverse=True)
     was_training = model.training
     model.eval()
     rows, refs, hyps = [], [], []
+    failures: dict[int, AudioError] = {}
     audio_seconds = 0.0
     start = time.perf_counter()
-    with torch.inference_mode():
-        for batch_cuts in sampler:
-            batch = dataset[batch_cuts].to(device)
-            hyp = model.recognize(batch.inputs, batch.lengths, **decode_options)
-            audio_seconds += sum(c.duration for c in batch_cuts)
-            refs += batch.texts
-            hyps += [h.text for h in hyp]
-            rows += [_row(cut) for cut in batch_cuts]
+    for batch_cuts in _batches(ordered, max_duration):
+        audio, texts, good = [], [], []
+        for cut in batch_cuts:
+            try:
+                # Before lhotse resamples 100 Hz audio into hours of samples.
+                check_sample_rate(cut.sampling_rate, "sampling_rate", f"cut {cut.id}")
+                text, samples = _text(cut), load_cut_audio(cut, model.sample_rate)
+            except UserError as e:  # AudioError, or a cut without a transcript
+                error = e if isinstance(e, AudioError) else AudioError(str(e))
+                failures[manifest_order[cut.id]] = error
+                continue
+            texts.append(text)
+            audio.append(samples)
+            good.append(cut)
+        if failures and errors == "raise":
+            continue  # only look for the other bad cuts, to name them all
+        hyps += transcribe_waveforms(
+            model, audio, batch_size=None, names=[c.id for c in good], **decode_options
+        )
+        audio_seconds += sum(c.duration for c in good)
+        refs += texts
+        rows += [_row(cut) for cut in good]
     wall = time.perf_counter() - start
     model.train(was_training)
+    if failures and errors == "raise":
+        failures = dict(sorted(failures.items()))
+        raise InputsError(failures, len(listed), what="cuts", action="score")
     scores = score(refs, hyps)
     for row, utt in zip(rows, scores.per_utterance, strict=True):
         row.update(utt)
     scores.per_utterance = sorted(rows, key=lambda row: manifest_order[row["id"]])
+    scores.failed = [{"id": listed[i].id, "error": str(e)} for i, e in sorted(failures.items())]
     scores.audio_seconds, scores.wall_seconds = audio_seconds, wall
     return scores
+
+
+def _batches(cuts: list[Any], max_duration: float) -> list[list[Any]]:
+    """Consecutive cuts whose durations add up to at most ``max_duration`` (a longer cut alone),
+    as lhotse's ``SimpleCutSampler`` batches them."""
+    batches: list[list[Any]] = []
+    total = 0.0
+    for cut in cuts:
+        if batches and total + cut.duration <= max_duration:
+            batches[-1].append(cut)
+            total += cut.duration
+        else:
+            batches.append([cut])
+            total = cut.duration
+    return batches
 
 
 def _row(cut: Any) -> dict[str, Any]:
@@ -149,8 +203,9 @@ def _row(cut: Any) -> dict[str, Any]:
 
 
 def write_results(scores: Scores, path: str | Path) -> None:
-    """Write per-utterance results as JSON lines (id, ref, hyp, word_errors, words)."""
+    """Write per-utterance results as JSON lines (id, ref, hyp, word_errors, words), then one
+    line (id, error) per cut that could not be scored."""
     from suite.io import atomic_write_text
 
-    lines = [json.dumps(row) for row in scores.per_utterance]
+    lines = [json.dumps(row) for row in [*scores.per_utterance, *scores.failed]]
     atomic_write_text(path, "\n".join(lines) + "\n")

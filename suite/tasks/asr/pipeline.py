@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 import torch
 
-from suite.audio import load_audio
+from suite.audio import AudioError, AudioWarning, load_audio
 from suite.data.collate import pad_sequences
 from suite.errors import UserError
 from suite.model import TaskModel, build_model, load_package, save_package
@@ -23,6 +24,111 @@ if TYPE_CHECKING:
 
 AudioInput = str | Path | np.ndarray | torch.Tensor
 LM_CARD_SECTION = "## Language model"  # the model-card section attach_lm writes
+ERRORS = ("raise", "skip", "return")  # what transcribe does with inputs it cannot read
+
+# Audio whose loudest 25 ms frame, once its mean (DC) is removed, stays under this RMS level is
+# silence and transcribes as "". At -80 dBFS it lies 20 dB under speech the shipped models still
+# recognize (-60 dBFS RMS) and above 16-bit dither; below it they output a stray word ("do",
+# "her") for digital silence, a DC offset or 1-bit noise.
+SILENCE_DBFS = -80.0
+
+
+class InputsError(AudioError):
+    """Inputs of one call that cannot be read, each with its :class:`~suite.audio.AudioError`.
+
+    Args:
+        failures: ``{index in the inputs: error}``, in input order.
+        total: how many inputs the call had.
+        what: what the inputs are called ("inputs", "cuts").
+        action: what ``errors="skip"`` does with the others ("transcribe", "score").
+    """
+
+    def __init__(
+        self,
+        failures: dict[int, AudioError],
+        total: int,
+        what: str = "inputs",
+        action: str = "transcribe",
+    ) -> None:
+        self.failures = failures
+        n, rest = len(failures), total - len(failures)
+        others = f'; pass errors="skip" to {action} the other {rest}' if rest else ""
+        if total == 1:
+            message = str(next(iter(failures.values())))
+        elif n == 1:
+            message = f"{next(iter(failures.values()))} (1 of {total} {what}{others})"
+        else:
+            listed = "".join(f"\n  {e}" for e in failures.values())
+            message = f"{n} of {total} {what} cannot be read{others}:{listed}"
+        super().__init__(message)
+
+
+def is_silent(audio: np.ndarray, sample_rate: int) -> bool:
+    """Whether ``audio (S,)`` is silence: no 25 ms frame, after removing the mean (a DC offset),
+    is louder than :data:`SILENCE_DBFS` RMS."""
+    if not len(audio):
+        return True
+    frame = max(1, sample_rate // 40)
+    ac = audio.astype(np.float64) - audio.mean(dtype=np.float64)
+    ac = np.pad(ac, (0, -len(ac) % frame)).reshape(-1, frame)  # (frames, 25 ms)
+    loudest = float(np.sqrt(np.square(ac).mean(axis=1).max()))
+    return loudest < 10 ** (SILENCE_DBFS / 20)
+
+
+def transcribe_waveforms(
+    model: TaskModel,
+    audio: Sequence[np.ndarray],
+    batch_size: int | None = 16,
+    head: str | None = None,
+    names: Sequence[str] | None = None,
+    **decode_options: Any,
+) -> list[str]:
+    """Transcribe mono float32 waveforms at ``model.sample_rate``, longest first in batches.
+
+    Silence (:func:`is_silent`) and audio too short for one feature frame transcribe as "",
+    without the model: it has nothing to recognize there, and a model would guess a word.
+
+    Args:
+        model: an asr :class:`~suite.model.TaskModel`.
+        audio: ``(S,)`` waveforms.
+        batch_size: the most utterances decoded together (None: all at once).
+        head: which head decodes (default: the first).
+        names: what to call each waveform in warnings (default: ``inputs[i]``).
+        **decode_options: passed to the head's ``decode``.
+
+    Returns:
+        One text per waveform, in order.
+
+    Warns:
+        AudioWarning: audio too short for one feature frame.
+    """
+    rate = model.sample_rate
+    num_frames = getattr(model.frontend, "num_frames", None)
+    texts = [""] * len(audio)
+    todo = []
+    for i, x in enumerate(audio):
+        if num_frames is not None and num_frames(len(x)) == 0:
+            name = names[i] if names is not None else f"inputs[{i}]"
+            warnings.warn(
+                f"{name}: {len(x)} samples ({len(x) / rate * 1000:.1f} ms at {rate} Hz) are "
+                'shorter than one feature frame, so it transcribes as ""; pass longer audio',
+                AudioWarning,
+                stacklevel=3,
+            )
+        elif not is_silent(x, rate):
+            todo.append(i)
+    todo.sort(key=lambda i: len(audio[i]), reverse=True)
+    device = next(model.parameters()).device
+    step = batch_size or max(len(todo), 1)
+    for start in range(0, len(todo), step):
+        index = todo[start : start + step]
+        batch, lengths = pad_sequences([audio[i] for i in index])  # (B, S), (B,)
+        with torch.inference_mode():
+            features, frames = model.frontend(batch.to(device), lengths.to(device))  # (B, T, F)
+        hyps = model.recognize(features, frames, head=head, **decode_options)
+        for i, hyp in zip(index, hyps, strict=True):
+            texts[i] = hyp.text
+    return texts
 
 
 class Transcriber:
@@ -41,41 +147,108 @@ class Transcriber:
     def sample_rate(self) -> int:
         return self.model.sample_rate
 
+    @overload
+    def transcribe(
+        self,
+        inputs: AudioInput | Sequence[AudioInput],
+        sample_rate: int | None = ...,
+        batch_size: int = ...,
+        head: str | None = ...,
+        errors: Literal["raise"] = ...,
+        **decode_options: Any,
+    ) -> list[str]: ...
+
+    @overload
+    def transcribe(
+        self,
+        inputs: AudioInput | Sequence[AudioInput],
+        sample_rate: int | None = ...,
+        batch_size: int = ...,
+        head: str | None = ...,
+        *,
+        errors: Literal["skip"],
+        **decode_options: Any,
+    ) -> list[str | None]: ...
+
+    @overload
+    def transcribe(
+        self,
+        inputs: AudioInput | Sequence[AudioInput],
+        sample_rate: int | None = ...,
+        batch_size: int = ...,
+        head: str | None = ...,
+        *,
+        errors: Literal["return"],
+        **decode_options: Any,
+    ) -> list[str | AudioError]: ...
+
     def transcribe(
         self,
         inputs: AudioInput | Sequence[AudioInput],
         sample_rate: int | None = None,
         batch_size: int = 16,
         head: str | None = None,
+        errors: str = "raise",
         **decode_options: Any,
-    ) -> list[str]:
+    ) -> list[str] | list[str | None] | list[str | AudioError]:
         """Transcribe files or arrays; returns one string per input, in input order.
+
+        Silence (digital zeros, a DC offset, anything whose loudest 25 ms stays under
+        :data:`SILENCE_DBFS`) and audio shorter than one feature frame (25 ms) give "".
 
         Args:
             inputs: a path, an array, or a list of them (arrays need ``sample_rate``).
-            sample_rate: sample rate of array inputs; other rates are resampled.
+            sample_rate: sample rate of array inputs (1-384 kHz); other rates are resampled.
             batch_size: utterances decoded together (inputs are length-sorted first).
             head: which head decodes (default: the first).
+            errors: what to do with inputs that cannot be read (missing, corrupt, NaN, ...):
+                ``"raise"`` an :class:`InputsError` naming every one of them, before decoding
+                any; ``"skip"`` them, each with an :class:`~suite.audio.AudioWarning`, and
+                return ``None`` in their place; or ``"return"`` each one's
+                :class:`~suite.audio.AudioError` in its place (as ``asyncio.gather`` does).
+                The good inputs are transcribed either way.
             **decode_options: passed to the head's ``decode`` (e.g. ``method="beam"``).
+
+        Raises:
+            InputsError: with ``errors="raise"``, one or more inputs cannot be read.
         """
-        if isinstance(inputs, (str, Path, np.ndarray, torch.Tensor)):
-            inputs = [inputs]
-        audio = [
-            load_audio(x, sample_rate=sample_rate, target_sample_rate=self.sample_rate)
-            for x in inputs
+        if errors not in ERRORS:
+            raise UserError(f"errors must be one of {', '.join(ERRORS)}; got {errors!r}")
+        single = _is_one_input(inputs)
+        items = [inputs] if single else list(inputs)  # type: ignore[arg-type]
+        names = [
+            str(x)
+            if isinstance(x, (str, Path))
+            else "the input array"
+            if single
+            else f"inputs[{i}]"
+            for i, x in enumerate(items)
         ]
-        order = sorted(range(len(audio)), key=lambda i: len(audio[i]), reverse=True)
-        texts: list[str] = [""] * len(audio)
-        device = next(self.model.parameters()).device
-        for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size]
-            batch, lengths = pad_sequences([audio[i] for i in index])  # (B, S), (B,)
-            hyps = self.model.recognize_audio(
-                batch.to(device), lengths.to(device), head=head, **decode_options
-            )
-            for i, hyp in zip(index, hyps, strict=True):
-                texts[i] = hyp.text
-        return texts
+        audio: dict[int, np.ndarray] = {}
+        failures: dict[int, AudioError] = {}
+        for i, (x, name) in enumerate(zip(items, names, strict=True)):
+            try:
+                audio[i] = load_audio(x, sample_rate, self.sample_rate, name=name)
+            except AudioError as e:
+                failures[i] = e
+        if failures and errors == "raise":
+            raise InputsError(failures, len(items))
+        if errors == "skip":
+            for e in failures.values():
+                warnings.warn(f"skipped: {e}", AudioWarning, stacklevel=2)
+        good = sorted(audio)
+        texts = transcribe_waveforms(
+            self.model,
+            [audio[i] for i in good],
+            batch_size=batch_size,
+            head=head,
+            names=[names[i] for i in good],
+            **decode_options,
+        )
+        out: list[Any] = [None if errors == "skip" else failures.get(i) for i in range(len(items))]
+        for i, text in zip(good, texts, strict=True):
+            out[i] = text
+        return out
 
     def stream(
         self, att_context: Sequence[int] | None = None, head: str | None = None
@@ -95,6 +268,16 @@ class Transcriber:
         if att_context is None:
             att_context = default_stream_context(self.model)
         return StreamingSession(self.model, att_context=att_context, head=head)
+
+
+def _is_one_input(inputs: Any) -> bool:
+    """Whether ``transcribe`` was given one input rather than a list of them (a list of numbers
+    is one waveform, which ``load_audio`` then asks to be an array)."""
+    if isinstance(inputs, (str, Path, np.ndarray, torch.Tensor, bytes)):
+        return True
+    if not isinstance(inputs, Iterable):
+        return True
+    return isinstance(inputs, Sequence) and bool(inputs) and isinstance(inputs[0], (int, float))
 
 
 def default_stream_context(model: TaskModel) -> tuple[int, ...]:
