@@ -18,6 +18,15 @@ A frame over the cap closes that connection (1009, with the reason), and so does
 unprocessed audio grows past ``max_backlog_seconds`` (1008). Whatever one client does, and
 however it leaves, ends only its own stream.
 
+Idle clients: a client that sends nothing for ``idle_timeout`` seconds (before its first audio,
+or between frames; not while it waits for its final text) gets an ``error`` message naming the
+timeout and is closed (1008, "idle timeout"). Only clients that have sent audio (or ``end``)
+hold one of the ``max_streams`` streams; a client whose first audio finds them all taken is
+closed with 1013 ("server busy"). Connected clients that have sent nothing yet wait in a pool of
+``max_waiting``; when it is full, a new connection closes the one that has waited longest
+(1013), so idle connections can neither take the streams of active clients nor keep new ones
+out.
+
 Concurrency: the event loop only receives, checks and queues audio. One background task owns
 the :class:`~suite.streaming.StreamBatcher`: it hands the queued audio of every client to it and
 runs :meth:`~suite.streaming.StreamBatcher.step` for all of them at once in a worker thread, so
@@ -32,6 +41,7 @@ import ipaddress
 import json
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -66,6 +76,8 @@ class _Client:
 
     ws: web.WebSocketResponse
     outbox: asyncio.Queue[dict[str, Any] | _Close] = field(default_factory=asyncio.Queue)
+    heard: float = field(default_factory=time.monotonic)  # when its last frame arrived
+    started: bool = False  # it sent audio or ``end``, so it holds one of the streams
     stream: int | None = None  # the batcher's stream id, once the step task opened it
     audio: list[np.ndarray] = field(default_factory=list)  # received, not yet in the batcher
     queued: int = 0  # samples in ``audio``
@@ -97,7 +109,12 @@ class StreamServer:
         max_message_seconds: the most audio one binary frame may carry.
         max_backlog_seconds: the most received audio of one client waiting for the model;
             past it the client is closed (it sends faster than the model keeps up).
-        max_streams: concurrent clients; more are closed with 1013 (try again later).
+        max_streams: concurrent streams (clients that have sent audio); the first audio of one
+            more is answered with 1013 (try again later).
+        max_waiting: connected clients that have not sent audio yet; one more closes the one
+            that has waited longest (1013).
+        idle_timeout: seconds a client may send nothing (except while it waits for its final
+            text) before it is closed (1008) with a message saying so.
     """
 
     def __init__(
@@ -107,13 +124,23 @@ class StreamServer:
         max_message_seconds: float = 1.0,
         max_backlog_seconds: float = 30.0,
         max_streams: int = 32,
+        max_waiting: int = 64,
+        idle_timeout: float = 30.0,
     ) -> None:
+        if not idle_timeout > 0:
+            raise UserError(f"idle_timeout must be a number of seconds above 0, got {idle_timeout}")
+        if max_streams < 1 or max_waiting < 1:
+            raise UserError(
+                f"max_streams and max_waiting must be at least 1, got {max_streams}, {max_waiting}"
+            )
         self.batcher = StreamBatcher(model, att_context=att_context)
         self.sample_rate = self.batcher.sample_rate
         self.max_message_seconds = max_message_seconds
         self.max_message_bytes = int(max_message_seconds * self.sample_rate) * SAMPLE_DTYPE.itemsize
         self.max_backlog = int(max_backlog_seconds * self.sample_rate)
         self.max_streams = max_streams
+        self.max_waiting = max_waiting
+        self.idle_timeout = idle_timeout
         self._clients: list[_Client] = []
         self._by_stream: dict[int, _Client] = {}
         self._wake: asyncio.Event | None = None
@@ -142,9 +169,14 @@ class StreamServer:
         # frames between the two get a clear reason from _receive.
         ws = web.WebSocketResponse(max_msg_size=4 * self.max_message_bytes, heartbeat=20.0)
         await ws.prepare(request)
-        if sum(not c.gone for c in self._clients) >= self.max_streams:
-            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"server busy, try later")
-            return ws
+        waiting = [c for c in self._clients if not (c.gone or c.closing or c.started)]
+        if len(waiting) >= self.max_waiting:  # make room: idle connections never keep new ones out
+            oldest = min(waiting, key=lambda c: c.heard)
+            oldest.error(
+                f"{self.max_waiting} connections were waiting without sending audio, so this one, "
+                "the longest waiting, was closed to make room; connect when there is audio to send"
+            )
+            oldest.close(WSCloseCode.TRY_AGAIN_LATER, "server busy: too many idle connections")
         client = _Client(ws)
         self._clients.append(client)
         sender = asyncio.create_task(self._send_forever(client))
@@ -171,6 +203,9 @@ class StreamServer:
 
     def _receive(self, client: _Client, message: Any) -> bool:
         """Check and queue one frame; ``False`` once the connection is to close."""
+        client.heard = time.monotonic()
+        if client.closing:  # its last messages are on their way; nothing it sends counts now
+            return message.type in (WSMsgType.BINARY, WSMsgType.TEXT)
         if message.type == WSMsgType.BINARY:
             return self._receive_audio(client, message.data)
         if message.type == WSMsgType.TEXT:
@@ -190,12 +225,14 @@ class StreamServer:
         if size % SAMPLE_DTYPE.itemsize:
             client.error(
                 f"audio frames hold whole little-endian int16 samples (2 bytes each); got {size} "
-                "bytes, so this frame was dropped"
+                "bytes, so this frame was dropped; send whole samples (an even number of bytes)"
             )
             return True
         if client.ending:
             client.error('audio after {"type": "end"} was dropped; connect again for a new stream')
             return True
+        if not self._start(client):
+            return False
         samples = np.frombuffer(data, dtype=SAMPLE_DTYPE).astype(np.float32) / 32768.0
         if client.queued + samples.size > self.max_backlog:
             client.error(
@@ -216,12 +253,29 @@ class StreamServer:
             command = None
         if not isinstance(command, dict) or command.get("type") != "end":
             client.error(
-                f'the only text message is {{"type": "end"}}, got {data[:60]!r}; audio goes in '
+                f'the only text message is {{"type": "end"}}, got {data[:60]!r}; send audio as '
                 "binary frames of little-endian int16 samples"
             )
             return True
+        if not self._start(client):
+            return False
         client.ending = True
         self._wake_stepper()
+        return True
+
+    def _start(self, client: _Client) -> bool:
+        """Give ``client`` one of the streams at its first audio; ``False`` when none is free."""
+        if client.started:
+            return True
+        running = sum(c.started and not (c.gone or c.closing) for c in self._clients)
+        if running >= self.max_streams:
+            client.error(
+                f"the server is busy: all {self.max_streams} streams are in use; connect again "
+                "in a moment"
+            )
+            client.close(WSCloseCode.TRY_AGAIN_LATER, "server busy, try later")
+            return False
+        client.started = True
         return True
 
     async def _send_forever(self, client: _Client) -> None:
@@ -247,6 +301,23 @@ class StreamServer:
             if not client.gone:
                 await client.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
 
+    async def _reap_forever(self) -> None:
+        """Close the clients that have sent nothing for ``idle_timeout`` seconds."""
+        while True:
+            await asyncio.sleep(min(1.0, self.idle_timeout / 4))
+            now = time.monotonic()
+            for client in self._clients:
+                if client.gone or client.closing or client.ending:
+                    continue  # an ending client waits for us, not we for it
+                if now - client.heard > self.idle_timeout:
+                    what = "audio" if client.started else "any audio"
+                    client.error(
+                        f"no message for {self.idle_timeout:g} s, so the server closed this "
+                        f"connection; send {what} continuously (e.g. 0.1 s frames) and "
+                        '{"type": "end"} when done, or connect again when there is audio to send'
+                    )
+                    client.close(WSCloseCode.POLICY_VIOLATION, "idle timeout")
+
     # --- the step task: the only code that touches the batcher ------------------------------
 
     def _wake_stepper(self) -> None:
@@ -256,11 +327,14 @@ class StreamServer:
     async def _stepping(self, app: web.Application) -> AsyncIterator[None]:
         self._wake = asyncio.Event()
         executor = ThreadPoolExecutor(1, thread_name_prefix="suite-serve-step")
-        task = asyncio.create_task(self._step_forever(executor))
+        tasks = [asyncio.create_task(self._step_forever(executor))]
+        tasks.append(asyncio.create_task(self._reap_forever()))
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         executor.shutdown(wait=True)
 
     async def _step_forever(self, executor: ThreadPoolExecutor) -> None:
@@ -287,7 +361,7 @@ class StreamServer:
                     self._by_stream.pop(client.stream, None)
                 self._clients.remove(client)
                 continue
-            if client.closing:
+            if client.closing or not client.started:
                 continue
             if client.stream is None:
                 client.stream = self.batcher.open()
@@ -326,6 +400,8 @@ class StreamServer:
 
 
 def _listen(host: str, port: int) -> socket.socket:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise UserError(f"a port lies in 0-65535 (0 picks a free one), got {port!r}")
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -371,9 +447,18 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     att_context: Sequence[int] | None = None,
+    idle_timeout: float = 30.0,
 ) -> None:
-    """Serve the microphone page for ``model`` until Ctrl-C (the ``suite serve`` command)."""
-    server = StreamServer(model, att_context=att_context)
+    """Serve the microphone page for ``model`` until Ctrl-C (the ``suite serve`` command).
+
+    Args:
+        model: a model trained for streaming.
+        host: the address to listen on (default: this machine only).
+        port: 0-65535; 0 picks a free one.
+        att_context: the attention context to stream with (default: the encoder's).
+        idle_timeout: seconds a client may send nothing before it is closed.
+    """
+    server = StreamServer(model, att_context=att_context, idle_timeout=idle_timeout)
 
     async def main() -> None:
         async with run_server(server, host, port) as url:

@@ -11,6 +11,9 @@ from typing import Any
 from suite.errors import UserError
 from suite.tasks.asr.pipeline import Transcriber, default_stream_context
 
+# Files `suite evaluate` is sometimes handed instead of a manifest.
+AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aiff", ".aif"}
+
 
 def _transcriber(name: str) -> Transcriber:
     """The :class:`Transcriber` of a shipped name or package folder (another task's package
@@ -55,26 +58,59 @@ def _serve(args: argparse.Namespace) -> None:
 
     asr = _transcriber(args.model)
     context = args.context or default_stream_context(asr.model)  # refuses an offline model
-    serve(asr.model, host=args.host, port=args.port, att_context=context)
+    serve(
+        asr.model,
+        host=args.host,
+        port=args.port,
+        att_context=context,
+        idle_timeout=args.idle_timeout,
+    )
 
 
-def _evaluate(args: argparse.Namespace) -> None:
+def _open_manifest(manifest: Path) -> Any:
+    """The cuts of ``manifest``, or a teaching error for a missing or foreign file."""
     from lhotse import CutSet
 
+    if not manifest.is_file():
+        raise UserError(f"manifest {manifest} does not exist; pass a lhotse cuts .jsonl.gz")
+    if manifest.suffix.lower() in AUDIO_SUFFIXES:
+        raise UserError(
+            f"{manifest} is an audio file, not a manifest; `suite evaluate` scores a lhotse cuts "
+            "manifest (.jsonl.gz) that holds reference texts - to transcribe audio files, run "
+            f"`suite transcribe MODEL {manifest}`"
+        )
+    if manifest.stat().st_size == 0:
+        raise UserError(f"manifest {manifest} is empty (0 bytes): it holds no cuts to score")
+    try:
+        cuts = CutSet.from_file(manifest).to_eager()
+    except Exception as e:  # lhotse raises what its reader raises: JSON, gzip, key errors
+        raise UserError(
+            f"{manifest} is not a lhotse cuts manifest ({type(e).__name__}); pass a cuts "
+            ".jsonl.gz such as `suite data synth-speech` writes"
+        ) from None
+    if len(cuts) == 0:
+        raise UserError(f"manifest {manifest} holds no cuts; there is nothing to score")
+    return cuts
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     from suite.model import load_package, resolve
     from suite.tasks.asr.evaluation import by_group, evaluate_cuts, write_results
 
     model = load_package(resolve(args.model), task="asr")
     manifest = Path(args.manifest)
-    if not manifest.is_file():
-        raise UserError(f"manifest {manifest} does not exist; pass a lhotse cuts .jsonl.gz")
+    cuts = _open_manifest(manifest)
     if args.context is not None:  # equals streaming with this context, by construction
         default_stream_context(model)  # a clear error for a model not trained for streaming
         model.encoder.att_context = args.context
-    cuts = CutSet.from_file(manifest)
-    scores = evaluate_cuts(model, cuts, head=args.head, **decode_options(args))
+    scores = evaluate_cuts(model, cuts, head=args.head, errors="skip", **decode_options(args))
     out = Path(args.results or manifest.with_name(manifest.name.split(".")[0] + ".results.jsonl"))
     write_results(scores, out)
+    for row in scores.failed:
+        print(f"suite: error: {row['error']}", file=sys.stderr)
+    if not scores.num_utterances:
+        print(f"suite: error: none of the {len(scores.failed)} cuts could be read", file=sys.stderr)
+        return 2
     print(
         f"WER {scores.wer:.2%}  CER {scores.cer:.2%}  RTFx {scores.rtfx:.1f}  "
         f"({scores.num_utterances} utterances, {scores.audio_seconds / 3600:.2f} h)"
@@ -85,14 +121,57 @@ def _evaluate(args: argparse.Namespace) -> None:
             g = groups[seen]
             print(f"  {label}: WER {g.wer:.2%}  CER {g.cer:.2%}  ({g.num_utterances} utterances)")
     print(f"per-utterance results: {out}")
+    if scores.failed:
+        print(
+            f"suite: {len(scores.failed)} of {len(scores.failed) + scores.num_utterances} cuts "
+            "could not be read and were not scored (listed above and in the results)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
-def _transcribe(args: argparse.Namespace) -> None:
+def _transcribe(args: argparse.Namespace) -> int:
+    from suite.audio import AudioError
 
     asr = _transcriber(args.model)
-    texts = asr.transcribe(args.files, head=args.head, **decode_options(args))
-    for path, text in zip(args.files, texts, strict=True):
-        print(f"{path}\t{text}")
+    results = asr.transcribe(args.files, head=args.head, errors="return", **decode_options(args))
+    failed = 0
+    for path, result in zip(args.files, results, strict=True):
+        if isinstance(result, AudioError):
+            failed += 1
+            print(f"suite: error: {result}", file=sys.stderr)
+        else:
+            print(f"{path}\t{result}", flush=True)
+    if failed:
+        print(
+            f"suite: {failed} of {len(args.files)} files could not be transcribed",
+            file=sys.stderr,
+        )
+        return 2 if failed == len(args.files) else 1
+    return 0
+
+
+def _port(text: str) -> int:
+    """A TCP port for ``--port``: 0 (any free one) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port lies in 0-65535 (0 picks a free one), got {port}")
+    return port
+
+
+def _positive(text: str) -> float:
+    """A number greater than 0 (seconds, milliseconds)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number above 0, got {text}")
+    return value
 
 
 def add_decoding(parser: argparse.ArgumentParser) -> None:
@@ -156,7 +235,11 @@ def add_context(
 
 def add_commands(commands: Any) -> None:
     """Add the asr verbs to the ``suite`` sub-command parser."""
-    ev = commands.add_parser("evaluate", help="WER, CER and RTFx of a model on a manifest")
+    ev = commands.add_parser(
+        "evaluate",
+        help="WER, CER and RTFx of a model on a manifest (cuts that cannot be read are listed "
+        "on stderr and in the results, not scored; exit 1 if any)",
+    )
     ev.add_argument("model", help="a shipped model name or a package folder")
     ev.add_argument("manifest", help="lhotse cuts (.jsonl.gz) with reference texts")
     ev.add_argument("--results", default=None, help="per-utterance results (.jsonl)")
@@ -164,7 +247,11 @@ def add_commands(commands: Any) -> None:
     add_context(ev, "attention context of a streaming model, in encoder frames (default: its own)")
     ev.set_defaults(func=_evaluate)
 
-    tx = commands.add_parser("transcribe", help="transcribe audio files")
+    tx = commands.add_parser(
+        "transcribe",
+        help="transcribe audio files (a file that cannot be read is reported on stderr, the "
+        "others are still transcribed; exit 1 if some failed, 2 if all did)",
+    )
     tx.add_argument("model", help="a shipped model name or a package folder")
     tx.add_argument("files", nargs="+")
     add_decoding(tx)
@@ -175,7 +262,7 @@ def add_commands(commands: Any) -> None:
     source = st.add_mutually_exclusive_group(required=True)
     source.add_argument("--wav", help="an audio file, fed in real time")
     source.add_argument("--mic", action="store_true", help="the default input device")
-    st.add_argument("--chunk-ms", type=float, default=160.0, help="audio per fed chunk")
+    st.add_argument("--chunk-ms", type=_positive, default=160.0, help="audio per fed chunk")
     add_context(st)
     st.add_argument("--fast", action="store_true", help="--wav as fast as possible, not paced")
     st.set_defaults(func=_stream)
@@ -185,6 +272,13 @@ def add_commands(commands: Any) -> None:
     )
     sv.add_argument("model", help="a shipped model name or a package folder (streaming-trained)")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: local)")
-    sv.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one")
+    sv.add_argument("--port", type=_port, default=8000, help="port; 0 picks a free one")
+    sv.add_argument(
+        "--idle-timeout",
+        type=_positive,
+        default=30.0,
+        metavar="SECONDS",
+        help="close a client that sends nothing for this long, telling it why (default 30)",
+    )
     add_context(sv)
     sv.set_defaults(func=_serve)
