@@ -89,7 +89,8 @@ def check_sample_rate(rate: Any, what: str = "sample_rate", name: str = "the inp
         )
     if not isinstance(rate, (int, np.integer)) or isinstance(rate, bool) or rate <= 0:
         raise AudioError(
-            f"{what} must be a positive whole number of Hz (e.g. 16000), got {rate!r} for {name}"
+            f"{what} must be a positive whole number of Hz, got {rate!r} for {name}; pass the "
+            f"rate the audio was recorded at (e.g. {what}=16000)"
         )
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise AudioError(
