@@ -3,4 +3,5 @@
 from suite.encoders import (
     conformer,  # noqa: F401  (registers "conformer")
     squeezeformer,  # noqa: F401  (registers "squeezeformer")
+    vision,  # noqa: F401  (registers "vit" and "convnext")
 )
