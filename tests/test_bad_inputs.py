@@ -48,6 +48,7 @@ FIXES = (
     "record at",
     "send ",
     "connect again",
+    "run `",
 )
 
 SAME, ANY, EMPTY = "same", "any", ""  # a usable input's transcript: the clean one's, any, none
@@ -529,22 +530,31 @@ def test_evaluate(asr, files, speech, tmp_path, capsys):
     assert sorted(r["id"] for r in rows if "error" in r) == sorted(bad)
 
 
-def test_evaluate_refuses_what_is_not_a_manifest(files, tmp_path, capsys):
-    for given, words in [
-        (files["good0"], ("is an audio file", "suite transcribe")),
-        (files["missing"], ("does not exist",)),
-        (files["random bytes"].with_suffix(".jsonl.gz"), ("does not exist",)),
-    ]:
-        assert main(["evaluate", "default-asr", str(given)]) == 2
-        err = capsys.readouterr().err
-        assert "Traceback" not in err and all(w in err for w in words), err
-    garbage = tmp_path / "garbage.jsonl.gz"
-    garbage.write_bytes(b"\x1f\x8b not really gzip")
-    empty = tmp_path / "empty.jsonl"
-    empty.write_text("")
-    for given, words in [(garbage, "is not a lhotse cuts manifest"), (empty, "holds no cuts")]:
-        assert main(["evaluate", "default-asr", str(given)]) == 2
-        assert words in capsys.readouterr().err
+def _garbage_gzip(folder: Path, files: dict[str, Path]) -> Path:
+    (folder / "garbage.jsonl.gz").write_bytes(b"\x1f\x8b not really gzip")
+    return folder / "garbage.jsonl.gz"
+
+
+def _empty_manifest(folder: Path, files: dict[str, Path]) -> Path:
+    (folder / "empty.jsonl").write_text("")
+    return folder / "empty.jsonl"
+
+
+# What `suite evaluate` may be handed in place of a manifest: (what, the file, its error).
+NOT_MANIFESTS = [
+    ("audio file", lambda d, f: f["good0"], ("is an audio file", "suite transcribe")),
+    ("missing", lambda d, f: d / "nope.jsonl.gz", ("does not exist", "pass a lhotse")),
+    ("garbage", _garbage_gzip, ("is not a lhotse cuts manifest", "pass a cuts")),
+    ("empty", _empty_manifest, ("holds no cuts",)),
+]
+
+
+@pytest.mark.parametrize("case", NOT_MANIFESTS, ids=[c[0] for c in NOT_MANIFESTS])
+def test_evaluate_refuses_what_is_not_a_manifest(files, tmp_path, capsys, case):
+    what, make, words = case
+    assert main(["evaluate", "default-asr", str(make(tmp_path, files))]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and all(w in err for w in words) and has_fix(err), (what, err)
 
 
 # --- streaming ----------------------------------------------------------------------------------
@@ -705,7 +715,7 @@ def test_corpus_size():
         "python api": len(FILE_CASES) + len(ARRAY_CASES) + len(RATE_CASES) + len(ODD_CALLS),
         "suite transcribe": len(FILE_CASES),
         "suite stream": len(STREAM_CLI_CASES),
-        "evaluate": len(BAD_FILES) + 1,
+        "evaluate": len(BAD_FILES) + 1 + len(NOT_MANIFESTS),
         "streaming session": len(BAD_CHUNKS) + len(GOOD_CHUNKS) + len(EMPTY_CHUNKS) + 3,
         "websocket server": len(SERVER_CASES),
     }
@@ -713,7 +723,7 @@ def test_corpus_size():
         "python api": 64,
         "suite transcribe": 28,
         "suite stream": 5,
-        "evaluate": 15,
+        "evaluate": 19,
         "streaming session": 24,
         "websocket server": 7,
     }

@@ -80,7 +80,10 @@ def _open_manifest(manifest: Path) -> Any:
             f"`suite transcribe MODEL {manifest}`"
         )
     if manifest.stat().st_size == 0:
-        raise UserError(f"manifest {manifest} is empty (0 bytes): it holds no cuts to score")
+        raise UserError(
+            f"manifest {manifest} is empty (0 bytes): it holds no cuts to score; pass a cuts "
+            ".jsonl.gz such as `suite data synth-speech` writes"
+        )
     try:
         cuts = CutSet.from_file(manifest).to_eager()
     except Exception as e:  # lhotse raises what its reader raises: JSON, gzip, key errors
@@ -89,7 +92,10 @@ def _open_manifest(manifest: Path) -> Any:
             ".jsonl.gz such as `suite data synth-speech` writes"
         ) from None
     if len(cuts) == 0:
-        raise UserError(f"manifest {manifest} holds no cuts; there is nothing to score")
+        raise UserError(
+            f"manifest {manifest} holds no cuts, so there is nothing to score; pass a manifest "
+            "with cuts"
+        )
     return cuts
 
 
