@@ -29,7 +29,7 @@ from suite.streaming import (
     split_state,
     stream_audio,
 )
-from suite.tasks.asr import Transcriber
+from suite.tasks.asr import AsrTask, Transcriber, check_distillation
 from suite.tokenizers import CharTokenizer
 
 SR = 16000
@@ -214,6 +214,9 @@ def test_a_forward_call_may_name_its_context(name):
     assert encoder.att_context == (4, 1)
 
 
+ASR = AsrTask()  # in-place distillation is the asr task's loss
+
+
 def distillation_model(weight: float, contexts: list | None, ctc: float = 1.0) -> TaskModel:
     torch.manual_seed(0)
     tokenizer = CharTokenizer()
@@ -224,7 +227,7 @@ def distillation_model(weight: float, contexts: list | None, ctc: float = 1.0) -
     with torch.no_grad():
         head.proj.weight.mul_(20)  # confident posteriors, which the contexts change
     config = ModelConfig(context_distillation=weight, loss_weights={"ctc": ctc})
-    return TaskModel(Fbank(), enc, {"ctc": head}, tokenizer, config)
+    return check_distillation(TaskModel(Fbank(), enc, {"ctc": head}, tokenizer, config))
 
 
 def test_context_distillation_pulls_chunked_posteriors_toward_full_context():
@@ -241,7 +244,7 @@ def test_context_distillation_pulls_chunked_posteriors_toward_full_context():
 
     # The term is the KL against the model's own full-context outputs, added to the heads' loss.
     model = distillation_model(0.5, [(0, 0)]).train()
-    out = model.loss(batch)
+    out = ASR.loss(model, batch)
     assert model.encoder.training  # the teacher's evaluation mode is undone
     start = gap(model)
     assert start > 0.02
@@ -253,11 +256,11 @@ def test_context_distillation_pulls_chunked_posteriors_toward_full_context():
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(15):
         optimizer.zero_grad()
-        model.loss(batch)["loss"].backward()
+        ASR.loss(model, batch)["loss"].backward()
         optimizer.step()
     assert gap(model) < 0.2 * start
     # A step that draws full context has no teacher: the term is zero.
-    assert float(distillation_model(1.0, [None]).train().loss(batch)["ctc_distill"]) == 0.0
+    assert float(ASR.loss(distillation_model(1.0, [None]).train(), batch)["ctc_distill"]) == 0.0
 
 
 def test_context_distillation_needs_several_contexts_and_a_ctc_head():
@@ -267,7 +270,8 @@ def test_context_distillation_needs_several_contexts_and_a_ctc_head():
     enc = suite.create_encoder("conformer", preset="tiny", causal=True, att_contexts=[(4, 1)])
     rnnt = RnntHead(enc.output_dim, tokenizer.vocab_size, pred_dim=32, joint_dim=32)
     with pytest.raises(UserError, match="CTC head"):
-        TaskModel(Fbank(), enc, {"rnnt": rnnt}, tokenizer, ModelConfig(context_distillation=1.0))
+        config = ModelConfig(context_distillation=1.0)
+        check_distillation(TaskModel(Fbank(), enc, {"rnnt": rnnt}, tokenizer, config))
     recipe = ROOT / "recipes/asr/espeak_conformer_ctc_streaming_aligned_cpu.yaml"
     with pytest.raises(ConfigError, match="context_distillation' must be >= 0"):
         load_recipe(recipe, ["model.context_distillation=-1"])

@@ -106,16 +106,7 @@ class AsrTask(Task):
     def build_model(self, config: ModelConfig, tokenizer: Tokenizer | None) -> TaskModel:
         if tokenizer is None:
             raise UserError("an asr model needs a tokenizer (model.tokenizer)")
-        model = build_model(config, tokenizer)
-        if config.context_distillation and not (
-            getattr(model.encoder, "att_contexts", None)
-            and any(hasattr(h, "distillation_loss") for h in model.heads.values())
-        ):
-            raise UserError(
-                "model.context_distillation needs a streaming encoder trained with several "
-                "contexts (encoder.att_contexts) and a CTC head; set it to 0 or add them"
-            )
-        return model
+        return check_distillation(build_model(config, tokenizer))
 
     def loss(self, model: nn.Module, batch: Batch) -> dict[str, Tensor]:
         """The heads' weighted losses. With ``model.context_distillation``, each CTC head's KL
@@ -176,6 +167,20 @@ class AsrTask(Task):
         from suite.tasks.asr.cli import add_commands
 
         add_commands(commands)
+
+
+def check_distillation(model: TaskModel) -> TaskModel:
+    """``model``, unless its ``config.context_distillation`` has nothing to distil: that needs
+    a streaming encoder trained with several contexts and a CTC head (a teaching error)."""
+    if model.config.context_distillation and not (
+        getattr(model.encoder, "att_contexts", None)
+        and any(hasattr(h, "distillation_loss") for h in model.heads.values())
+    ):
+        raise UserError(
+            "model.context_distillation needs a streaming encoder trained with several "
+            "contexts (encoder.att_contexts) and a CTC head; set it to 0 or add them"
+        )
+    return model
 
 
 def _with_full_context_teacher(
