@@ -20,7 +20,13 @@ from lhotse import CutSet
 from lhotse.cut import Cut
 from torch.utils.data import Dataset, get_worker_info
 
-from suite.audio import AudioError, check_audio_file, prepare_samples, read_audio_file
+from suite.audio import (
+    AudioError,
+    check_audio_file,
+    check_sample_rate,
+    prepare_samples,
+    read_audio_file,
+)
 from suite.augment import Augmentation, build_augment
 from suite.config import AugmentConfig
 from suite.data.collate import pad_sequences
@@ -74,6 +80,7 @@ def load_cut_audio(cut: Cut, sample_rate: int) -> np.ndarray:
         # Cheap checks lhotse does not make: it tries every backend on a missing file, and pads
         # a truncated one by up to 0.5 s without a word.
         _check_file(cut, path, check_audio_file)
+    check_sample_rate(cut.sampling_rate, "sampling_rate", f"cut {cut.id}")
     if cut.sampling_rate != sample_rate:
         cut = cut.resample(sample_rate)  # lazy: lhotse resamples while loading
     try:
@@ -89,10 +96,10 @@ def load_cut_audio(cut: Cut, sample_rate: int) -> np.ndarray:
     return prepare_samples(samples, sample_rate, sample_rate, name=_describe(cut))
 
 
-def _text(cut: Cut) -> str:
+def cut_text(cut: Cut) -> str:
     if not cut.supervisions:
         raise UserError(
-            f"cut {cut.id} has no supervision, so there is no transcript to train on; "
+            f"cut {cut.id} has no supervision, so there is no reference transcript; "
             "drop it with cuts.filter(lambda c: len(c.supervisions) > 0)"
         )
     texts = [s.text for s in sorted(cut.supervisions, key=lambda s: s.start)]
@@ -180,7 +187,7 @@ class AsrDataset(Dataset):
         if augmenting:
             features = self.augment.transform_features(features, frame_lengths)
 
-        texts = [_text(cut) for cut in cuts]
+        texts = [cut_text(cut) for cut in cuts]
         tokens = [self.tokenizer.encode(text) for text in texts]
         targets, target_lengths = pad_sequences(tokens, dtype=torch.long)  # (B, U), (B,)
         return Batch(

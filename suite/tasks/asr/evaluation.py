@@ -11,7 +11,7 @@ from typing import Any
 import jiwer
 from lhotse import CutSet
 
-from suite.audio import AudioError, check_sample_rate
+from suite.audio import AudioError
 from suite.errors import UserError
 from suite.text import normalize_text
 
@@ -127,7 +127,7 @@ def evaluate_cuts(
     Raises:
         InputsError: with ``errors="raise"``, one or more cuts cannot be read.
     """
-    from suite.tasks.asr.dataset import _text, load_cut_audio
+    from suite.tasks.asr.dataset import cut_text, load_cut_audio
     from suite.tasks.asr.pipeline import InputsError, transcribe_waveforms
 
     if errors not in ("raise", "skip"):
@@ -145,9 +145,7 @@ def evaluate_cuts(
         audio, texts, good = [], [], []
         for cut in batch_cuts:
             try:
-                # Before lhotse resamples 100 Hz audio into hours of samples.
-                check_sample_rate(cut.sampling_rate, "sampling_rate", f"cut {cut.id}")
-                text, samples = _text(cut), load_cut_audio(cut, model.sample_rate)
+                text, samples = cut_text(cut), load_cut_audio(cut, model.sample_rate)
             except UserError as e:  # AudioError, or a cut without a transcript
                 error = e if isinstance(e, AudioError) else AudioError(str(e))
                 failures[manifest_order[cut.id]] = error
