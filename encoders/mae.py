@@ -31,9 +31,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from timm.layers import build_sincos2d_pos_embed
-from timm.models.convnext import ConvNeXtBlock
-from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from suite.encoders.vision import ConvNextEncoder, VitEncoder
@@ -203,6 +200,8 @@ class VitMaeDecoder(nn.Module):
         depth: int = 2,
         num_heads: int = 4,
     ) -> None:
+        from timm.models.vision_transformer import Block
+
         super().__init__()
         if dim % 4:
             raise ValueError(f"decoder_dim must be a multiple of 4 (2-D sin-cos), got {dim}")
@@ -219,6 +218,8 @@ class VitMaeDecoder(nn.Module):
     def forward(self, latent: Tensor, visible: Tensor, grid: tuple[int, int]) -> Tensor:
         """``latent (B, P + K, D)`` of the visible patches at indices ``visible (B, K)`` ->
         ``(B, N, p*p*C)``."""
+        from timm.layers import build_sincos2d_pos_embed
+
         P = self.num_prefix_tokens
         x = self.embed(latent)  # (B, P + K, E)
         B, _, E = x.shape
@@ -267,7 +268,13 @@ class VitMae(MaskedAutoencoder):
     def predict(self, images: Tensor, mask: Tensor, grid: tuple[int, int]) -> Tensor:
         tokens, _ = self.encoder.embed(images)  # (B, P + N, D)
         P = self.encoder.num_prefix_tokens
-        kept = int((~mask[0]).sum())
+        counts = (~mask).sum(1)  # (B,)
+        kept = int(counts[0])
+        if bool((counts != kept).any()):
+            raise ValueError(
+                f"every image must keep as many visible patches (they share one encoder batch), "
+                f"got {sorted(set(counts.tolist()))}; draw masks with random_mask"
+            )
         # Visible patch indices in grid order (every row hides as many patches).
         visible = mask.to(torch.int8).argsort(dim=1, stable=True)[:, :kept]  # (B, K)
         patches = tokens[:, P:].gather(1, visible[..., None].expand(-1, -1, tokens.shape[-1]))
@@ -287,6 +294,8 @@ class ConvMaeDecoder(nn.Module):
     """
 
     def __init__(self, encoder_dim: int, patch_dim: int, dim: int = 128, depth: int = 1) -> None:
+        from timm.models.convnext import ConvNeXtBlock
+
         super().__init__()
         self.proj = nn.Conv2d(encoder_dim, dim, kernel_size=1)
         self.mask_token = nn.Parameter(torch.zeros(1, dim, 1, 1))

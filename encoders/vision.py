@@ -23,9 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import timm
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from suite.interfaces import Encoder, EncoderOutput
 from suite.registry import register_encoder
@@ -107,6 +106,8 @@ class VitEncoder(Encoder):
         keep_class_token: bool = False,
         drop_path_rate: float = 0.0,
     ) -> None:
+        import timm  # here, not at import: registering the encoders stays cheap
+
         super().__init__()
         if keep_class_token and not class_token:
             raise ValueError("keep_class_token=True needs class_token=True")
@@ -134,6 +135,11 @@ class VitEncoder(Encoder):
         self.patch_size = int(self.model.patch_embed.patch_size[0])
         self.num_prefix_tokens = int(self.model.num_prefix_tokens)
         self.keep_class_token = keep_class_token
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The transformer blocks: the units FSDP shards one by one (``suite.train``)."""
+        return nn.ModuleList(self.model.blocks)
 
     def _check(self, x: Tensor) -> None:
         _check_images(x, self.input_size[0], "the ViT encoder")
@@ -212,6 +218,8 @@ class ConvNextEncoder(Encoder):
         patch_size: int | None = None,
         drop_path_rate: float = 0.0,
     ) -> None:
+        import timm
+
         super().__init__()
         H, W = _pair(img_size)
         self.model = timm.create_model(
@@ -229,8 +237,15 @@ class ConvNextEncoder(Encoder):
         self.output_dim = int(self.model.num_features)
         self.stride = int(self.model.feature_info[-1]["reduction"])
 
+    @property
+    def layers(self) -> nn.ModuleList:
+        """Every stage's blocks: the units FSDP shards one by one (``suite.train``)."""
+        return nn.ModuleList([block for stage in self.model.stages for block in stage.blocks])
+
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
-        """``x (B, C, H, W)`` -> tokens ``(B, h*w, D)`` and full ``lengths (B,)``."""
+        """``x (B, C, H, W)`` -> tokens ``(B, h*w, D)`` and full ``lengths (B,)``.
+
+        ``lengths`` in is ignored (every image is whole)."""
         _check_images(x, self.input_size[0], "the ConvNeXt encoder")
         tokens = self.model.forward_features(x).flatten(2).transpose(1, 2)  # (B, h*w, D)
         return EncoderOutput(tokens, _full_lengths(x, tokens.shape[1]))

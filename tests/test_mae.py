@@ -144,6 +144,10 @@ def test_options_and_encoders_without_pretraining_are_teaching_errors():
         tiny_mae("convnext", decoder_heads=2)
     with pytest.raises(ValueError, match="mask_ratio must lie in"):
         tiny_mae("vit", mask_ratio=1.0)
+    mask = random_mask(2, 64, 0.75)
+    mask[0, int(mask[0].nonzero()[0])] = False  # one image with a visible patch more
+    with pytest.raises(ValueError, match="as many visible patches"):
+        tiny_mae("vit")(blobs(2), mask=mask)
     with pytest.raises(
         ValueError, match="no masked-autoencoder pretraining for Conformer; there is one for"
     ):

@@ -150,3 +150,16 @@ def test_image_frontend_resizes_normalizes_and_says_its_input_size():
         frontend.prepare(torch.rand(0, 8, 8))
     with pytest.raises(ImageError, match=r"takes \(B, 3, H, W\)"):
         frontend(torch.rand(2, 1, 8, 8))
+
+
+def test_registering_the_vision_families_imports_neither_timm_nor_torchvision():
+    """Speech commands load every registry; the vision families must not slow them down."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, suite; suite.list_encoders(); suite.list_frontends(); "
+        "print(sorted(m for m in ('timm', 'torchvision') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

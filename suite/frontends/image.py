@@ -13,7 +13,6 @@ per channel with ``mean``/``std`` (ImageNet's by default, as timm's models expec
 from __future__ import annotations
 
 import torch
-import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
 from suite.errors import UserError
@@ -81,6 +80,8 @@ class ImageFrontend(Frontend):
         """One image ``(C, H, W)`` or ``(H, W)``, uint8 or float in [0, 1] -> float
         ``(channels, H', W')`` in [0, 1] at ``size`` (default: ``input_size`` when resizing,
         else its own size); grayscale becomes RGB (copied) or RGB grayscale (luminance)."""
+        import torchvision.transforms.v2.functional as TF  # here: importing it takes seconds
+
         if image.dim() == 2:
             image = image[None]
         if image.dim() != 3 or image.numel() == 0:
@@ -115,6 +116,8 @@ class ImageFrontend(Frontend):
                 f"the image frontend takes (B, {self.channels}, H, W), got {tuple(x.shape)}; "
                 "use prepare() on single images of other channel counts"
             )
+        import torchvision.transforms.v2.functional as TF
+
         x = _to_float(x)
         if self.resize and tuple(x.shape[-2:]) != self.input_size:
             x = TF.resize(x, list(self.input_size), antialias=True).clamp(0, 1)

@@ -5,23 +5,25 @@ Dims legend: B - batch, C/H/W - the frontend's channels and ``input_size``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torchvision.transforms.v2 as T
+from torch import Tensor
 
 from suite.data.images import ImageManifest
 from suite.errors import UserError
 from suite.frontends.image import ImageFrontend
 from suite.interfaces import Batch
 
+Augment = Callable[[Tensor], Tensor]
+
 
 def image_batch(
     manifest: ImageManifest,
     indices: Sequence[int],
     frontend: ImageFrontend,
-    augment: T.Transform | None = None,
+    augment: Augment | None = None,
     seed: int = 0,
 ) -> Batch:
     """The images at ``indices`` as a :class:`~suite.interfaces.Batch`: ``inputs (B, C, H, W)``
@@ -48,9 +50,11 @@ def image_batch(
     return Batch(inputs=x, lengths=lengths, ids=[manifest[i].id for i in indices])
 
 
-def mae_augment(size: tuple[int, int], min_scale: float = 0.35) -> T.Transform:
+def mae_augment(size: tuple[int, int], min_scale: float = 0.35) -> Augment:
     """MAE's pretraining augmentation: a random resized crop (area ``min_scale``-1) and a
     horizontal flip. MAE's 0.2 suits 224 px ImageNet; 32 px images keep more of the object."""
+    import torchvision.transforms.v2 as T
+
     return T.Compose(
         [
             T.RandomResizedCrop(list(size), scale=(min_scale, 1.0), antialias=True),
