@@ -83,6 +83,9 @@ class ModelConfig:
     # encoder draws a chunked context in training, the same model at full context (evaluating,
     # no gradient) teaches each CTC head's per-frame distribution; the weight of that KL term.
     context_distillation: float = 0.0
+    # The mae task's options (mask ratio, decoder size, normalized-pixel loss): see
+    # suite.encoders.mae.
+    mae: dict[str, Any] = field(default_factory=dict)
     # The lm task's TransformerLM options (vocab_size comes from the tokenizer).
     lm: dict[str, Any] = field(
         default_factory=lambda: {"d_model": 128, "num_layers": 2, "num_heads": 4}

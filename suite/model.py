@@ -113,7 +113,7 @@ def build_model(config: ModelConfig, tokenizer: Tokenizer | None = None) -> Task
     ``tokenizer`` (one that encodes text of its own, as the LLM adapter's prompt) gets it too.
     """
     frontend = registry.create_from_spec("frontend", config.frontend)
-    encoder = registry.create_from_spec("encoder", config.encoder, input_dim=frontend.input_dim)
+    encoder = registry.create_from_spec("encoder", config.encoder, **encoder_inputs(frontend))
     heads = {}
     for name, spec in config.heads.items():
         extra: dict[str, Any] = {"input_dim": encoder.output_dim}
@@ -123,6 +123,15 @@ def build_model(config: ModelConfig, tokenizer: Tokenizer | None = None) -> Task
                 extra["tokenizer"] = tokenizer
         heads[name] = registry.create_from_spec("head", spec, **extra)
     return TaskModel(frontend, encoder, heads, tokenizer, config)
+
+
+def encoder_inputs(frontend: Frontend) -> dict[str, Any]:
+    """What an encoder is told of its input by the frontend before it: the feature width of
+    audio (``input_dim``), or the image size and channels of images (timm's ``img_size``,
+    ``in_chans``)."""
+    if hasattr(frontend, "input_dim"):
+        return {"input_dim": frontend.input_dim}
+    return {"img_size": list(frontend.input_size), "in_chans": frontend.channels}
 
 
 def model_spec(model: TaskModel) -> dict[str, Any]:

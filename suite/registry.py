@@ -24,6 +24,7 @@ KINDS = ("encoder", "head", "frontend", "tokenizer", "codec", "task")
 # Modules whose import registers the built-in families.
 _BUILTIN_MODULES = (
     "suite.features",
+    "suite.frontends",
     "suite.tokenizers",
     "suite.encoders",
     "suite.heads",

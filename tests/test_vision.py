@@ -163,3 +163,19 @@ def test_registering_the_vision_families_imports_neither_timm_nor_torchvision():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_build_model_tells_an_image_encoder_its_size_and_channels():
+    from suite.config import ModelConfig
+    from suite.model import build_model
+    from suite.tokenizers import CharTokenizer
+
+    config = ModelConfig(
+        frontend={"name": "image", "input_size": 32},
+        encoder={"name": "vit", "preset": "tiny"},
+        heads={"ctc": {"name": "ctc"}},
+    )
+    model = build_model(config, CharTokenizer())
+    images = torch.rand(2, 3, 32, 32)
+    enc = model.encode(*model.frontend(images, torch.full((2,), 32)))
+    assert enc.features.shape[0] == 2 and enc.features.shape[-1] == model.encoder.output_dim

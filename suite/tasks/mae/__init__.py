@@ -120,7 +120,7 @@ class MaeTask(Task):
     def build_model(self, config: ModelConfig, tokenizer: Tokenizer | None) -> nn.Module:
         spec = {"frontend": config.frontend, "encoder": config.encoder}
         # Options of the masked autoencoder itself, where the recipe schema has a section.
-        spec["mae"] = dict(getattr(config, "mae", None) or {})
+        spec["mae"] = dict(config.mae)
         return build_mae_model(spec)
 
     def optimizer_groups(self, model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -137,7 +137,7 @@ class MaeTask(Task):
         ]
 
     def describe(self, config: ModelConfig) -> str:
-        mae = dict(getattr(config, "mae", None) or {})
+        mae = dict(config.mae)
         return (
             f"frontend `{config.frontend}`; encoder `{config.encoder}`; masked autoencoder `{mae}`"
         )
