@@ -79,22 +79,43 @@ class ConvSubsampling(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Map ``x (B, T, F)`` with ``lengths (B,)`` to ``(B, T', D)`` and ``(B,)``."""
-        x = x.unsqueeze(1)  # (B, 1, T, F)
-        time_pad = (0, 0, 2, 0) if self.causal else (0, 0, 1, 1)
+        pad = (2, 0) if self.causal else (1, 1)  # time padding of every stage's input
+        # Padding frames are zeroed before each stage, so that valid outputs see the same zeros
+        # as an unpadded input.
+        x = x * frame_mask(lengths, x.shape[1])[..., None].to(x.dtype)
+        x = F.pad(x, (0, 0, *pad))  # (B, pad + T + pad, F)
+        # A one-channel image with its channels innermost (the layout of every stage's input):
+        # CPU convolutions run the depthwise stages fastest in it.
+        x = x.unsqueeze(-1).permute(0, 3, 1, 2)  # (B, 1, pad + T + pad, F), a view
         for i, stage in enumerate(self.stages):
-            # Zero padding frames so valid outputs see the same zeros as an unpadded input: in a
-            # product for the input (the caller's) and in training (the ReLU's backward reads its
-            # output), else in place and only the padding frames.
-            if i == 0 or x.requires_grad:
-                x = x * frame_mask(lengths, x.shape[2])[:, None, :, None].to(x.dtype)
-            else:
-                for b, valid in enumerate(lengths.tolist()):
-                    x[b, :, valid:] = 0.0
-            x = F.relu_(stage(F.pad(x, time_pad)))  # (B, C, ceil(T/2), ceil(F/2)); in place
+            x = stage(x)  # (B, C, ceil(T / 2), ceil(F / 2)) before the ReLU
             lengths = torch.div(lengths + 1, 2, rounding_mode="floor")
+            if i + 1 < len(self.stages):
+                x = self._next_input(x, lengths, pad)
+            else:
+                x = F.relu(x) if x.requires_grad else F.relu_(x)  # in place: nothing else reads it
         B, C, T, Fq = x.shape
         x = self.out(x.transpose(1, 2).reshape(B, T, C * Fq))  # (B, T', D)
         return x, lengths
+
+    @staticmethod
+    def _next_input(x: Tensor, lengths: Tensor, pad: tuple[int, int]) -> Tensor:
+        """A stage's output ``x (B, C, T, F)`` as the next stage's input: the ReLU, padding
+        frames zeroed, time padded by ``pad``."""
+        if x.requires_grad:
+            x = F.relu(x) * frame_mask(lengths, x.shape[2])[:, None, :, None].to(x.dtype)
+            return F.pad(x, (0, 0, *pad))
+        # Without autograd, the ReLU writes straight into a buffer that holds the padding too
+        # (no second copy of a large activation), channels innermost as the stage's output.
+        B, C, T, Fq = x.shape
+        shape = (B, C, pad[0] + T + pad[1], Fq)
+        out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+        out[:, :, : pad[0]] = 0.0
+        out[:, :, pad[0] + T :] = 0.0
+        torch.clamp(x, min=0.0, out=out[:, :, pad[0] : pad[0] + T])  # the ReLU
+        for b, valid in enumerate(lengths.tolist()):
+            out[b, :, pad[0] + valid : pad[0] + T] = 0.0
+        return out
 
     def init_cache(self, batch_size: int, device: torch.device | None = None) -> list[Tensor]:
         """Per stage ``(B, C_s, 2, F_s)`` zeros: the left padding a fresh stream starts with."""
