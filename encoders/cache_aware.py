@@ -330,14 +330,16 @@ class CacheAwareEncoder(StreamingEncoder):
         self,
         state: ConformerState,
         valid: Tensor,
-        positions: Tensor,
+        first: Tensor,
         stride: int = 1,
         committed: Tensor | None = None,
     ) -> StreamStep:
-        """The :class:`~suite.nn.step.StreamStep` of a block of frames at ``stride`` full-rate
-        frames per frame, under the streams' context. A look-ahead step (``committed``: the
-        chunk's frames) sees every valid key: its caches hold exactly the chunk's left context.
+        """The :class:`~suite.nn.step.StreamStep` of a block of frames ``valid (B, T)`` whose
+        first is at position ``first (B,)`` of each stream, at ``stride`` full-rate frames per
+        frame, under the streams' context. A look-ahead step (``committed``: the chunk's frames)
+        sees every valid key: its caches hold exactly the chunk's left context.
         """
+        positions = first[:, None] + torch.arange(valid.shape[1], device=valid.device)  # (B, T)
         context = state.context if committed is None else None
         M = cache_frames(state.context, stride)
         inv_freq = self.layers[0].attn.inv_freq

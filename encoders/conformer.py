@@ -258,8 +258,7 @@ class Conformer(CacheAwareEncoder):
             return self._lookahead_step(block, n, pending, state, caches), {}
         if block.shape[1] == 0:
             return block, {}
-        positions = state.offsets[:, None] + torch.arange(block.shape[1], device=n.device)
-        step = self._step(state, frame_mask(n, block.shape[1]), positions)
+        step = self._step(state, frame_mask(n, block.shape[1]), state.offsets)
         for i, layer in enumerate(self.layers):
             block, caches[i] = layer.streaming_forward(block, step, caches[i])
         if step.keep is not None:
@@ -288,8 +287,8 @@ class Conformer(CacheAwareEncoder):
             chunk = (n - start).clamp(0, size)  # (B,) this chunk's frames (0: none left)
             width = torch.where(chunk > 0, (shown - start).clamp(0, size + ahead), 0)
             x = take(block, start, size + ahead, dim=1)  # (B, size + ahead, D)
-            positions = state.offsets[:, None] + start + torch.arange(size + ahead, device=n.device)
-            step = self._step(state, frame_mask(width, size + ahead), positions, committed=chunk)
+            valid = frame_mask(width, size + ahead)
+            step = self._step(state, valid, state.offsets + start, committed=chunk)
             for i, layer in enumerate(self.layers):
                 x, caches[i] = layer.streaming_forward(x, step, caches[i])
             outs.append(x[:, :size])

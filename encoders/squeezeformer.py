@@ -369,9 +369,8 @@ class Squeezeformer(CacheAwareEncoder):
         T = block.shape[1]
         if T == 0:
             return block, {"reduce": reduce, "recover": recover}
-        device, offsets = n.device, state.offsets
-        positions = offsets[:, None] + torch.arange(T, device=device)  # (B, T')
-        step = full_rate = self._step(state, frame_mask(n, T), positions)
+        offsets = state.offsets
+        step = full_rate = self._step(state, frame_mask(n, T), offsets)
         for i, layer in enumerate(self.layers):
             if i == self.reduce_at:
                 skip = block
@@ -379,8 +378,7 @@ class Squeezeformer(CacheAwareEncoder):
                     block, n, reduce, offsets
                 )  # (B, T'', D)
                 first = torch.div(offsets + 1, 2, rounding_mode="floor")  # reduced offsets
-                positions = first[:, None] + torch.arange(block.shape[1], device=device)
-                step = self._step(state, frame_mask(n_reduced, block.shape[1]), positions, 2)
+                step = self._step(state, frame_mask(n_reduced, block.shape[1]), first, 2)
             if i == self.recover_at:
                 up, recover = self.recover.streaming_forward(block, n_reduced, recover, offsets, T)
                 block, step = skip + up, full_rate  # (B, T', D)
