@@ -8,6 +8,10 @@ ratio ours / torchaudio's; then the same batch with no padding (every item full 
 ours skips padding frames in its feed-forwards and torchaudio's computes them. Parameters are
 counted too: ours also has rotary attention (no parameters) and LayerNorm instead of BatchNorm
 in the convolution module.
+
+Ours runs as built, or after :func:`suite.runtime.optimize_for_cpu` when asked to
+(``measure(optimize_for_cpu=True)``, ``python -m suite.bench.encoder --optimize-for-cpu``);
+``config.optimize_for_cpu`` in the result says which.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 import torch
 import torchaudio
 
+from suite import runtime
 from suite.bench import print_header, report
 from suite.encoders.conformer import Conformer
 
@@ -32,11 +37,14 @@ def _ours(d_model: int, num_layers: int, num_heads: int, kernel: int) -> torch.n
     return encoder.eval()
 
 
-def measure() -> dict:
-    """Throughput of both block stacks; returns the figures as a dict."""
+def measure(optimize_for_cpu: bool = False) -> dict:
+    """Throughput of both block stacks; returns the figures as a dict. ``optimize_for_cpu``:
+    ours after :func:`suite.runtime.optimize_for_cpu` (torchaudio's as built either way)."""
     torch.manual_seed(0)
     d_model, num_layers, num_heads, kernel, ff_mult = 176, 8, 4, 9, 4
     ours = _ours(d_model, num_layers, num_heads, kernel)
+    if optimize_for_cpu:
+        runtime.optimize_for_cpu(ours)
     theirs = torchaudio.models.Conformer(
         input_dim=d_model,
         num_heads=num_heads,
@@ -76,6 +84,7 @@ def measure() -> dict:
             "batch": BATCH,
             "frames": FRAMES,
             "threads": torch.get_num_threads(),
+            "optimize_for_cpu": optimize_for_cpu,
         }
     }
     for name, model in (("ours", ours.layers), ("torchaudio", theirs)):
@@ -97,8 +106,8 @@ def measure() -> dict:
     return result
 
 
-def main(json_output: bool = False) -> None:
-    report(measure(), json_output, _markdown)
+def main(json_output: bool = False, optimize_for_cpu: bool = False) -> None:
+    report(measure(optimize_for_cpu), json_output, _markdown)
 
 
 def _markdown(result: dict) -> None:
@@ -109,7 +118,9 @@ def _markdown(result: dict) -> None:
     print(
         f"- Input: ({c['batch']}, {c['frames']}, {c['d_model']}) subsampled frames, random "
         f"lengths; {c['num_layers']} layers, {c['num_heads']} heads, FF {c['ffn_dim']}, "
-        f"kernel {c['kernel']}; inference mode, median of {REPEATS} interleaved passes\n"
+        f"kernel {c['kernel']}; inference mode, median of {REPEATS} interleaved passes"
+        + ("; ours re-laid by `optimize_for_cpu`" if c["optimize_for_cpu"] else "")
+        + "\n"
     )
     print("| encoder | parameters | pass (s) | frames/s |")
     print("|---|---:|---:|---:|")
@@ -126,3 +137,16 @@ def _markdown(result: dict) -> None:
         f"{no_padding['torchaudio']:.3f} s torchaudio, ratio "
         f"**{result['throughput_ratio_no_padding']:.2f}**"
     )
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--optimize-for-cpu", action="store_true", help="re-lay our weights first (opt-in)"
+    )
+    args = parser.parse_args()
+    runtime.keep_freed_memory()  # as `suite bench` does
+    main(args.json, args.optimize_for_cpu)

@@ -20,13 +20,16 @@ weights, so speed is measured without a trained model (error rates need one: the
 - against Emformer at matched width, depth, heads, feed-forward parameters (one feed-forward
   twice as wide as each of our macaron pair), segment (= our chunk) and left context, both fed
   the same feature chunks of one stream through the same subsampling convolution, streamed
-  (cached across chunks, as a stream needs; until the fourteenth session Emformer's ran offline
-  on each chunk alone, which pads each chunk's start with zeros and skips the cache): encoder
-  frames per second, and the ratio ours / Emformer, the three models stepped in turns of
-  ``TURN_CHUNKS`` chunks (``EMFORMER_PASSES`` passes over the audio after a warm-up one; also
-  ``chunkwise``, one chunk per turn, see :func:`_frames_per_second`); and against an Emformer
-  of matched size (the same, with feed-forwards widened until its parameter count equals
-  ours).
+  (cached across chunks, as a stream needs; run offline on each chunk alone, Emformer would pad
+  each chunk's start with zeros and skip the cache): encoder frames per second, and the ratio
+  ours / Emformer, the three models stepped in turns of ``TURN_CHUNKS`` chunks
+  (``EMFORMER_PASSES`` passes over the audio after a warm-up one; also ``chunkwise``, one chunk
+  per turn, see :func:`_frames_per_second`); and against an Emformer of matched size (the same,
+  with feed-forwards widened until its parameter count equals ours).
+
+Our model runs as built, or after :func:`suite.runtime.optimize_for_cpu` when the benchmark is
+asked to (``measure(optimize_for_cpu=True)``, ``python -m suite.bench.streaming
+--optimize-for-cpu``); ``config.optimize_for_cpu`` in the result says which.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import numpy as np
 import torch
 import torchaudio
 
+from suite import runtime
 from suite.bench import print_header, report
 from suite.config import load_recipe
 from suite.kernels.attention import lookahead_frames
@@ -259,14 +263,10 @@ def _frames_per_second(steps: dict, chunks: tuple, turn: int) -> dict:
     turns of ``turn`` chunks per model, the models' order cycling through every permutation,
     over ``EMFORMER_PASSES`` passes after a warm-up one.
 
-    Turns (``TURN_CHUNKS`` = 8 since the fourteenth session; 30-80 ms of compute) leave each
-    model the caches it would have serving alone, and still absorb this machine's drift (up to
-    2x within minutes: timing each model over a whole pass, until the ninth session, moved the
-    ratios by up to 0.18 between runs). One chunk per turn (``chunkwise``, sessions ten to
-    thirteen, still reported) starts each step after two other models' 23 MB of weights went
-    through the caches, which costs the model with more, smaller operations more: at 320 ms
-    chunks, alternating chunk by chunk instead of whole passes, ours took 16-19% more time per
-    chunk and Emformer 8-12% more.
+    Turns of several chunks leave each model the caches it would have serving alone, and still
+    absorb a shared machine's drift, which timing each model over a whole pass does not. One
+    chunk per turn (``chunkwise``, also reported) starts each step after the other models'
+    weights went through the caches, which costs the model with more, smaller operations more.
     """
     names = list(steps)
     orders = list(itertools.permutations(names))
@@ -285,9 +285,12 @@ def _frames_per_second(steps: dict, chunks: tuple, turn: int) -> dict:
     return {name: frames[name] / elapsed[name] for name in names}
 
 
-def measure() -> dict:
-    """Every figure of the benchmark, as one dict."""
+def measure(optimize_for_cpu: bool = False) -> dict:
+    """Every figure of the benchmark, as one dict; ``optimize_for_cpu``: run our model after
+    :func:`suite.runtime.optimize_for_cpu` (the Emformers as built either way)."""
     model = _model()
+    if optimize_for_cpu:
+        runtime.optimize_for_cpu(model)
     rng = np.random.default_rng(0)
     audio = (0.05 * rng.standard_normal(int(SECONDS * SAMPLE_RATE))).astype(np.float32)
     contexts = [tuple(c) for c in model.encoder.att_contexts if c is not None]
@@ -297,6 +300,7 @@ def measure() -> dict:
             "audio_seconds": SECONDS,
             "threads": torch.get_num_threads(),
             "parameters": _parameters(model),
+            "optimize_for_cpu": optimize_for_cpu,
         },
         "contexts": {},
     }
@@ -336,8 +340,8 @@ def measure() -> dict:
     return result
 
 
-def main(json_output: bool = False) -> None:
-    report(measure(), json_output, _markdown)
+def main(json_output: bool = False, optimize_for_cpu: bool = False) -> None:
+    report(measure(optimize_for_cpu), json_output, _markdown)
 
 
 def _chunk(r: dict) -> str:
@@ -353,7 +357,9 @@ def _markdown(result: dict) -> None:
     )
     print(
         f"- Model: `{c['recipe']}` with random weights ({c['parameters']:,} parameters), "
-        f"{c['audio_seconds']:.0f} s of audio, one stream unless stated\n"
+        f"{c['audio_seconds']:.0f} s of audio, one stream unless stated"
+        + ("; weights re-laid by `optimize_for_cpu`" if c["optimize_for_cpu"] else "")
+        + "\n"
     )
     print(
         "| context | chunk + look-ahead (ms) | latency p50 / p95 (ms) | streaming RTFx | "
@@ -385,3 +391,16 @@ def _markdown(result: dict) -> None:
                 f"| {name} | {_chunk(r)} | {count} | {b['streaming_rtfx']:.1f} | "
                 f"{b['offline_rtfx']:.1f} | {b['streaming_over_offline_rtfx']:.2f} |"
             )
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--optimize-for-cpu", action="store_true", help="re-lay our weights first (opt-in)"
+    )
+    args = parser.parse_args()
+    runtime.keep_freed_memory()  # as `suite bench` does
+    main(args.json, args.optimize_for_cpu)
