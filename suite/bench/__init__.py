@@ -13,7 +13,15 @@ from collections.abc import Callable
 # Benchmark name -> its module; each module has ``main(json_output)``, imported only when run.
 BENCHMARKS: dict[str, str] = {
     name: f"suite.bench.{name}"
-    for name in ("sampler", "encoder", "streaming", "decoding", "transcribe", "distributed")
+    for name in (
+        "sampler",
+        "encoder",
+        "streaming",
+        "decoding",
+        "transcribe",
+        "distributed",
+        "serve",
+    )
 }
 
 

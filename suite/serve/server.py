@@ -31,12 +31,20 @@ Concurrency: the event loop only receives, checks and queues audio. One backgrou
 the :class:`~suite.streaming.StreamBatcher`: it hands the queued audio of every client to it and
 runs :meth:`~suite.streaming.StreamBatcher.step` for all of them at once in a worker thread, so
 receiving never waits for the model and the batcher is only ever touched by one task.
+
+Memory: glibc's malloc keeps the heap pages that a step's tensors free, and a server behind real
+time runs bigger steps, so its RSS would ratchet up to its largest burst and stay there (under
+``suite bench serve``, +11% to +33% in 60 s while the heap in use stayed flat). So the step
+thread hands free pages back (``malloc_trim``) between steps, at most every
+``TRIM_EVERY_SECONDS``; each call takes it a few to tens of milliseconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import ipaddress
 import json
 import logging
@@ -58,6 +66,7 @@ from suite.streaming import StreamBatcher, StreamUpdate
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 SAMPLE_DTYPE = np.dtype("<i2")  # little-endian int16, the wire format of audio frames
+TRIM_EVERY_SECONDS = 1.0  # how often the step thread hands free heap pages back (glibc)
 
 log = logging.getLogger(__name__)
 
@@ -340,7 +349,12 @@ class StreamServer:
     async def _step_forever(self, executor: ThreadPoolExecutor) -> None:
         assert self._wake is not None
         loop = asyncio.get_running_loop()
+        trim = _malloc_trim()
+        trimmed = time.monotonic()
         while True:
+            if trim is not None and time.monotonic() - trimmed > TRIM_EVERY_SECONDS:
+                await loop.run_in_executor(executor, trim, 0)  # between steps, off the loop
+                trimmed = time.monotonic()
             await self._wake.wait()
             self._wake.clear()  # audio that arrives during the step wakes the next one
             try:
@@ -397,6 +411,17 @@ class StreamServer:
                 self.batcher.close(client.stream)
                 client.stream = None
         self._by_stream.clear()
+
+
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim(pad)``, which returns free heap pages to the system; ``None``
+    elsewhere (other C libraries return freed memory on their own terms)."""
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
 
 
 def _listen(host: str, port: int) -> socket.socket:
