@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The pinned stack that installs fast on our machines; pyproject.toml states ranges.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0
 
-.PHONY: setup system-deps test test-all lint format demo
+.PHONY: setup system-deps test test-all lint format demo data
 
 setup: $(STAMP) system-deps
 
@@ -32,6 +32,19 @@ system-deps:
 # streams them through streaming-asr.
 demo: setup
 	$(PY) -m suite.demo
+
+# Open-domain training text (README "Data"): installs the Debian packages of prose that
+# `suite data text` reads (documentation, dictionaries, public-domain Bibles, fortunes), then
+# builds data/text. Tests use small fixtures and never need it.
+data: setup
+	@pkgs="$$($(PY) -c 'from suite.data.text_corpus import debian_packages; print(*debian_packages())')"; \
+	missing=""; for p in $$pkgs; do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	[ -z "$$missing" ] || { \
+		echo "installing$$missing with apt"; \
+		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; }
+	$(VENV)/bin/suite data text --out data/text --grammar 20000
 
 # The quick suite (minutes on 2 cores); end-to-end tests that train for tens of seconds or more
 # are marked `slow` and run by test-all, which CI runs.

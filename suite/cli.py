@@ -27,6 +27,21 @@ def _synth_speech(args: argparse.Namespace) -> None:
     )
 
 
+def _text(args: argparse.Namespace) -> None:
+    from suite.data.text_corpus import build_text_corpus
+
+    build_text_corpus(
+        args.out,
+        sources=args.sources,
+        extra=args.extra,
+        grammar=args.grammar,
+        seed=args.seed,
+        dev=args.dev,
+        test=args.test,
+        jobs=args.jobs,
+    )
+
+
 def _prepare(args: argparse.Namespace) -> None:
     from suite.data.prepare import prepare_corpus
 
@@ -131,6 +146,31 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--jobs", type=int, default=None, help="worker processes (default: cores)")
     synth.add_argument("--no-augment", action="store_true", help="no noise/reverb augmentation")
     synth.set_defaults(func=_synth_speech)
+
+    text = data_commands.add_parser(
+        "text", help="an English sentence corpus from Debian packages of prose (make data)"
+    )
+    text.add_argument("--out", required=True, help="folder for train/dev/test .txt + summary")
+    text.add_argument(
+        "--sources",
+        type=lambda names: [n for n in names.split(",") if n],
+        default=None,
+        help="comma-separated sources to read (default: all; a wrong name lists them)",
+    )
+    text.add_argument(
+        "--extra",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="FILE",
+        help="more text: plain (blank lines between paragraphs), HTML, POD or man, .gz too",
+    )
+    text.add_argument("--grammar", type=int, default=0, help="add N built-in grammar sentences")
+    text.add_argument("--seed", type=int, default=0, help="seeds the splits and the grammar")
+    text.add_argument("--dev", type=float, default=0.01, help="fraction of sentences for dev")
+    text.add_argument("--test", type=float, default=0.01, help="fraction for test")
+    text.add_argument("--jobs", type=int, default=None, help="worker processes (default: cores)")
+    text.set_defaults(func=_text)
 
     prepare = data_commands.add_parser("prepare", help="lhotse manifests for a real corpus")
     prepare.add_argument("corpus", choices=["librispeech"])
