@@ -304,6 +304,8 @@ def test_copyright_license_reads_dep5_and_free_form_files():
     gpl += "published by the Free Software Foundation; either version 2, or (at your option)"
     gpl += " any later version."
     assert copyright_license(gpl) == "GPL-2+"
+    gfdl = "under the terms of the GNU Free Documentation\n   License, Version 1.1 or any later"
+    assert copyright_license(gfdl + " version. (GFDL currently version 1.2)") == "GFDL-1.1+"
     assert copyright_license("The Devil's Dictionary is in the public domain.") == ("public-domain")
 
 

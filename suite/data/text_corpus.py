@@ -326,6 +326,7 @@ def copyright_license(text: str) -> str:
                 first = license_.group(1).strip()
         if first:
             return first
+    text = " ".join(text.split())  # a phrase may be wrapped across lines
     found = []
     for phrase, name in _LICENSE_PHRASES:
         at = text.lower().find(phrase.lower())
