@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import suite.bench.serve as bench
 
 
+# Real-time streaming for a few seconds: on a loaded machine the server falls behind and the
+# short soak ends before its finals; CI (test-all) runs it on an otherwise idle machine.
+@pytest.mark.slow
 def test_json_reports_a_short_soak_with_correct_finals_and_nothing_left_open(capsys) -> None:
     # The shipped streaming-asr (2.6M parameters) streams in real time here; 1 s idle timeout.
     bench.main(
