@@ -116,9 +116,7 @@ def test_spec_augment_only_when_training(cuts):
     dataset = AsrDataset(CharTokenizer(), fbank, config, training=True)
     dataset.augment.spec_augment.transform.p = 1.0  # augment every item for the test
     [train] = only_batch(dataset, cuts, max_cuts=3)
-    assert (
-        torch.equal(train.lengths, plain.lengths) and train.inputs.shape == plain.inputs.shape
-    )
+    assert torch.equal(train.lengths, plain.lengths) and train.inputs.shape == plain.inputs.shape
     for i, n in enumerate(plain.lengths.tolist()):
         assert not torch.equal(train.inputs[i, :n], plain.inputs[i, :n])
         assert (train.inputs[i, n:] == 0).all()
