@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from suite.bench import streaming
 from suite.cli import main
 
 
+# It builds the bench's models and the Emformers and steps every context: minutes on a busy
+# machine, so test-all (CI) runs it.
+@pytest.mark.slow
 def test_bench_streaming_json_reports_each_context(monkeypatch, capsys):
     monkeypatch.setattr(streaming, "SECONDS", 1.5)  # short audio: this checks the plumbing
     monkeypatch.setattr(streaming, "MAX_STREAMS", 2)
