@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, str] = {
         "transcribe",
         "distributed",
         "serve",
+        "longform",
     )
 }
 

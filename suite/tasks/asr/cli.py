@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from suite.errors import UserError
+from suite.tasks.asr.formats import FORMATS
 from suite.tasks.asr.pipeline import Transcriber, default_stream_context
 
 # Files `suite evaluate` is sometimes handed instead of a manifest.
@@ -137,18 +138,58 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _output_paths(files: list[str], out_dir: Path, fmt: str) -> list[Path]:
+    """``out_dir/<file's stem>.<fmt>`` per file, or a teaching error when two files would
+    write the same one."""
+    paths = [out_dir / f"{Path(f).stem}.{fmt}" for f in files]
+    seen: dict[Path, str] = {}
+    for f, path in zip(files, paths, strict=True):
+        if path in seen:
+            raise UserError(
+                f"{seen[path]} and {f} would both be written to {path}; transcribe them in "
+                "separate runs with different --output-dir folders"
+            )
+        seen[path] = f
+    return paths
+
+
 def _transcribe(args: argparse.Namespace) -> int:
     from suite.audio import AudioError
+    from suite.tasks.asr.formats import render
 
+    fmt = args.format
+    timestamps = args.timestamps or fmt in ("srt", "vtt")
+    out_dir = Path(args.output_dir) if args.output_dir else None
+    if out_dir is None and fmt in ("srt", "vtt") and len(args.files) > 1:
+        raise UserError(
+            f"{fmt} subtitles of {len(args.files)} files cannot share stdout; pass "
+            f"--output-dir DIR to write one .{fmt} per file"
+        )
+    outputs = _output_paths(args.files, out_dir, fmt) if out_dir is not None else None
     asr = _transcriber(args.model)
-    results = asr.transcribe(args.files, head=args.head, errors="return", **decode_options(args))
+    results = asr.transcribe(
+        args.files,
+        head=args.head,
+        errors="return",
+        timestamps=timestamps,
+        **decode_options(args),
+    )
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
     failed = 0
-    for path, result in zip(args.files, results, strict=True):
+    for i, (path, result) in enumerate(zip(args.files, results, strict=True)):
         if isinstance(result, AudioError):
             failed += 1
             print(f"suite: error: {result}", file=sys.stderr)
+        elif outputs is not None:
+            outputs[i].write_text(render(result, fmt, file=path))
+            print(outputs[i], flush=True)
+        elif fmt == "txt" and not timestamps:
+            print(f"{path}\t{result}", flush=True)  # one line per file, as grep and cut like
         else:
-            print(f"{path}\t{result}", flush=True)
+            if fmt == "txt" and len(args.files) > 1:
+                print(f"# {path}")
+            print(render(result, fmt, file=path), end="", flush=True)
     if failed:
         print(
             f"suite: {failed} of {len(args.files)} files could not be transcribed",
@@ -255,11 +296,31 @@ def add_commands(commands: Any) -> None:
 
     tx = commands.add_parser(
         "transcribe",
-        help="transcribe audio files (a file that cannot be read is reported on stderr, the "
-        "others are still transcribed; exit 1 if some failed, 2 if all did)",
+        help="transcribe audio files, as text, JSON or subtitles, with word times on request "
+        "(a file that cannot be read is reported on stderr, the others are still transcribed; "
+        "exit 1 if some failed, 2 if all did)",
     )
     tx.add_argument("model", help="a shipped model name or a package folder")
-    tx.add_argument("files", nargs="+")
+    tx.add_argument("files", nargs="+", help="audio files; long ones are split at pauses")
+    tx.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="txt",
+        help="txt (default: FILE<tab>TEXT lines on stdout), json (one object per file), or "
+        "srt / vtt subtitles (timed, so they imply --timestamps)",
+    )
+    tx.add_argument(
+        "--timestamps",
+        action="store_true",
+        help="time every word (start, end, confidence; the model needs a CTC head): json "
+        "gains words, txt gives [start --> end] lines",
+    )
+    tx.add_argument(
+        "--output-dir",
+        default=None,
+        metavar="DIR",
+        help="write DIR/<file name>.<format> per file (printing each path) instead of stdout",
+    )
     add_decoding(tx)
     tx.set_defaults(func=_transcribe)
 

@@ -1,6 +1,6 @@
-"""What ``suite.load`` gives for an ``asr`` package: :class:`Transcriber` (batch transcription
-and streaming sessions), plus :func:`attach_lm`, which writes a copy of a package whose CTC head
-decodes with a language model."""
+"""What ``suite.load`` gives for an ``asr`` package: :class:`Transcriber` (batch transcription,
+long audio in chunks, word timestamps, and streaming sessions), plus :func:`attach_lm`, which
+writes a copy of a package whose CTC head decodes with a language model."""
 
 from __future__ import annotations
 
@@ -14,10 +14,19 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import numpy as np
 import torch
 
-from suite.audio import AudioError, AudioWarning, load_audio
+from suite.audio import AudioError, AudioWarning
 from suite.data.collate import pad_sequences
 from suite.errors import UserError
 from suite.model import TaskModel, build_model, load_package, save_package
+from suite.tasks.asr import longform
+from suite.tasks.asr.alignment import (
+    Transcript,
+    align_words,
+    alignment_head,
+    frame_seconds,
+    join,
+    word_pieces,
+)
 
 if TYPE_CHECKING:
     from suite.streaming import StreamingSession
@@ -81,8 +90,9 @@ def transcribe_waveforms(
     batch_size: int | None = 16,
     head: str | None = None,
     names: Sequence[str] | None = None,
+    timestamps: bool = False,
     **decode_options: Any,
-) -> list[str]:
+) -> list[str] | list[Transcript]:
     """Transcribe mono float32 waveforms at ``model.sample_rate``, longest first in batches.
 
     Silence (:func:`is_silent`) and audio too short for one feature frame transcribe as "",
@@ -90,27 +100,37 @@ def transcribe_waveforms(
 
     Args:
         model: an asr :class:`~suite.model.TaskModel`.
-        audio: ``(S,)`` waveforms.
+        audio: ``(S,)`` waveforms, each decoded whole.
         batch_size: the most utterances decoded together (None: all at once).
         head: which head decodes (default: the first).
         names: what to call each waveform in warnings (default: ``inputs[i]``).
+        timestamps: return a :class:`~suite.tasks.asr.alignment.Transcript` (text and timed
+            words) per waveform instead of its text.
         **decode_options: passed to the head's ``decode``.
 
     Returns:
-        One text per waveform, in order.
+        One text (or transcript) per waveform, in order.
+
+    Raises:
+        UserError: no head ``head``; or ``timestamps`` for a model without a CTC head.
 
     Warns:
         AudioWarning: audio too short for one feature frame.
     """
     rate = model.sample_rate
+    name = head or next(iter(model.heads))
+    if name not in model.heads:
+        raise UserError(f"no head '{name}'; this model's heads: {', '.join(model.heads)}")
+    aligner = alignment_head(model, name) if timestamps else None
+    seconds = frame_seconds(model) if timestamps else 0.0
     num_frames = getattr(model.frontend, "num_frames", None)
-    texts = [""] * len(audio)
+    results: list[Any] = [Transcript("", (), len(x) / rate) if timestamps else "" for x in audio]
     todo = []
     for i, x in enumerate(audio):
         if num_frames is not None and num_frames(len(x)) == 0:
-            name = names[i] if names is not None else f"inputs[{i}]"
+            what = names[i] if names is not None else f"inputs[{i}]"
             warnings.warn(
-                f"{name}: {len(x)} samples ({len(x) / rate * 1000:.1f} ms at {rate} Hz) are "
+                f"{what}: {len(x)} samples ({len(x) / rate * 1000:.1f} ms at {rate} Hz) are "
                 'shorter than one feature frame, so it transcribes as ""; pass longer audio',
                 AudioWarning,
                 stacklevel=3,
@@ -125,10 +145,94 @@ def transcribe_waveforms(
         batch, lengths = pad_sequences([audio[i] for i in index])  # (B, S), (B,)
         with torch.inference_mode():
             features, frames = model.frontend(batch.to(device), lengths.to(device))  # (B, T, F)
-        hyps = model.recognize(features, frames, head=head, **decode_options)
-        for i, hyp in zip(index, hyps, strict=True):
-            texts[i] = hyp.text
-    return texts
+            enc = model.encode(features, frames)  # (B, T', D)
+            hyps = model.heads[name].decode(enc, tokenizer=model.tokenizer, **decode_options)
+            log_probs = aligner.log_probs(enc) if aligner is not None else None  # (B, T', V)
+        for b, (i, hyp) in enumerate(zip(index, hyps, strict=True)):
+            if log_probs is None:
+                results[i] = hyp.text
+                continue
+            duration = len(audio[i]) / rate
+            words = align_words(
+                log_probs[b, : int(enc.lengths[b])],
+                hyp.tokens,
+                word_pieces(model.tokenizer, hyp.tokens),
+                seconds,
+                aligner.blank_id,
+                duration,
+            )
+            results[i] = Transcript(hyp.text, tuple(words), duration)
+    return results
+
+
+def transcribe_long(
+    model: TaskModel,
+    source: np.ndarray | longform.LongFile,
+    name: str,
+    batch_size: int = 16,
+    head: str | None = None,
+    timestamps: bool = False,
+    progress: bool | None = None,
+    **decode_options: Any,
+) -> str | Transcript:
+    """Transcribe a long input chunk by chunk (:mod:`~suite.tasks.asr.longform`): split at
+    pauses, up to ``batch_size`` chunks and :data:`~suite.tasks.asr.longform.BATCH_SECONDS` of
+    padded audio decoded together, texts and word times joined. Memory holds a batch of chunks
+    and the words so far, whatever the audio's length.
+
+    Args:
+        model: an asr :class:`~suite.model.TaskModel`.
+        source: ``(S,)`` samples at ``model.sample_rate``, or a file to read in blocks.
+        name: what messages call it.
+        batch_size: the most chunks decoded together.
+        head: which head decodes (default: the first).
+        timestamps: return a :class:`~suite.tasks.asr.alignment.Transcript`, else the text.
+        progress: a progress bar on stderr in audio seconds (``None``: on a terminal only).
+        **decode_options: passed to the head's ``decode``.
+
+    Raises:
+        AudioError: the file cannot be decoded to its end, or holds NaN/Inf samples.
+    """
+    from tqdm import tqdm
+
+    rate = model.sample_rate
+    if isinstance(source, longform.LongFile):
+        duration = source.duration
+    else:
+        duration = len(source) / rate
+    parts: list[tuple[float, Transcript]] = []
+    pending: list[tuple[float, np.ndarray]] = []
+    disable = None if progress is None else not progress  # None: tqdm's check for a terminal
+    with tqdm(total=round(duration, 1), unit="s", desc=name, disable=disable, leave=False) as bar:
+
+        def flush() -> None:
+            results = transcribe_waveforms(
+                model,
+                [chunk for _, chunk in pending],
+                batch_size=None,
+                head=head,
+                names=[f"{name} at {offset:.1f} s" for offset, _ in pending],
+                timestamps=timestamps,
+                **decode_options,
+            )
+            for (offset, chunk), result in zip(pending, results, strict=True):
+                text = result if isinstance(result, Transcript) else Transcript(result)
+                parts.append((offset, text))
+                bar.update(round(len(chunk) / rate, 1))
+            pending.clear()
+            longform.release_freed_memory()
+
+        budget = longform.BATCH_SECONDS * rate  # padded samples per batch
+        for offset, chunk in longform.chunks(source, rate, name):
+            longest = max([len(c) for _, c in pending] + [len(chunk)])
+            if pending and (len(pending) + 1) * longest > budget:
+                flush()
+            pending.append((offset, chunk))
+            if len(pending) >= batch_size:
+                flush()
+        flush()
+    joined = join(parts, duration)
+    return joined if timestamps else joined.text
 
 
 class Transcriber:
@@ -155,6 +259,8 @@ class Transcriber:
         batch_size: int = ...,
         head: str | None = ...,
         errors: Literal["raise"] = ...,
+        timestamps: Literal[False] = ...,
+        progress: bool | None = ...,
         **decode_options: Any,
     ) -> list[str]: ...
 
@@ -165,10 +271,26 @@ class Transcriber:
         sample_rate: int | None = ...,
         batch_size: int = ...,
         head: str | None = ...,
+        errors: Literal["raise"] = ...,
+        *,
+        timestamps: Literal[True],
+        progress: bool | None = ...,
+        **decode_options: Any,
+    ) -> list[Transcript]: ...
+
+    @overload
+    def transcribe(
+        self,
+        inputs: AudioInput | Sequence[AudioInput],
+        sample_rate: int | None = ...,
+        batch_size: int = ...,
+        head: str | None = ...,
         *,
         errors: Literal["skip"],
+        timestamps: bool = ...,
+        progress: bool | None = ...,
         **decode_options: Any,
-    ) -> list[str | None]: ...
+    ) -> list[str | Transcript | None]: ...
 
     @overload
     def transcribe(
@@ -179,8 +301,10 @@ class Transcriber:
         head: str | None = ...,
         *,
         errors: Literal["return"],
+        timestamps: bool = ...,
+        progress: bool | None = ...,
         **decode_options: Any,
-    ) -> list[str | AudioError]: ...
+    ) -> list[str | Transcript | AudioError]: ...
 
     def transcribe(
         self,
@@ -189,28 +313,45 @@ class Transcriber:
         batch_size: int = 16,
         head: str | None = None,
         errors: str = "raise",
+        timestamps: bool = False,
+        progress: bool | None = None,
         **decode_options: Any,
-    ) -> list[str] | list[str | None] | list[str | AudioError]:
-        """Transcribe files or arrays; returns one string per input, in input order.
+    ) -> list[Any]:
+        """Transcribe files or arrays; returns one result per input, in input order: its text,
+        or with ``timestamps=True`` a :class:`~suite.tasks.asr.alignment.Transcript` (``text``,
+        ``words`` with ``word``, ``start``, ``end`` in seconds and ``confidence``).
 
         Silence (digital zeros, a DC offset, anything whose loudest 25 ms stays under
         :data:`SILENCE_DBFS`) and audio shorter than one feature frame (25 ms) give "".
 
+        Audio longer than :data:`~suite.tasks.asr.longform.MAX_CHUNK` (20 s) is split at
+        pauses and its chunks decoded in batches (:func:`transcribe_long`); a long file is
+        read block by block, so an hour takes the memory of a minute. Shorter audio is decoded
+        whole.
+
         Args:
             inputs: a path, an array, or a list of them (arrays need ``sample_rate``).
             sample_rate: sample rate of array inputs (1-384 kHz); other rates are resampled.
-            batch_size: utterances decoded together (inputs are length-sorted first).
+            batch_size: utterances (or a long input's chunks) decoded together (inputs are
+                length-sorted first).
             head: which head decodes (default: the first).
             errors: what to do with inputs that cannot be read (missing, corrupt, NaN, ...):
                 ``"raise"`` an :class:`InputsError` naming every one of them, before decoding
                 any; ``"skip"`` them, each with an :class:`~suite.audio.AudioWarning`, and
                 return ``None`` in their place; or ``"return"`` each one's
                 :class:`~suite.audio.AudioError` in its place (as ``asyncio.gather`` does).
-                The good inputs are transcribed either way.
+                The good inputs are transcribed either way. A long file is checked before
+                decoding but read while it is decoded, so damage in its middle is found then
+                (with ``"raise"``, after the inputs before it are decoded).
+            timestamps: time every word by aligning the decoded tokens to a CTC head's frame
+                posteriors (:mod:`~suite.tasks.asr.alignment`; the model needs a CTC head).
+            progress: a progress bar on stderr while long inputs are transcribed (``None``:
+                only when stderr is a terminal).
             **decode_options: passed to the head's ``decode`` (e.g. ``method="beam"``).
 
         Raises:
             InputsError: with ``errors="raise"``, one or more inputs cannot be read.
+            UserError: ``timestamps=True`` for a model without a CTC head.
         """
         if errors not in ERRORS:
             raise UserError(f"errors must be one of {', '.join(ERRORS)}; got {errors!r}")
@@ -224,11 +365,12 @@ class Transcriber:
             else f"inputs[{i}]"
             for i, x in enumerate(items)
         ]
-        audio: dict[int, np.ndarray] = {}
+        rate = self.sample_rate
+        opened: dict[int, np.ndarray | longform.LongFile] = {}
         failures: dict[int, AudioError] = {}
         for i, (x, name) in enumerate(zip(items, names, strict=True)):
             try:
-                audio[i] = load_audio(x, sample_rate, self.sample_rate, name=name)
+                opened[i] = longform.open_input(x, sample_rate, rate, name, longform.MAX_CHUNK)
             except AudioError as e:
                 failures[i] = e
         if failures and errors == "raise":
@@ -236,18 +378,41 @@ class Transcriber:
         if errors == "skip":
             for e in failures.values():
                 warnings.warn(f"skipped: {e}", AudioWarning, stacklevel=2)
-        good = sorted(audio)
-        texts = transcribe_waveforms(
+        out: list[Any] = [None if errors == "skip" else failures.get(i) for i in range(len(items))]
+        short = [
+            i
+            for i in sorted(opened)
+            if isinstance(opened[i], np.ndarray) and len(opened[i]) <= longform.MAX_CHUNK * rate
+        ]
+        results = transcribe_waveforms(
             self.model,
-            [audio[i] for i in good],
+            [opened[i] for i in short],  # type: ignore[misc]
             batch_size=batch_size,
             head=head,
-            names=[names[i] for i in good],
+            names=[names[i] for i in short],
+            timestamps=timestamps,
             **decode_options,
         )
-        out: list[Any] = [None if errors == "skip" else failures.get(i) for i in range(len(items))]
-        for i, text in zip(good, texts, strict=True):
-            out[i] = text
+        for i, result in zip(short, results, strict=True):
+            out[i] = result
+        for i in sorted(set(opened) - set(short)):
+            try:
+                out[i] = transcribe_long(
+                    self.model,
+                    opened.pop(i),  # its samples go once it is done
+                    names[i],
+                    batch_size=batch_size,
+                    head=head,
+                    timestamps=timestamps,
+                    progress=progress,
+                    **decode_options,
+                )
+            except AudioError as e:
+                if errors == "raise":
+                    raise InputsError({i: e}, len(items)) from None
+                if errors == "skip":
+                    warnings.warn(f"skipped: {e}", AudioWarning, stacklevel=2)
+                out[i] = None if errors == "skip" else e
         return out
 
     def stream(
