@@ -199,9 +199,9 @@ def test_evaluate_reports_seen_and_held_out_voices(tiny_corpus, tmp_path, capsys
     assert [r["id"] for r in rows] == [c.id for c in cuts]
     assert [r["ref"] for r in rows] == [normalize_text(c.supervisions[0].text) for c in cuts]
     model, seen_lengths = load_package(package), []
-    recognize = model.recognize
-    model.recognize = lambda features, lengths, **kw: (
-        seen_lengths.extend(lengths.tolist()) or recognize(features, lengths, **kw)
+    encode = model.encode
+    model.encode = lambda features, lengths, **kw: (
+        seen_lengths.extend(lengths.tolist()) or encode(features, lengths, **kw)
     )
     assert evaluate_cuts(model, CutSet.from_file(manifest), max_duration=10.0).per_utterance
     assert len(seen_lengths) == len(cuts) and seen_lengths == sorted(seen_lengths, reverse=True)
