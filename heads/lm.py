@@ -372,10 +372,10 @@ class PrefixScorer:
         N = len(prefixes)
         sizes = [len(p) for p in prefixes]  # the parents' positions (boundary included)
         S = max(sizes) + 1  # and the new token's
-        capacity, P = self._kv.shape[2], self._kv.shape[4]
-        if N > len(self._free) or S > P:  # grow the pool (rows and positions x2 at least)
+        capacity, width = self._kv.shape[2], self._kv.shape[4]
+        if N > len(self._free) or S > width:  # grow the pool (rows and positions x2 at least)
             more = max(capacity, N - len(self._free)) if N > len(self._free) else 0
-            grow = (0, 0, 0, max(P, 2 * S) - P if S > P else 0, 0, 0, 0, more)
+            grow = (0, 0, 0, max(width, 2 * S) - width if S > width else 0, 0, 0, 0, more)
             self._kv = F.pad(self._kv, grow)
             self._free += range(capacity, capacity + more)
         slots = [self._free.pop() for _ in prefixes]

@@ -83,10 +83,10 @@ class ConvSubsampling(nn.Module):
         # Padding frames are zeroed before each stage, so that valid outputs see the same zeros
         # as an unpadded input.
         x = x * frame_mask(lengths, x.shape[1])[..., None].to(x.dtype)
-        x = F.pad(x, (0, 0, *pad))  # (B, pad + T + pad, F)
+        x = F.pad(x, (0, 0, *pad))  # (B, pad[0] + T + pad[1], F)
         # A one-channel image with its channels innermost (the layout of every stage's input):
         # CPU convolutions run the depthwise stages fastest in it.
-        x = x.unsqueeze(-1).permute(0, 3, 1, 2)  # (B, 1, pad + T + pad, F), a view
+        x = x.unsqueeze(-1).permute(0, 3, 1, 2)  # (B, 1, pad[0] + T + pad[1], F), a view
         for i, stage in enumerate(self.stages):
             x = stage(x)  # (B, C, ceil(T / 2), ceil(F / 2)) before the ReLU
             lengths = torch.div(lengths + 1, 2, rounding_mode="floor")
