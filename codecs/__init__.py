@@ -1,1 +1,19 @@
-"""Neural audio codecs (``suite.codecs``). Never import this folder as top-level ``codecs``."""
+"""Neural audio codecs (``suite.codecs``). Never import this folder as top-level ``codecs``.
+
+Importing this package registers the built-in codecs (``seanet``: a causal SEANet with a
+residual or group-residual quantizer).
+"""
+
+from suite.codecs.model import CodecState, LossWeights, NeuralCodec, seanet_codec
+from suite.codecs.quantize import GroupResidualVQ, QuantizerOutput, ResidualVQ, VectorQuantizer
+
+__all__ = [
+    "CodecState",
+    "GroupResidualVQ",
+    "LossWeights",
+    "NeuralCodec",
+    "QuantizerOutput",
+    "ResidualVQ",
+    "VectorQuantizer",
+    "seanet_codec",
+]

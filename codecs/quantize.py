@@ -1,0 +1,411 @@
+"""Vector quantizers for neural audio codecs: residual VQ (SoundStream, EnCodec) and
+group-residual VQ (HiFi-Codec), with EMA codebooks, k-means initialization, dead-code restart,
+optional factorized low-dimensional l2-normalized codes (DAC), and per-sample structured
+quantizer dropout (one model for every bitrate).
+
+Dims legend: B - batch, T - code frames, D - latent width, d - code width (``codebook_dim``),
+K - entries per codebook, Q - quantizer stages, G - groups.
+
+What differs from the papers:
+
+- The residual passed to stage ``i + 1`` is ``r_i - out_i`` with the *hard* codeword (no
+  straight-through inside the chain), so stage ``i + 1``'s commitment loss reaches the encoder
+  through every earlier stage. With EnCodec's ``r - (r + sg(q - r))`` the residual has no
+  gradient and later stages never pull the encoder toward their codewords.
+- The decoder sees ``sum_i out_i + (x - sg(x))``: the codewords' value, the encoder's gradient
+  straight through once (not once per stage), and each stage's output projection trained by the
+  reconstruction loss.
+- Codebooks are EMA-updated (EnCodec) also in the factorized l2-normalized space, where DAC
+  learns them by gradient; entries are normalized when looked up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class QuantizerOutput:
+    """What a quantizer's forward returns.
+
+    Attributes:
+        quantized: ``(B, T, D)`` the codewords' sum, with a straight-through gradient to the input.
+        codes: ``(B, Q, T)`` int64 entries of every stage (stages a sample dropped included).
+        commitment: scalar mean commitment loss over the stages each sample used.
+        num_quantizers: ``(B,)`` stages each sample used (quantizer dropout).
+        stats: per-stage codebook use, e.g. ``q0_perplexity``, ``q0_dead`` (floats).
+    """
+
+    quantized: Tensor
+    codes: Tensor
+    commitment: Tensor
+    num_quantizers: Tensor
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def _all_reduce(tensor: Tensor) -> Tensor:
+    """Sum ``tensor`` over ranks in place under ``torch.distributed`` (a no-op otherwise), so
+    every rank's codebook moves with the whole batch."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(tensor)
+    return tensor
+
+
+def _broadcast(tensor: Tensor) -> Tensor:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.broadcast(tensor, 0)
+    return tensor
+
+
+def kmeans(samples: Tensor, k: int, iters: int, cosine: bool = False) -> Tensor:
+    """``k`` centroids ``(k, d)`` of ``samples (N, d)`` by Lloyd's algorithm from ``k`` random
+    samples (drawn with replacement when ``N < k``); empty clusters keep their centroid."""
+    n = samples.shape[0]
+    pick = torch.randperm(n, device=samples.device)[:k] if n >= k else None
+    if pick is None:
+        pick = torch.randint(0, n, (k,), device=samples.device)
+    centroids = samples[pick].clone()
+    for _ in range(iters):
+        if cosine:
+            assign = (samples @ centroids.t()).argmax(-1)
+        else:
+            assign = torch.cdist(samples, centroids).argmin(-1)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, samples)
+        counts = torch.bincount(assign, minlength=k).to(samples.dtype)
+        filled = counts > 0
+        centroids[filled] = sums[filled] / counts[filled, None]
+        if cosine:
+            centroids = F.normalize(centroids, dim=-1)
+    return centroids
+
+
+def draw_stages(
+    batch: int,
+    num_quantizers: int,
+    choices: list[int],
+    probability: float,
+    device: torch.device | None = None,
+) -> Tensor:
+    """Stages per sample ``(B,)`` for a training batch: ``num_quantizers``, or with
+    ``probability`` a uniform draw from ``choices`` (structured quantizer dropout)."""
+    full = torch.full((batch,), num_quantizers, dtype=torch.long, device=device)
+    options = torch.tensor(choices, dtype=torch.long, device=device)
+    drawn = options[torch.randint(0, len(choices), (batch,), device=device)]
+    dropped = torch.rand(batch, device=device) < probability
+    return torch.where(dropped, drawn, full)
+
+
+class VectorQuantizer(nn.Module):
+    """One codebook of ``codebook_size`` entries, updated by exponential moving averages.
+
+    Args:
+        dim: input width D.
+        codebook_size: K.
+        codebook_dim: d, the width codes live in; a value below ``dim`` adds learned input and
+            output projections (DAC's factorized codes). ``None`` keeps ``dim``.
+        l2_normalize: compare l2-normalized inputs and entries (cosine similarity; DAC).
+        decay: EMA decay of the entries and their counts.
+        kmeans_iters: k-means iterations on the first training batch (0: random samples).
+        dead_threshold: an entry whose EMA count falls below this fraction of the mean count
+            is dead and restarts at a random input vector of the current batch (relative, so
+            it means the same for any batch size and codebook size).
+        epsilon: Laplace smoothing of the counts.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        codebook_size: int,
+        codebook_dim: int | None = None,
+        l2_normalize: bool = False,
+        decay: float = 0.99,
+        kmeans_iters: int = 10,
+        dead_threshold: float = 0.05,
+        epsilon: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        code_dim = codebook_dim or dim
+        self.codebook_size, self.code_dim, self.l2 = codebook_size, code_dim, l2_normalize
+        self.decay, self.kmeans_iters = decay, kmeans_iters
+        self.dead_threshold, self.epsilon = dead_threshold, epsilon
+        factorized = code_dim != dim
+        self.in_proj = nn.Linear(dim, code_dim) if factorized else nn.Identity()
+        self.out_proj = nn.Linear(code_dim, dim) if factorized else nn.Identity()
+        self.register_buffer("embed", torch.randn(codebook_size, code_dim))
+        self.register_buffer("embed_sum", self.embed.clone())
+        self.register_buffer("cluster_size", torch.ones(codebook_size))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+
+    def codebook(self) -> Tensor:
+        """The entries ``(K, d)`` as looked up (normalized under ``l2_normalize``)."""
+        return F.normalize(self.embed, dim=-1) if self.l2 else self.embed
+
+    def project(self, x: Tensor) -> Tensor:
+        """Inputs ``(..., D)`` into code space ``(..., d)``."""
+        z = self.in_proj(x)
+        return F.normalize(z, dim=-1) if self.l2 else z
+
+    def nearest(self, z: Tensor) -> Tensor:
+        """Indices ``(N,)`` of the nearest entries to ``z (N, d)`` (fp32 distances)."""
+        book = self.codebook().float()
+        z = z.float()
+        if self.l2:
+            return (z @ book.t()).argmax(-1)
+        dist = z.pow(2).sum(-1, keepdim=True) - 2 * z @ book.t() + book.pow(2).sum(-1)
+        return dist.argmin(-1)
+
+    def lookup(self, codes: Tensor) -> Tensor:
+        """Entries of ``codes (...)`` in input space ``(..., D)``."""
+        return self.out_proj(F.embedding(codes, self.codebook()))
+
+    @torch.no_grad()
+    def _init(self, z: Tensor) -> None:
+        centroids = kmeans(z.float(), self.codebook_size, self.kmeans_iters, cosine=self.l2)
+        self.embed.copy_(_broadcast(centroids))
+        share = z.shape[0] / self.codebook_size  # a uniform share of the batch
+        self.embed_sum.copy_(self.embed * share)
+        self.cluster_size.fill_(share)
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _update(self, z: Tensor, codes: Tensor) -> float:
+        """EMA step on the valid vectors ``z (N, d)`` and their ``codes (N,)``; restarts dead
+        entries. Returns the dead fraction before the restart."""
+        onehot_sum = torch.bincount(codes, minlength=self.codebook_size).to(z.dtype)
+        embed_sum = torch.zeros_like(self.embed).index_add_(0, codes, z.float())
+        _all_reduce(onehot_sum)
+        _all_reduce(embed_sum)
+        self.cluster_size.lerp_(onehot_sum, 1 - self.decay)
+        self.embed_sum.lerp_(embed_sum, 1 - self.decay)
+        n = self.cluster_size.sum()
+        smoothed = (self.cluster_size + self.epsilon) / (n + self.codebook_size * self.epsilon) * n
+        self.embed.copy_(self.embed_sum / smoothed[:, None])
+        mean = self.cluster_size.mean()
+        dead = self.cluster_size < self.dead_threshold * mean
+        fraction = float(dead.float().mean())
+        if dead.any():
+            pick = torch.randint(0, z.shape[0], (int(dead.sum()),), device=z.device)
+            fresh = _broadcast(z[pick].float().contiguous())  # every rank restarts alike
+            # A restarted entry starts at the mean count: ~300 steps (decay 0.99) to be used
+            # before it counts as dead again.
+            self.embed[dead] = fresh
+            self.embed_sum[dead] = fresh * mean
+            self.cluster_size[dead] = mean
+        return fraction
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, dict]:
+        """Quantize ``x (B, T, D)``; ``mask (B, T)`` marks the valid frames (default all).
+
+        Returns ``(hard (B, T, D), codes (B, T), commitment (B, T), stats)``: ``hard`` is the
+        codewords in input space (gradient only to ``out_proj``), ``commitment`` the per-frame
+        squared distance of the projected input to its codeword (gradient to the input and
+        ``in_proj``), ``stats`` the batch's ``perplexity`` and ``dead`` fraction in training.
+        """
+        z = self.project(x)  # (B, T, d)
+        valid = z[mask] if mask is not None else z.reshape(-1, z.shape[-1])  # (N, d)
+        if self.training and not bool(self.initialized) and valid.shape[0] > 0:
+            self._init(valid.detach())
+        codes = self.nearest(z.reshape(-1, z.shape[-1])).view(z.shape[:-1])  # (B, T)
+        stats: dict[str, float] = {}
+        if self.training and valid.shape[0] > 0:
+            used = codes[mask] if mask is not None else codes.reshape(-1)
+            counts = torch.bincount(used, minlength=self.codebook_size).float()
+            p = counts / counts.sum()
+            stats["perplexity"] = float(torch.exp(-(p * torch.log(p + 1e-10)).sum()))
+            stats["dead"] = self._update(valid.detach(), used)
+        codeword = F.embedding(codes, self.codebook()).detach()  # (B, T, d)
+        commitment = (z - codeword).pow(2).mean(-1)  # (B, T)
+        return self.out_proj(codeword), codes, commitment, stats
+
+
+class ResidualVQ(nn.Module):
+    """``num_quantizers`` codebooks, each quantizing what the earlier ones left (RVQ), with
+    per-sample structured quantizer dropout (SoundStream): in training a sample uses only its
+    first ``n`` stages, ``n`` drawn from ``bitrate_stages`` with probability
+    ``quantizer_dropout`` (DAC applies it to half the batch), so one model decodes at every
+    bitrate.
+
+    Args:
+        dim: latent width D.
+        num_quantizers: Q.
+        codebook_size: K entries per stage.
+        quantizer_dropout: probability that a sample drops its later stages.
+        bitrate_stages: the stage counts dropout draws from (default ``1..Q``).
+        **vq: options of every :class:`VectorQuantizer` (``codebook_dim``, ``l2_normalize``,
+            ``decay``, ``kmeans_iters``, ``dead_threshold``).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_quantizers: int = 8,
+        codebook_size: int = 1024,
+        quantizer_dropout: float = 0.5,
+        bitrate_stages: list[int] | None = None,
+        **vq: object,
+    ) -> None:
+        super().__init__()
+        self.num_quantizers, self.codebook_size = num_quantizers, codebook_size
+        self.quantizer_dropout = quantizer_dropout
+        stages = sorted(set(bitrate_stages or range(1, num_quantizers + 1)))
+        if not stages or stages[0] < 1 or stages[-1] > num_quantizers:
+            raise ValueError(f"bitrate_stages must lie in [1, {num_quantizers}], got {stages}")
+        self.bitrate_stages = stages
+        self.layers = nn.ModuleList(
+            VectorQuantizer(dim, codebook_size, **vq) for _ in range(num_quantizers)
+        )
+
+    def draw_stages(self, batch: int, device: torch.device | None = None) -> Tensor:
+        """Stages per sample ``(B,)`` for a training batch (see :func:`draw_stages`)."""
+        return draw_stages(
+            batch, self.num_quantizers, self.bitrate_stages, self.quantizer_dropout, device
+        )
+
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, num_quantizers: Tensor | None = None
+    ) -> QuantizerOutput:
+        """Quantize ``x (B, T, D)``; ``mask (B, T)`` marks valid frames; ``num_quantizers (B,)``
+        stages per sample (default: drawn by :meth:`draw_stages` in training, all otherwise)."""
+        b, t, _ = x.shape
+        if num_quantizers is None:
+            if self.training:
+                num_quantizers = self.draw_stages(b, x.device)
+            else:
+                num_quantizers = torch.full(
+                    (b,), self.num_quantizers, dtype=torch.long, device=x.device
+                )
+        valid = mask if mask is not None else torch.ones(b, t, dtype=torch.bool, device=x.device)
+        residual, total = x, torch.zeros_like(x)
+        codes, commit, weight, stats = [], x.new_zeros(()), x.new_zeros(()), {}
+        for i, layer in enumerate(self.layers):
+            active = (num_quantizers > i).to(x.dtype)[:, None]  # (B, 1)
+            hard, code, commitment, layer_stats = layer(residual, valid)
+            total = total + hard * active[..., None]
+            frames = valid.to(x.dtype) * active  # (B, T)
+            commit = commit + (commitment * frames).sum()
+            weight = weight + frames.sum()
+            # The hard codeword, so this residual carries gradient to every earlier stage.
+            residual = residual - hard.detach()
+            codes.append(code)
+            stats.update({f"q{i}_{k}": v for k, v in layer_stats.items()})
+        quantized = total + (x - x.detach())  # straight through to the encoder, once
+        return QuantizerOutput(
+            quantized, torch.stack(codes, 1), commit / weight.clamp(min=1), num_quantizers, stats
+        )
+
+    def encode(self, x: Tensor, num_quantizers: int | None = None) -> Tensor:
+        """Codes ``(B, q, T)`` of ``x (B, T, D)`` from the first ``q`` stages (default all)."""
+        q = num_quantizers or self.num_quantizers
+        residual, codes = x, []
+        for layer in self.layers[:q]:
+            code = layer.nearest(layer.project(residual).reshape(-1, layer.code_dim))
+            code = code.view(x.shape[:-1])
+            residual = residual - layer.lookup(code)
+            codes.append(code)
+        return torch.stack(codes, 1)
+
+    def decode(self, codes: Tensor) -> Tensor:
+        """The latent ``(B, T, D)`` of ``codes (B, q, T)``, ``q <= Q``."""
+        return sum(
+            layer.lookup(codes[:, i]) for i, layer in enumerate(self.layers[: codes.shape[1]])
+        )
+
+
+class GroupResidualVQ(nn.Module):
+    """Group-residual VQ (HiFi-Codec): the latent's channels split into ``groups``, each
+    quantized by its own :class:`ResidualVQ` of ``num_quantizers // groups`` stages.
+
+    Codes are stage-major, ``[g0 s0, g1 s0, ..., g0 s1, g1 s1, ...]``, so the first ``q`` codes
+    (``q`` a multiple of ``groups``) are a lower bitrate of every group. Dropout draws a stage
+    count per sample shared by the groups.
+
+    Args:
+        dim: latent width D (divisible by ``groups``).
+        num_quantizers: Q, all groups together (divisible by ``groups``).
+        codebook_size: K entries per codebook.
+        groups: G.
+        quantizer_dropout: as :class:`ResidualVQ`.
+        bitrate_stages: total stage counts dropout draws from (multiples of ``groups``).
+        **vq: options of every codebook.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_quantizers: int = 8,
+        codebook_size: int = 1024,
+        groups: int = 2,
+        quantizer_dropout: float = 0.5,
+        bitrate_stages: list[int] | None = None,
+        **vq: object,
+    ) -> None:
+        super().__init__()
+        if dim % groups or num_quantizers % groups:
+            raise ValueError(
+                f"group-residual VQ needs dim ({dim}) and num_quantizers ({num_quantizers}) "
+                f"divisible by groups ({groups})"
+            )
+        per = num_quantizers // groups
+        stages = bitrate_stages or [groups * n for n in range(1, per + 1)]
+        if any(s % groups for s in stages):
+            raise ValueError(f"bitrate_stages must be multiples of groups ({groups}): {stages}")
+        self.num_quantizers, self.codebook_size, self.groups = num_quantizers, codebook_size, groups
+        self.bitrate_stages, self.quantizer_dropout = sorted(set(stages)), quantizer_dropout
+        self.rvqs = nn.ModuleList(
+            ResidualVQ(dim // groups, per, codebook_size, quantizer_dropout, None, **vq)
+            for _ in range(groups)
+        )
+
+    def _interleave(self, per_group: list[Tensor]) -> Tensor:
+        return torch.stack(per_group, 2).flatten(1, 2)  # (B, Qg, G, T) -> (B, Qg*G, T)
+
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, num_quantizers: Tensor | None = None
+    ) -> QuantizerOutput:
+        """As :meth:`ResidualVQ.forward`; ``num_quantizers (B,)`` counts all groups' stages."""
+        if num_quantizers is None and self.training:
+            num_quantizers = draw_stages(
+                x.shape[0],
+                self.num_quantizers,
+                self.bitrate_stages,
+                self.quantizer_dropout,
+                x.device,
+            )
+        per_group = None if num_quantizers is None else num_quantizers // self.groups
+        outs = [
+            rvq(chunk, mask, per_group)
+            for rvq, chunk in zip(self.rvqs, x.chunk(self.groups, -1), strict=True)
+        ]
+        stats = {f"g{g}_{k}": v for g, out in enumerate(outs) for k, v in out.stats.items()}
+        return QuantizerOutput(
+            torch.cat([o.quantized for o in outs], -1),
+            self._interleave([o.codes for o in outs]),
+            sum(o.commitment for o in outs) / self.groups,
+            outs[0].num_quantizers * self.groups,
+            stats,
+        )
+
+    def _check(self, q: int) -> None:
+        if q % self.groups:
+            raise ValueError(
+                f"a group-residual quantizer of {self.groups} groups decodes a multiple of "
+                f"{self.groups} codebooks, not {q}"
+            )
+
+    def encode(self, x: Tensor, num_quantizers: int | None = None) -> Tensor:
+        q = num_quantizers or self.num_quantizers
+        self._check(q)
+        chunks = x.chunk(self.groups, -1)
+        return self._interleave(
+            [rvq.encode(c, q // self.groups) for rvq, c in zip(self.rvqs, chunks, strict=True)]
+        )
+
+    def decode(self, codes: Tensor) -> Tensor:
+        self._check(codes.shape[1])
+        b, q, t = codes.shape
+        grouped = codes.view(b, q // self.groups, self.groups, t)  # (B, Qg, G, T)
+        return torch.cat([rvq.decode(grouped[:, :, g]) for g, rvq in enumerate(self.rvqs)], -1)

@@ -1,0 +1,138 @@
+"""Residual and group-residual vector quantizers: gradients reach every stage, codebooks learn
+by EMA and restart dead entries, and quantizer dropout gives every bitrate from one model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from suite.codecs.quantize import GroupResidualVQ, ResidualVQ, VectorQuantizer, kmeans
+
+DIM = 16
+
+
+def _data(n: int = 512, seed: int = 0) -> torch.Tensor:
+    """``(4, n // 4, DIM)`` vectors around 8 clusters, so codebooks have something to learn."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(8, DIM, generator=g) * 3
+    pick = torch.randint(0, 8, (n,), generator=g)
+    return (centres[pick] + 0.3 * torch.randn(n, DIM, generator=g)).view(4, n // 4, DIM)
+
+
+QUANTIZERS = {
+    "rvq": lambda: ResidualVQ(DIM, 4, 32),
+    "rvq-factorized-l2": lambda: ResidualVQ(DIM, 4, 32, codebook_dim=4, l2_normalize=True),
+    "grvq": lambda: GroupResidualVQ(DIM, 4, 32, groups=2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(QUANTIZERS))
+def test_a_later_stages_commitment_gradient_reaches_the_input(name):
+    torch.manual_seed(0)
+    quantizer = QUANTIZERS[name]().train()
+    x = _data().requires_grad_(True)
+    # Only the last stage counts: its commitment loss alone must move the encoder's output.
+    last = quantizer.num_quantizers
+    out = quantizer(x, num_quantizers=torch.full((4,), last))
+    layers = quantizer.layers if name != "grvq" else quantizer.rvqs[0].layers
+    residual = x if name != "grvq" else x.chunk(2, -1)[0]
+    for layer in layers[:-1]:  # recompute the residual the last stage sees, as forward does
+        hard, _, _, _ = layer(residual)
+        residual = residual - hard.detach()
+    _, _, commitment, _ = layers[-1](residual)
+    (grad,) = torch.autograd.grad(commitment.mean(), x)
+    assert grad.abs().sum() > 0
+    # And through the quantizer's own loss and output, every input gets a gradient.
+    (grad,) = torch.autograd.grad(out.commitment + out.quantized.sum(), x)
+    assert bool((grad.abs().sum(-1) > 0).all())
+
+
+@pytest.mark.parametrize("name", sorted(QUANTIZERS))
+def test_codebooks_learn_and_more_stages_reconstruct_better(name):
+    torch.manual_seed(0)
+    quantizer = QUANTIZERS[name]().train()
+    x = _data()
+    # EMA moves the codebooks; the factorized projections learn from the reconstruction loss,
+    # as a decoder's loss trains them in a codec.
+    optimizer = (
+        torch.optim.Adam(quantizer.parameters(), lr=3e-2) if name == "rvq-factorized-l2" else None
+    )
+    for _ in range(60):
+        out = quantizer(x, num_quantizers=torch.full((4,), quantizer.num_quantizers))
+        if optimizer is not None:
+            optimizer.zero_grad()
+            ((out.quantized - x).pow(2).mean() + out.commitment).backward()
+            optimizer.step()
+    assert {"perplexity", "dead"} <= {k.rsplit("_", 1)[1] for k in out.stats if "q0" in k}
+    quantizer.eval()
+    stages = quantizer.bitrate_stages
+    errors = []
+    for q in stages:
+        codes = quantizer.encode(x, q)
+        assert codes.shape == (4, q, x.shape[1]) and codes.dtype == torch.long
+        with torch.no_grad():
+            errors.append(float((quantizer.decode(codes) - x).pow(2).mean()))
+    assert errors[-1] < float(x.pow(2).mean()) * 0.2
+    assert all(b <= a * 1.01 for a, b in zip(errors, errors[1:], strict=False)), errors
+
+
+def test_encode_matches_the_training_forward_and_lower_bitrates_are_prefixes():
+    torch.manual_seed(0)
+    for quantizer in (ResidualVQ(DIM, 4, 32), GroupResidualVQ(DIM, 4, 32, groups=2)):
+        quantizer.train()
+        x = _data()
+        quantizer(x)  # initializes the codebooks
+        quantizer.eval()
+        full = quantizer(x)
+        assert torch.equal(quantizer.encode(x), full.codes)
+        low = quantizer.encode(x, quantizer.bitrate_stages[0])
+        assert torch.equal(low, full.codes[:, : low.shape[1]])
+        assert torch.allclose(quantizer.decode(full.codes), full.quantized, atol=1e-5)
+
+
+def test_dead_codes_are_restarted_at_the_data():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(DIM, 32, decay=0.5).train()
+    x = _data()
+    vq(x)  # k-means start
+    with torch.no_grad():  # move a quarter of the entries far from every input
+        vq.embed[:8] = 1e3
+        vq.embed_sum[:8] = 1e3 * vq.cluster_size[:8, None]
+    deads = [vq(x)[3]["dead"] for _ in range(10)]
+    assert sum(deads) >= 8 / 32  # they were seen dead ...
+    assert float(vq.embed[:8].abs().max()) < 50  # ... and restarted among the inputs
+    assert deads[-1] < 8 / 32
+    _, codes, _, _ = vq(x)
+    assert len(codes.unique()) > 24
+
+
+@pytest.mark.parametrize("name", sorted(QUANTIZERS))
+def test_quantizer_dropout_gives_every_bitrate(name):
+    torch.manual_seed(0)
+    quantizer = QUANTIZERS[name]().train()
+    quantizer.quantizer_dropout = 1.0
+    x = _data()
+    seen = set()
+    for _ in range(30):
+        out = quantizer(x)
+        seen |= set(out.num_quantizers.tolist())
+        # A sample's dropped stages contribute nothing to its output.
+        for b, q in enumerate(out.num_quantizers.tolist()):
+            value = quantizer.decode(out.codes[b : b + 1, :q])
+            assert torch.allclose(out.quantized[b : b + 1], value, atol=1e-5)
+    assert seen == set(quantizer.bitrate_stages)
+
+
+def test_kmeans_finds_separated_clusters():
+    torch.manual_seed(0)
+    points = torch.cat([torch.randn(50, 2) * 0.1 + c for c in (5.0, -5.0)])
+    centroids = kmeans(points, 2, 10)
+    assert sorted(round(float(c)) for c in centroids[:, 0]) == [-5, 5]
+
+
+def test_group_residual_vq_refuses_bitrates_that_split_a_group():
+    quantizer = GroupResidualVQ(DIM, 4, 32, groups=2).eval()
+    with pytest.raises(ValueError, match="multiple of 2"):
+        quantizer.encode(_data(), 3)
+    with pytest.raises(ValueError, match="divisible by groups"):
+        GroupResidualVQ(DIM, 3, 32, groups=2)
