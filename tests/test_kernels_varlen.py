@@ -183,3 +183,27 @@ def test_lookahead_context_needs_tables():
     q = torch.randn(4, 1, 8)
     with pytest.raises(ValueError, match="look-ahead"):
         packed_attention_reference(q, q, q, torch.tensor([0, 4]), context=(4, 1, 2))
+
+
+@runs_triton
+@pytest.mark.parametrize("family", ["conformer", "squeezeformer"])
+def test_encoders_with_the_triton_backend(family):
+    """Whole tiny encoders (Squeezeformer's half-rate blocks included), outputs and gradients."""
+    import suite
+    from suite.nn.attention import set_attention_backend
+
+    torch.manual_seed(4)
+    encoder = suite.create_encoder(family, preset="tiny", causal=True, att_context=(8, 3))
+    encoder = encoder.to(DEVICE).eval()
+    x, lengths = torch.randn(2, 96, 80, device=DEVICE), torch.tensor([96, 50], device=DEVICE)
+    outputs = []
+    for backend in ("sdpa", "triton"):
+        set_attention_backend(encoder, backend)
+        encoder.zero_grad()
+        out = encoder(x, lengths).features
+        out.square().mean().backward()
+        outputs.append((out, [p.grad.clone() for p in encoder.parameters()]))
+    (want, want_grads), (got, got_grads) = outputs
+    assert_close(got, want, torch.float32, "features")
+    for a, b in zip(got_grads, want_grads, strict=True):
+        assert_close(a, b, torch.float32, "parameter grad")

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from suite.kernels.attention import Context, attention, cached_attention, masked_attention
+from suite.kernels.backends import check_backend, resolve, self_attention
 from suite.nn import NormLayer
 from suite.nn.frames import append, frame_mask, take
 from suite.nn.lookahead import Lookahead, blocked_attention
@@ -69,8 +70,22 @@ class SelfAttention(RotaryAttentionBase):
     """Pre-norm multi-head self-attention with rotary positions, offline and streaming.
 
     Constructor arguments as :class:`RotaryAttentionBase` (``d_model``, ``num_heads``,
-    ``rope_base``, ``norm_layer``).
+    ``rope_base``, ``norm_layer``), and ``backend``, which runs the offline attention (see
+    :mod:`suite.kernels.backends`): ``"auto"`` takes the Triton packed kernel for CUDA tensors
+    and SDPA otherwise; ``"sdpa"``, ``"flex"``, ``"reference"`` and ``"triton"`` force one. A
+    plain attribute: :func:`set_attention_backend` switches a built model's layers.
     """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        rope_base: float = 10000.0,
+        norm_layer: NormLayer = nn.LayerNorm,
+        backend: str = "auto",
+    ):
+        super().__init__(d_model, num_heads, rope_base, norm_layer)
+        self.backend = check_backend(backend)
 
     def forward(
         self,
@@ -100,6 +115,8 @@ class SelfAttention(RotaryAttentionBase):
                 out = masked_attention(q, k, v, tokens.mask, keep)
             else:
                 out = blocked_attention(q, k, v, tokens) * keep
+        elif resolve(self.backend, x.device) != "sdpa":
+            out = self_attention(q, k, v, lengths, context, stride, self.backend)
         elif stride == 1 or context is None:
             out = attention(q, k, v, lengths, context)  # (B, H, T, Dh)
         else:
@@ -141,3 +158,13 @@ class SelfAttention(RotaryAttentionBase):
         M = step.cache_size  # the cache's newest slot becomes each stream's last real frame
         keys, values = take(k_all, step.advance, M, dim=2), take(v_all, step.advance, M, dim=2)
         return self.proj(out.transpose(1, 2).reshape(B, T, D)), keys, values
+
+
+def set_attention_backend(model: nn.Module, backend: str) -> nn.Module:
+    """Run every :class:`SelfAttention` in ``model`` through ``backend`` (see
+    :mod:`suite.kernels.backends`); returns ``model``."""
+    check_backend(backend)
+    for module in model.modules():
+        if isinstance(module, SelfAttention):
+            module.backend = backend
+    return model
