@@ -119,3 +119,30 @@ def test_reference_writes_new_frames_to_their_slots():
         caches[0][0, 0, 0], k[0, 1, 0]
     )
     assert caches[0][0, 0, 1].abs().sum() == 0  # the padding frame is not written
+
+
+@runs_triton
+def test_layer_ring_step_equals_offline_layer():
+    """``SelfAttention.ring_step`` chunk by chunk equals the layer run offline."""
+    from suite.nn.attention import SelfAttention
+
+    torch.manual_seed(6)
+    context, size, T = (6, 2), 3, 10
+    layer = SelfAttention(16, 2).to(DEVICE).eval()
+    lengths = torch.tensor([T, 5], device=DEVICE)
+    x = torch.randn(2, T, 16, device=DEVICE)
+    M = cache_frames(context)
+    caches = [torch.zeros(2, 2, ring_capacity(M, size), 8, device=DEVICE) for _ in range(2)]
+    real = (torch.arange(T, device=DEVICE) < lengths[:, None])[..., None]  # (B, T, 1)
+    with torch.no_grad():
+        want = layer(x, lengths, context) * real
+        got = torch.zeros_like(want)
+        for start in range(0, T, size):
+            chunk = x[:, start : start + size]
+            width = chunk.shape[1]
+            chunk = torch.nn.functional.pad(chunk, (0, 0, 0, size - width))
+            new = (lengths - start).clamp(0, size)
+            positions = torch.full((2,), start, device=DEVICE)
+            out = layer.ring_step(chunk, positions, new, *caches, M, context)
+            got[:, start : start + width] = out[:, :width]
+    assert (got * real - want).abs().max().item() <= 1e-4

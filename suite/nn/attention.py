@@ -159,6 +159,46 @@ class SelfAttention(RotaryAttentionBase):
         keys, values = take(k_all, step.advance, M, dim=2), take(v_all, step.advance, M, dim=2)
         return self.proj(out.transpose(1, 2).reshape(B, T, D)), keys, values
 
+    def ring_step(
+        self,
+        x: Tensor,
+        positions: Tensor,
+        new_lengths: Tensor,
+        cache_k: Tensor,
+        cache_v: Tensor,
+        cache_frames: int,
+        context: Context,
+        stride: int = 1,
+    ) -> Tensor:
+        """:meth:`streaming_forward` over ring caches with the fused Triton step
+        (:func:`suite.kernels.stream.stream_attention_step`; CUDA): no host synchronization and
+        static shapes, so a CUDA graph can capture it (:class:`suite.kernels.graphs.GraphedStep`).
+
+        Args:
+            x: ``(B, T, D)`` new frames.
+            positions: ``(B,)`` absolute position of each stream's first new frame.
+            new_lengths: ``(B,)`` real new frames per stream.
+            cache_k: ``(B, H, C, Dh)`` ring of rotated keys, written in place.
+            cache_v: ``(B, H, C, Dh)`` ring of values.
+            cache_frames: M, frames a query reaches back.
+            context: ``(left, right)``; ``stride``: full-rate frames per frame.
+
+        Returns:
+            ``(B, T, D)``.
+        """
+        from suite.kernels.stream import stream_attention_step
+
+        B, T, D = x.shape
+        qkv = self._qkv(x)  # (B, T, 3, H, Dh)
+        pos = positions[:, None] + torch.arange(T, device=x.device)  # (B, T)
+        cos, sin = rotary_tables(pos[:, :, None, None], self.inv_freq, qkv.dtype)  # (B,T,1,1,Dh)
+        qk = apply_rotary(qkv[:, :, :2], cos, sin)  # (B, T, 2, H, Dh)
+        out = stream_attention_step(
+            qk[:, :, 0], qk[:, :, 1], qkv[:, :, 2], cache_k, cache_v, positions, new_lengths,
+            cache_frames, context, stride,
+        )  # fmt: skip
+        return self.proj(out.reshape(B, T, D))
+
 
 def set_attention_backend(model: nn.Module, backend: str) -> nn.Module:
     """Run every :class:`SelfAttention` in ``model`` through ``backend`` (see
