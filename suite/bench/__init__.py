@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, str] = {
         "distributed",
         "serve",
         "longform",
+        "kernels",
     )
 }
 
