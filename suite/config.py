@@ -59,6 +59,8 @@ class DataConfig:
     # Text tasks (lm): items per batch on each rank, and extra training sentences from the
     # corpus's sentence generator (another seed; dev and test transcripts are never added).
     batch_size: int = 64
+    # Tasks that train on random crops of utterances (codec): seconds per crop.
+    segment: float = 1.0
     generated_sentences: int = 0
     generator_seed: int = 1
 
@@ -86,6 +88,8 @@ class ModelConfig:
     # The mae task's options (mask ratio, decoder size, normalized-pixel loss): see
     # suite.encoders.mae.
     mae: dict[str, Any] = field(default_factory=dict)
+    # The codec task's codec: a codec registry spec ``{name, preset, **options}``.
+    codec: dict[str, Any] = field(default_factory=dict)
     # The lm task's TransformerLM options (vocab_size comes from the tokenizer).
     lm: dict[str, Any] = field(
         default_factory=lambda: {"d_model": 128, "num_layers": 2, "num_heads": 4}
@@ -268,6 +272,7 @@ _RANGES = (
     ("train", "adam_betas", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two in [0, 1)"),
     ("data", "max_duration", lambda v: v > 0, "> 0 seconds"),
     ("data", "batch_size", lambda v: v >= 1, ">= 1"),
+    ("data", "segment", lambda v: v > 0, "> 0 seconds"),
     ("data", "num_workers", lambda v: v >= 0, ">= 0"),
     ("data", "sample_rate", lambda v: v > 0, "> 0"),
 )
