@@ -12,8 +12,9 @@ into the kernel (full, ``(left, right)`` with a frame ``stride``, and the look-a
 padded ``(B, T, H, Dh)`` batch, e.g. a view into a layer's joint ``qkv`` projection, is read in
 place (:func:`padded_attention`) instead of being packed first.
 
-Positions are not applied inside: queries and keys arrive rotated (rotary), as the layers rotate
-both in one pass over their joint projection (:class:`suite.nn.attention.SelfAttention`).
+Rotary positions (:mod:`suite.nn.rotary`) are applied inside when ``inv_freq`` is given:
+queries and keys are rotated as the kernel loads them, at each row's index within its sequence,
+so the layer writes no rotated copy of its projection; the backward rotates the gradients back.
 
 Every function has the same semantics as :func:`packed_attention_reference`, a loop over
 sequences in plain PyTorch that the parity tests compare the kernel with.
@@ -124,6 +125,7 @@ def packed_attention_reference(
     stride: int = 1,
     chunks: Tensor | None = None,
     extra: Tensor | None = None,
+    inv_freq: Tensor | None = None,
 ) -> Tensor:
     """Plain-PyTorch :func:`packed_attention` (a loop over sequences, softmax in fp32).
 
@@ -138,18 +140,37 @@ def packed_attention_reference(
             continue
         tables = (None, None) if chunks is None else (chunks[a:b], extra[a:b])
         ok = allowed_keys(b - a, context, stride, *tables, device=q.device)  # (n, n)
-        qs, ks, vs = (x[a:b].transpose(0, 1).float() for x in (q, k, v))  # (H, n, Dh)
+        qs, ks, vs = (x[a:b] for x in (q, k, v))  # (n, H, Dh)
+        if inv_freq is not None:
+            pos = torch.arange(b - a, device=q.device)
+            qs, ks = rotate_rows(qs, pos, inv_freq), rotate_rows(ks, pos, inv_freq)
+        qs, ks, vs = (x.transpose(0, 1).float() for x in (qs, ks, vs))  # (H, n, Dh)
         scores = (qs @ ks.transpose(-1, -2)) * scale  # (H, n, n)
         probs = scores.masked_fill(~ok, float("-inf")).softmax(-1)
         out[a:b] = (probs @ vs).transpose(0, 1).to(q.dtype)
     return out
 
 
+def rotate_rows(x: Tensor, positions: Tensor, inv_freq: Tensor, inverse: bool = False) -> Tensor:
+    """Rotary embedding of rows ``x (N, H, Dh)`` at ``positions (N,)`` ("rotate half", as
+    :func:`suite.nn.rotary.apply_rotary`; angles and products in fp32). ``inverse`` rotates back
+    (the transpose: a rotation by minus the angles), which takes a gradient with respect to
+    rotated rows to one with respect to the rows."""
+    angles = positions.float()[:, None] * inv_freq.float()  # (N, Dh/2)
+    cos = torch.cat([angles.cos()] * 2, -1)[:, None]  # (N, 1, Dh)
+    sin = angles.sin()
+    sin = torch.cat([-sin, sin], -1)[:, None] * (-1.0 if inverse else 1.0)
+    xf = x.float()
+    return (xf * cos + xf.roll(x.shape[-1] // 2, dims=-1) * sin).to(x.dtype)
+
+
 class _VarlenAttention(torch.autograd.Function):
     """Triton forward and backward over rows ``starts[b] .. starts[b] + lens[b] - 1``."""
 
     @staticmethod
-    def forward(ctx, q, k, v, starts, lens, max_len, chunks, extra, mask, size, stride, back):
+    def forward(
+        ctx, q, k, v, starts, lens, max_len, chunks, extra, mask, size, stride, back, rotary
+    ):
         from suite.kernels import varlen_triton as kt
 
         out = torch.zeros_like(q, memory_format=torch.contiguous_format)  # (N, H, Dh)
@@ -159,24 +180,26 @@ class _VarlenAttention(torch.autograd.Function):
         scale = D**-0.5
         chunks = starts if chunks is None else chunks
         extra = starts if extra is None else extra
+        inv_freq, positions = rotary if rotary is not None else (lse, None)
         grid = (triton_cdiv(max_len, cfg["BLOCK_M"]), starts.shape[0] * H)
         if max_len > 0:
             kt._fwd_kernel[grid](
-                q, k, v, out, lse, starts, lens, chunks, extra,
+                q, k, v, out, lse, starts, lens, chunks, extra, inv_freq,
                 q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                 out.stride(0), out.stride(1), lse.stride(0),
-                H, D, scale * kt.LOG2E, size, stride, back, MASK=mask, **cfg,
+                H, D, scale * kt.LOG2E, size, stride, back,
+                MASK=mask, ROTARY=rotary is not None, **cfg,
             )  # fmt: skip
-        ctx.save_for_backward(q, k, v, out, lse, starts, lens, chunks, extra)
-        ctx.args = (max_len, mask, size, stride, back)
+        ctx.save_for_backward(q, k, v, out, lse, starts, lens, chunks, extra, inv_freq)
+        ctx.args = (max_len, mask, size, stride, back, rotary is not None, positions)
         return out
 
     @staticmethod
     def backward(ctx, dout):
         from suite.kernels import varlen_triton as kt
 
-        q, k, v, out, lse, starts, lens, chunks, extra = ctx.saved_tensors
-        max_len, mask, size, stride, back = ctx.args
+        q, k, v, out, lse, starts, lens, chunks, extra, inv_freq = ctx.saved_tensors
+        max_len, mask, size, stride, back, rotary, positions = ctx.args
         if dout.stride(-1) != 1:
             dout = dout.contiguous()
         N, H, D = q.shape
@@ -188,23 +211,27 @@ class _VarlenAttention(torch.autograd.Function):
         if max_len > 0:
             grid = (triton_cdiv(max_len, cfg["BLOCK_N"]), starts.shape[0] * H)
             kt._bwd_kv_kernel[grid](
-                q, k, v, dout, lse, delta, dk, dv, starts, lens, chunks, extra,
+                q, k, v, dout, lse, delta, dk, dv, starts, lens, chunks, extra, inv_freq,
                 q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                 dout.stride(0), dout.stride(1), lse.stride(0),
                 dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
-                *common, MASK=mask, **cfg,
+                *common, MASK=mask, ROTARY=rotary, **cfg,
             )  # fmt: skip
             grid = (triton_cdiv(max_len, cfg["BLOCK_M"]), starts.shape[0] * H)
             kt._bwd_q_kernel[grid](
-                q, k, v, dout, lse, delta, dq, starts, lens, chunks, extra,
+                q, k, v, dout, lse, delta, dq, starts, lens, chunks, extra, inv_freq,
                 q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                 dout.stride(0), dout.stride(1), lse.stride(0), dq.stride(0), dq.stride(1),
-                *common, MASK=mask, **cfg,
+                *common, MASK=mask, ROTARY=rotary, **cfg,
             )  # fmt: skip
-        return dq, dk, dv, *([None] * 9)
+        if rotary:  # gradients of the rotated q, k -> of the q, k given (rotated back)
+            dq = rotate_rows(dq, positions, inv_freq, inverse=True)
+            dk = rotate_rows(dk, positions, inv_freq, inverse=True)
+        return dq, dk, dv, *([None] * 10)
 
 
 def triton_cdiv(a: int, b: int) -> int:
+    """``ceil(a / b)`` of non-negative integers."""
     return -(-a // b)
 
 
@@ -227,7 +254,8 @@ def _config(q: Tensor, backward: bool) -> dict:
     return {**blocks, "BLOCK_D": block_d, "PRECISION": precision}
 
 
-def _check(q: Tensor, k: Tensor, v: Tensor) -> None:
+def check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
+    """Raise on ``q, k, v`` of different shapes, or off CUDA without the interpreter."""
     if k.shape != q.shape or v.shape != q.shape:
         raise ValueError(
             f"q, k, v must share one shape, got {tuple(q.shape)}, {tuple(k.shape)}, "
@@ -255,13 +283,14 @@ def packed_attention(
     stride: int = 1,
     chunks: Tensor | None = None,
     extra: Tensor | None = None,
+    inv_freq: Tensor | None = None,
 ) -> Tensor:
     """Self-attention within each of the packed sequences of ``q, k, v`` (Triton).
 
     Args:
-        q: ``(N, H, Dh)`` rotated queries; sequence ``b`` is rows
-            ``cu_seqlens[b] .. cu_seqlens[b + 1] - 1``.
-        k: ``(N, H, Dh)`` rotated keys.
+        q: ``(N, H, Dh)`` queries (rotated, or rotated inside with ``inv_freq``); sequence
+            ``b`` is rows ``cu_seqlens[b] .. cu_seqlens[b + 1] - 1``.
+        k: ``(N, H, Dh)`` keys.
         v: ``(N, H, Dh)`` values.
         cu_seqlens: ``(B + 1,)`` int cumulative lengths, from 0 (:func:`cu_seqlens`).
         max_seqlen: the longest sequence (read from ``cu_seqlens`` when ``None``: a sync).
@@ -270,11 +299,14 @@ def packed_attention(
         chunks: ``(N,)`` int32 each token's chunk, for look-ahead tokens
             (:func:`lookahead_tables`); ``context`` then gives ``left`` and ``right``.
         extra: ``(N,)`` int8, 1 on look-ahead tokens; with ``chunks``.
+        inv_freq: ``(Dh / 2,)`` rotary frequencies: rotate ``q`` and ``k`` inside the kernel
+            at each row's index within its sequence (not with look-ahead tables, whose tokens
+            sit at other positions).
 
     Returns:
         ``(N, H, Dh)``, differentiable in ``q``, ``k`` and ``v``.
     """
-    _check(q, k, v)
+    check_inputs(q, k, v)
     mask, size, back = _mask_args(context, stride, chunks is not None)
     cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
     lens = cu[1:] - cu[:-1]
@@ -283,10 +315,26 @@ def packed_attention(
     if chunks is not None:
         chunks = chunks.to(device=q.device, dtype=torch.int32).contiguous()
         extra = extra.to(device=q.device, dtype=torch.int8).contiguous()
+    rotary = None
+    if inv_freq is not None:
+        if chunks is not None:
+            raise ValueError("rotary inside the kernel takes no look-ahead tables; rotate first")
+        index = torch.arange(q.shape[0], device=q.device)
+        first = torch.repeat_interleave(cu[:-1].long(), lens.long(), output_size=q.shape[0])
+        rotary = _rotary(inv_freq, q, index - first)
     return _VarlenAttention.apply(
         _rows(q), _rows(k), _rows(v), cu[:-1].contiguous(), lens, max_seqlen, chunks, extra,
-        mask, size, stride, back,
+        mask, size, stride, back, rotary,
     )  # fmt: skip
+
+
+def _rotary(inv_freq: Tensor, q: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+    if inv_freq.shape != (q.shape[-1] // 2,) or q.shape[-1] % 2:
+        raise ValueError(
+            f"inv_freq must be (Dh / 2,) = ({q.shape[-1] // 2},) for an even head width, got "
+            f"{tuple(inv_freq.shape)} for Dh = {q.shape[-1]}"
+        )
+    return inv_freq.to(device=q.device, dtype=torch.float32).contiguous(), positions
 
 
 def padded_attention(
@@ -297,6 +345,7 @@ def padded_attention(
     context: Context = None,
     stride: int = 1,
     max_length: int | None = None,
+    inv_freq: Tensor | None = None,
 ) -> Tensor:
     """:func:`packed_attention` of a padded batch, read in place (no packing copy).
 
@@ -309,21 +358,25 @@ def padded_attention(
         k: ``(B, T, H, Dh)``.
         v: ``(B, T, H, Dh)``.
         lengths: ``(B,)`` valid frames per item.
-        context, stride: as in :func:`packed_attention`.
+        context, stride, inv_freq: as in :func:`packed_attention` (rotary at frame index
+            ``0 .. T - 1``, as the offline layers place it).
         max_length: ``max(lengths)`` if known (else ``T``: no sync).
 
     Returns:
         ``(B, T, H, Dh)`` contiguous; rows of padding frames are exactly zero.
     """
-    _check(q, k, v)
+    check_inputs(q, k, v)
     B, T, H, D = q.shape
     mask, size, back = _mask_args(context, stride, False)
     lens = lengths.to(device=q.device, dtype=torch.int32)
     starts = torch.arange(B, device=q.device, dtype=torch.int32) * T
     rows = [_rows(x).flatten(0, 1) for x in (q, k, v)]  # (B * T, H, Dh); a view where it can be
+    rotary = None
+    if inv_freq is not None:
+        rotary = _rotary(inv_freq, q, torch.arange(T, device=q.device).repeat(B))
     out = _VarlenAttention.apply(
         *rows, starts, lens, T if max_length is None else max_length, None, None,
-        mask, size, stride, back,
+        mask, size, stride, back, rotary,
     )  # fmt: skip
     return out.view(B, T, H, D)
 
@@ -380,6 +433,7 @@ __all__ = [
     "packed_attention",
     "packed_attention_reference",
     "padded_attention",
+    "rotate_rows",
     "triton_available",
     "unpack",
 ]

@@ -22,6 +22,11 @@ Masks (``MASK``), over a frame's index ``p`` within its sequence:
   tokens of :mod:`suite.nn.lookahead`): a frame key as in ``1``, a look-ahead key only from
   queries of its own chunk. Every key block is visited (the tokens' chunks are not monotonic).
 
+With ``ROTARY``, queries and keys arrive unrotated and are rotated as they are loaded, at their
+index within the sequence (rotary positions, :mod:`suite.nn.rotary`'s "rotate half" layout), so
+no rotated copy is written; the gradients come out with respect to the rotated ones, and the
+caller rotates them back (:func:`suite.kernels.varlen.rotate_rows`).
+
 The softmax runs in base 2 (``exp2``) with the scale folded into the scores, and the forward
 keeps each row's log-sum-exp for the backward, as FlashAttention-2 does.
 """
@@ -87,12 +92,34 @@ def _allowed(
 
 
 @triton.jit
+def _load_rows(ptr, rows, stride_n, head, pos, offs_d, D, row_ok, FREQ, ROTARY: tl.constexpr):
+    """``(rows, BLOCK_D)`` of one head; with ``ROTARY``, rotated by ``pos`` ("rotate half":
+    ``x * cos + [-x2, x1] * sin`` at angles ``pos * FREQ[d mod D/2]``, in fp32)."""
+    d_ok = offs_d < D
+    ok = row_ok[:, None] & d_ok[None, :]
+    base = ptr + rows[:, None] * stride_n + head
+    x = tl.load(base + offs_d[None, :], mask=ok, other=0.0)
+    if ROTARY:
+        half = D // 2
+        first = offs_d < half
+        partner = tl.where(first, offs_d + half, offs_d - half)
+        x_partner = tl.load(base + partner[None, :], mask=ok, other=0.0)
+        freq = tl.load(FREQ + tl.where(first, offs_d, offs_d - half), mask=d_ok, other=0.0)
+        angle = pos.to(tl.float32)[:, None] * freq[None, :]
+        sign = tl.where(first, -1.0, 1.0)
+        rotated = x.to(tl.float32) * tl.cos(angle)
+        rotated += x_partner.to(tl.float32) * tl.sin(angle) * sign[None, :]
+        x = rotated.to(x.dtype)
+    return x
+
+
+@triton.jit
 def _fwd_kernel(
-    Q, K, V, O, LSE, STARTS, LENS, CHUNKS, EXTRA,
+    Q, K, V, O, LSE, STARTS, LENS, CHUNKS, EXTRA, FREQ,
     sq_n, sq_h, sk_n, sk_h, sv_n, sv_h, so_n, so_h, sl_n,
     H, D, qk_scale, size, stride, back,
-    MASK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    PRECISION: tl.constexpr,
+    MASK: tl.constexpr, ROTARY: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
     b = tl.program_id(1) // H
@@ -106,11 +133,7 @@ def _fwd_kernel(
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
     rows_q = (start + offs_m).to(tl.int64)
-    q = tl.load(
-        Q + rows_q[:, None] * sq_n + h * sq_h + offs_d[None, :],
-        mask=(offs_m[:, None] < n) & d_ok[None, :],
-        other=0.0,
-    )  # (BLOCK_M, BLOCK_D)
+    q = _load_rows(Q, rows_q, sq_n, h * sq_h, offs_m, offs_d, D, offs_m < n, FREQ, ROTARY)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
@@ -119,7 +142,7 @@ def _fwd_kernel(
         offs_n = n0 + tl.arange(0, BLOCK_N)
         rows_k = (start + offs_n).to(tl.int64)
         kv_ok = (offs_n[:, None] < hi) & d_ok[None, :]
-        k = tl.load(K + rows_k[:, None] * sk_n + h * sk_h + offs_d[None, :], mask=kv_ok, other=0.0)
+        k = _load_rows(K, rows_k, sk_n, h * sk_h, offs_n, offs_d, D, offs_n < hi, FREQ, ROTARY)
         v = tl.load(V + rows_k[:, None] * sv_n + h * sv_h + offs_d[None, :], mask=kv_ok, other=0.0)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
         ok = _allowed(offs_m, offs_n, n, hi, start, CHUNKS, EXTRA, size, stride, back, MASK)
@@ -144,11 +167,11 @@ def _fwd_kernel(
 
 @triton.jit
 def _bwd_kv_kernel(
-    Q, K, V, DO, LSE, DELTA, DK, DV, STARTS, LENS, CHUNKS, EXTRA,
+    Q, K, V, DO, LSE, DELTA, DK, DV, STARTS, LENS, CHUNKS, EXTRA, FREQ,
     sq_n, sq_h, sk_n, sk_h, sv_n, sv_h, sdo_n, sdo_h, sl_n, sdk_n, sdk_h, sdv_n, sdv_h,
     H, D, qk_scale, sm_scale, size, stride, back,
-    MASK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    PRECISION: tl.constexpr,
+    MASK: tl.constexpr, ROTARY: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
     """Gradients of one block of keys and values, over the queries that see them."""
     pid_n = tl.program_id(0)
@@ -164,7 +187,7 @@ def _bwd_kv_kernel(
     d_ok = offs_d < D
     rows_k = (start + offs_n).to(tl.int64)
     kv_ok = (offs_n[:, None] < n) & d_ok[None, :]
-    k = tl.load(K + rows_k[:, None] * sk_n + h * sk_h + offs_d[None, :], mask=kv_ok, other=0.0)
+    k = _load_rows(K, rows_k, sk_n, h * sk_h, offs_n, offs_d, D, offs_n < n, FREQ, ROTARY)
     v = tl.load(V + rows_k[:, None] * sv_n + h * sv_h + offs_d[None, :], mask=kv_ok, other=0.0)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
@@ -173,7 +196,7 @@ def _bwd_kv_kernel(
         offs_m = m0 + tl.arange(0, BLOCK_M)
         rows_q = (start + offs_m).to(tl.int64)
         q_ok = (offs_m[:, None] < hi) & d_ok[None, :]
-        q = tl.load(Q + rows_q[:, None] * sq_n + h * sq_h + offs_d[None, :], mask=q_ok, other=0.0)
+        q = _load_rows(Q, rows_q, sq_n, h * sq_h, offs_m, offs_d, D, offs_m < hi, FREQ, ROTARY)
         do = tl.load(
             DO + rows_q[:, None] * sdo_n + h * sdo_h + offs_d[None, :], mask=q_ok, other=0.0
         )
@@ -201,11 +224,11 @@ def _bwd_kv_kernel(
 
 @triton.jit
 def _bwd_q_kernel(
-    Q, K, V, DO, LSE, DELTA, DQ, STARTS, LENS, CHUNKS, EXTRA,
+    Q, K, V, DO, LSE, DELTA, DQ, STARTS, LENS, CHUNKS, EXTRA, FREQ,
     sq_n, sq_h, sk_n, sk_h, sv_n, sv_h, sdo_n, sdo_h, sl_n, sdq_n, sdq_h,
     H, D, qk_scale, sm_scale, size, stride, back,
-    MASK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    PRECISION: tl.constexpr,
+    MASK: tl.constexpr, ROTARY: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
     """Gradient of one block of queries, over the keys they see."""
     pid_m = tl.program_id(0)
@@ -221,7 +244,7 @@ def _bwd_q_kernel(
     d_ok = offs_d < D
     rows_q = (start + offs_m).to(tl.int64)
     q_ok = (offs_m[:, None] < n) & d_ok[None, :]
-    q = tl.load(Q + rows_q[:, None] * sq_n + h * sq_h + offs_d[None, :], mask=q_ok, other=0.0)
+    q = _load_rows(Q, rows_q, sq_n, h * sq_h, offs_m, offs_d, D, offs_m < n, FREQ, ROTARY)
     do = tl.load(DO + rows_q[:, None] * sdo_n + h * sdo_h + offs_d[None, :], mask=q_ok, other=0.0)
     lse = tl.load(LSE + rows_q * sl_n + h, mask=offs_m < n, other=float("inf"))
     delta = tl.load(DELTA + rows_q * sl_n + h, mask=offs_m < n, other=0.0)
@@ -231,7 +254,7 @@ def _bwd_q_kernel(
         offs_n = n0 + tl.arange(0, BLOCK_N)
         rows_k = (start + offs_n).to(tl.int64)
         kv_ok = (offs_n[:, None] < hi) & d_ok[None, :]
-        k = tl.load(K + rows_k[:, None] * sk_n + h * sk_h + offs_d[None, :], mask=kv_ok, other=0.0)
+        k = _load_rows(K, rows_k, sk_n, h * sk_h, offs_n, offs_d, D, offs_n < hi, FREQ, ROTARY)
         v = tl.load(V + rows_k[:, None] * sv_n + h * sv_h + offs_d[None, :], mask=kv_ok, other=0.0)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         ok = _allowed(offs_m, offs_n, n, hi, start, CHUNKS, EXTRA, size, stride, back, MASK)

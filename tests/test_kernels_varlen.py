@@ -27,9 +27,11 @@ from suite.kernels.varlen import (
     packed_attention,
     packed_attention_reference,
     padded_attention,
+    rotate_rows,
     triton_available,
     unpack,
 )
+from suite.nn.rotary import rotary_frequencies, rotate
 
 INTERPRET = interpreting()
 CUDA = torch.cuda.is_available()
@@ -87,9 +89,11 @@ def test_packed_matches_reference(seed, dtype):
     N, H, D = sum(lengths), 2, random.Random(seed).choice([8, 12, 16])
     q, k, v = (torch.randn(N, H, D, device=DEVICE).to(dtype).requires_grad_() for _ in range(3))
     cu = cu_seqlens(torch.tensor(lengths))
-    got = packed_attention(q, k, v, cu, context=context, stride=stride)
-    want = packed_attention_reference(q, k, v, cu, context=context, stride=stride)
-    what = f"lengths {lengths} context {context} stride {stride}"
+    inv_freq = rotary_frequencies(D) if seed % 2 else None  # rotary inside the kernel
+    options = {"context": context, "stride": stride, "inv_freq": inv_freq}
+    got = packed_attention(q, k, v, cu, **options)
+    want = packed_attention_reference(q, k, v, cu, **options)
+    what = f"lengths {lengths} context {context} stride {stride} rotary {inv_freq is not None}"
     assert_close(got, want, dtype, f"forward, {what}")
     for name, a, b in zip(
         "qkv", grads(got, (q, k, v), seed), grads(want, (q, k, v), seed), strict=True
@@ -160,6 +164,14 @@ def test_allowed_keys_is_the_encoders_mask():
         n = 17
         mask = attention_mask(torch.tensor([n]), n, context)[0, 0]
         assert torch.equal(allowed_keys(n, context), mask)
+
+
+def test_rotate_rows_is_the_layers_rotary():
+    torch.manual_seed(0)
+    x, pos, inv_freq = torch.randn(7, 2, 12), torch.arange(3, 10), rotary_frequencies(12)
+    want = rotate(x.transpose(0, 1)[None], pos, inv_freq)[0].transpose(0, 1)  # (N, H, Dh)
+    torch.testing.assert_close(rotate_rows(x, pos, inv_freq), want)
+    torch.testing.assert_close(rotate_rows(want, pos, inv_freq, inverse=True), x)
 
 
 def test_pack_round_trip():

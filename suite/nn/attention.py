@@ -103,6 +103,13 @@ class SelfAttention(RotaryAttentionBase):
         """
         B, T, D = x.shape
         qkv = self._qkv(x)  # (B, T, 3, H, Dh)
+        if tokens is None and resolve(self.backend, x.device) == "triton":
+            from suite.kernels.varlen import padded_attention
+
+            # Read in place from the joint projection; rotary is applied inside the kernel.
+            q, k, v = qkv.unbind(2)  # (B, T, H, Dh) views
+            out = padded_attention(q, k, v, lengths, context, stride, inv_freq=self.inv_freq)
+            return self.proj(out.reshape(B, T, D))
         positions = torch.arange(T, device=x.device) if tokens is None else tokens.positions
         cos, sin = rotary_tables(positions, self.inv_freq, qkv.dtype)  # (T, Dh)
         # Queries and keys rotated in one pass, before the heads move ahead of time.
