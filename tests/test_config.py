@@ -22,7 +22,7 @@ def write(tmp_path: Path, data: dict) -> Path:
 def test_a_recipe_names_its_task(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump({"train": {"lr": 0.1}}))
-    with pytest.raises(ConfigError, match="start it with a line such as `task: asr`.*asr, lm"):
+    with pytest.raises(ConfigError, match="start it with a line such as `task: asr`.*codec, lm"):
         load_recipe(path)
     with pytest.raises(ConfigError, match="unknown task 'ars'.*Did you mean 'asr'"):
         load_recipe(write(tmp_path, {"task": "ars"}))
