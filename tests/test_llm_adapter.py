@@ -220,6 +220,45 @@ def test_train_lm_writes_a_package_and_reports_dev_perplexity(tmp_path):
         Trainer(recipe, progress=False).train()
 
 
+def test_lm_trains_on_text_files_and_refuses_bad_ones(tmp_path):
+    """Splits given as one-sentence-a-line text files (what `suite data text` writes): the
+    lines are normalized, empty ones skipped, and dev perplexity falls."""
+    train = generated_text(60, seed=11, excluded=set())
+    (tmp_path / "train.txt").write_text("\n".join(t.upper() + "." for t in train) + "\n\n")
+    (tmp_path / "dev.txt").write_text("\n".join(train[:10]) + "\n")
+    recipe = load_recipe(
+        "recipes/lm/open_text_lm.yaml",
+        [
+            f"data.corpus_dir={tmp_path}",
+            "model.tokenizer={name: char}",
+            f"model.lm={json.dumps(LM)}",
+            f"train.out_dir={tmp_path / 'run'}",
+            "train.max_steps=40",
+            "data.batch_size=16",
+            "train.warmup_steps=5",
+            "train.val_every=20",
+            "train.log_every=10",
+        ],
+    )
+    Trainer(recipe, progress=False).train()
+    rows = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    ppl = [r["dev_perplexity"] for r in rows if "dev_perplexity" in r]
+    assert len(ppl) == 2 and ppl[-1] < ppl[0] < 30
+    task = suite.registry.create("task", "lm")
+    assert task.load_split(recipe, "train").texts == train  # normalized, the blank line skipped
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    for name, message in [
+        ("missing.txt", "does not exist"),
+        ("empty.txt", "holds no sentences"),
+        ("latin1.txt", "is not UTF-8 text"),
+    ]:
+        bad = load_recipe("recipes/lm/open_text_lm.yaml", [f"data.corpus_dir={tmp_path}"])
+        bad.data.train = name
+        with pytest.raises(UserError, match=message):
+            task.load_split(bad, "train")
+
+
 def test_generated_text_leaves_out_held_out_sentences():
     first = generated_text(50, seed=3, excluded=set())
     again = generated_text(50, seed=3, excluded=set(first[:10]))

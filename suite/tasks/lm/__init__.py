@@ -1,11 +1,13 @@
 """The ``lm`` task: a small causal LM pre-trained on the corpus text.
 
-The LM is the LLM-adapter head's decoder and the CTC head's shallow-fusion LM. Its text is the
-training split's transcripts (read from the cut manifest; no audio is loaded), optionally with
-more sentences from the corpus's own generator (:class:`~suite.data.sentences.SentenceGenerator`,
-``data.generator_seed``); a generated sentence that is a dev or test transcript is dropped, so
-the LM never trains on held-out text. The tokenizer is trained on the training transcripts
-alone, exactly as an ``asr`` recipe's, and the ASR recipe then reuses the LM package's.
+The LM is the LLM-adapter head's decoder and the CTC head's shallow-fusion LM. Each split is a
+cut manifest (its transcripts; no audio is loaded) or a text file of one sentence a line (a
+``.txt`` such as ``suite data text`` writes; lines are normalized, empty ones skipped). The
+training text may grow with sentences from the synthetic corpus's own generator
+(:class:`~suite.data.sentences.SentenceGenerator`, ``data.generator_seed``); a generated
+sentence that is a dev or test sentence is dropped, so the LM never trains on held-out text. The
+tokenizer is trained on the training split's sentences alone, exactly as an ``asr`` recipe's,
+and the ASR recipe then reuses the LM package's.
 
 The model is :class:`~suite.heads.lm.TransformerLM` (``model.lm``); the loss is next-token
 cross-entropy over sentences read as ``[0, y_1 .. y_U]`` and ending by predicting ``0``,
@@ -62,6 +64,33 @@ def generated_text(count: int, seed: int, excluded: set[str]) -> list[str]:
     return out
 
 
+def read_sentences(path: Path, what: str) -> list[str]:
+    """The normalized, non-empty lines of the text file ``path`` (one sentence a line)."""
+    if not path.is_file():
+        raise UserError(
+            f"{what} text {path} does not exist; write one sentence a line (`suite data text` "
+            "makes data/text/{train,dev,test}.txt) or set data.corpus_dir=..."
+        )
+    try:
+        with path.open(encoding="utf-8") as f:
+            texts = [normalize_text(line) for line in f]
+    except UnicodeDecodeError as e:
+        raise UserError(f"{what} text {path} is not UTF-8 text ({e.reason}); re-save it") from None
+    texts = [t for t in texts if t]
+    if not texts:
+        raise UserError(f"{what} text {path} holds no sentences")
+    return texts
+
+
+def split_sentences(path: Path, what: str) -> list[str]:
+    """The sentences of a split: a ``.txt`` file's lines or a cut manifest's transcripts."""
+    from suite.tasks.asr import load_cuts
+
+    if path.suffix == ".txt":
+        return read_sentences(path, what)
+    return transcripts(load_cuts(path, what))
+
+
 class TextDataset:
     """Sentences by index in, a :class:`~suite.interfaces.Batch` of token ids out:
     ``inputs (B, U+1)`` = ``[0, y...]``, ``targets (B, U+1)`` = ``[y..., 0]``, ``lengths``
@@ -101,20 +130,18 @@ class LmTask(Task):
     metric = ("perplexity", "min")
     amount = "tokens"
 
-    def load_split(self, recipe: Recipe, split: str) -> TextData | CutSet | None:
-        from suite.tasks.asr import load_cuts
-
+    def load_split(self, recipe: Recipe, split: str) -> TextData | list[str] | None:
         data = recipe.data
         if split != "train":
             path = data.manifest(split)
-            return load_cuts(path, split) if path.is_file() else None
-        texts = transcripts(load_cuts(data.manifest("train"), "training"))
+            return split_sentences(path, split) if path.is_file() else None
+        texts = split_sentences(data.manifest("train"), "training")
         count = len(texts)
         if data.generated_sentences:
             held_out: set[str] = set()
             for other in ("dev", "test"):
                 if data.manifest(other).is_file():
-                    held_out |= set(transcripts(load_cuts(data.manifest(other), other)))
+                    held_out |= set(split_sentences(data.manifest(other), other))
             texts += generated_text(data.generated_sentences, data.generator_seed, held_out)
         self._train = TextData(texts, count)
         return self._train
@@ -184,9 +211,12 @@ class LmTask(Task):
         lm.tokenizer = tokenizer
         return lm
 
-    def evaluate(self, model: nn.Module, items: CutSet, **options: Any) -> dict[str, float]:
-        """The perplexity of ``model`` on the transcripts of ``items``."""
-        return {"perplexity": LanguageModel(model).perplexity(transcripts(items))}
+    def evaluate(
+        self, model: nn.Module, items: CutSet | list[str], **options: Any
+    ) -> dict[str, float]:
+        """The perplexity of ``model`` on ``items``: sentences, or the transcripts of cuts."""
+        texts = items if isinstance(items, list) else transcripts(items)
+        return {"perplexity": LanguageModel(model).perplexity(texts)}
 
     def pipeline(self, model: nn.Module, name: str = "") -> LanguageModel:
         return LanguageModel(model, name=name)
