@@ -22,7 +22,9 @@ from suite.data.images import (
     ImageDataError,
     ImageManifest,
     cifar10,
+    decode_image,
     fashion_mnist,
+    from_pil,
     load_image_manifest,
     read_image,
 )
@@ -166,6 +168,51 @@ def test_read_image_takes_paths_pil_arrays_and_tensors(tmp_path):
         read_image(torch.zeros(0, 4, 4))
     with pytest.raises(ImageDataError, match="cannot read a dict"):
         read_image({})
+
+
+def encoded(image: Image.Image, fmt: str = "PNG") -> bytes:
+    out = io.BytesIO()
+    image.save(out, fmt)
+    return out.getvalue()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG signature and IHDR chunk claiming ``width x height`` RGB pixels, and no data."""
+    import zlib
+
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    crc = struct.pack(">I", zlib.crc32(ihdr) & 0xFFFFFFFF)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr + crc
+
+
+def test_bad_images_are_one_line_errors_and_odd_modes_keep_their_content():
+    """Truncated, empty, huge and unidentifiable files are refused by name; images of other
+    modes (palette, CMYK, alpha, 1-bit, 16-bit, float) decode to what a viewer shows."""
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    for data, message in [
+        (encoded(rgb)[:100], "cannot decode bad.*truncated"),
+        (encoded(rgb, "JPEG")[:300], "cannot decode bad.*[Tt]runcated"),
+        (b"", "empty"),
+        (b"GIF89a" + b"\0" * 4, "cannot decode bad"),
+        (png_header(100_000, 100_000), "cannot decode bad"),
+        (b"\xff" * 64, "not an image format"),
+    ]:
+        with pytest.raises(ImageDataError, match=message):
+            decode_image(data, "bad")
+    with pytest.raises(ImageDataError, match="over .* pixels"):
+        from_pil(Image.new("1", (9000, 9000)), "big")
+    for mode in ("P", "CMYK", "RGBA", "LA"):
+        assert decode_image(encoded(rgb.convert(mode), "TIFF")).shape == (3, 16, 16)
+    assert decode_image(encoded(rgb.convert("1"))).shape == (1, 16, 16)
+    ramp = np.linspace(0, 1, 64).reshape(8, 8)
+    expected = torch.from_numpy(np.rint(ramp * 255).astype(np.uint8))[None]
+    wide = Image.fromarray((ramp * 65535).astype(np.uint16))
+    assert (decode_image(encoded(wide)).int() - expected.int()).abs().max() <= 1  # not clipped
+    floats = Image.fromarray(ramp.astype(np.float32))
+    assert torch.equal(decode_image(encoded(floats, "TIFF")), expected)  # [0, 1] scaled
+    nan = Image.fromarray(np.full((4, 4), np.nan, dtype=np.float32))
+    with pytest.raises(ImageDataError, match="NaN"):
+        decode_image(encoded(nan, "TIFF"), "nan.tif")
 
 
 @pytest.mark.skipif(not (REPO / CIFAR10_DIR).is_dir(), reason="no shared CIFAR-10 data")

@@ -339,7 +339,12 @@ def decode_image(data: bytes, where: str = "image") -> Tensor:
     try:
         with Image.open(io.BytesIO(data)) as image:
             return from_pil(image, where)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+    except UnidentifiedImageError:
+        raise ImageDataError(
+            f"cannot decode {where}: not an image format PIL reads (PNG, JPEG, ...), or a "
+            "broken header"
+        ) from None
+    except (OSError, Image.DecompressionBombError) as e:
         raise ImageDataError(f"cannot decode {where} as an image: {e}") from None
 
 
@@ -352,12 +357,30 @@ def from_pil(image: Any, where: str = "the PIL image") -> Tensor:
         )
     if image.width * image.height == 0:
         raise ImageDataError(f"{where} is empty (0x0 pixels)")
+    if image.mode.startswith(("I", "F")):  # 16-bit, 32-bit integer or float grayscale
+        return torch.from_numpy(_wide_to_uint8(np.asarray(image), image.mode, where))[None]
     if image.mode not in ("L", "RGB"):
-        image = image.convert("L" if image.mode in ("1", "I;16", "I") else "RGB")
+        image = image.convert("L" if image.mode == "1" else "RGB")
     array = np.asarray(image)
     if array.ndim == 2:
         return torch.from_numpy(array.copy())[None]  # (1, H, W)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()  # (3, H, W)
+
+
+def _wide_to_uint8(array: np.ndarray, mode: str, where: str) -> np.ndarray:
+    """A grayscale image of wider samples -> ``uint8 (H, W)`` by its range, as image viewers
+    show it (PIL's own conversion to 8 bits clips, which turns a 16-bit image white and a float
+    image in [0, 1] black): 16-bit and wider integers are divided by 257 (65535 -> 255) when
+    they exceed 255; floats in [0, 1] are scaled by 255, others clipped to [0, 255]."""
+    values = array.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise ImageDataError(f"{where} holds NaN or infinite samples (mode {mode})")
+    if mode.startswith("F"):
+        if values.min() >= 0.0 and values.max() <= 1.0:
+            values = values * 255.0
+    elif values.max() > 255:
+        values = values / 257.0
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 
 def read_image(image: Any) -> Tensor:
