@@ -1,12 +1,13 @@
 """``suite bench distributed``: weak scaling of the one trainer under ``torchrun``.
 
-One process (one thread) takes training steps of the shipped ``default-asr`` model's size at a
-fixed batch; then 2 processes of one thread each, every one at that same batch, under DDP and
-under FSDP2 (gloo on CPU; NCCL on a GPU machine, one process per GPU). Measured: the median
-step time (forward, backward with the ranks' gradient averaging, optimizer step) over the timed
-steps after warm-up, and its ratio to the single process's: 1.0 is perfect weak scaling, and
-the scaling efficiency is its inverse. Inputs are random features and targets of fixed shape,
-so data loading is not measured.
+One process (one thread) takes training steps of the shipped ``default-asr`` model (its
+recipe's encoder, a CTC head over characters) at its recipe's batch (``data.max_duration``
+seconds of audio per step, as items of :data:`SECONDS`); then 2 processes of one thread each,
+every one at that same batch, under DDP and under FSDP2 (gloo on CPU; NCCL on a GPU machine,
+one process per GPU). Measured: the median step time (forward, backward with the ranks'
+gradient averaging, optimizer step) over the timed steps after warm-up, and its ratio to the
+single process's: 1.0 is perfect weak scaling, and the scaling efficiency is its inverse.
+Inputs are random features and targets of fixed shape, so data loading is not measured.
 """
 
 from __future__ import annotations
@@ -18,18 +19,27 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from suite.bench import print_header, report
 
-BATCH, SECONDS, STEPS, WARMUP = 8, 4.0, 10, 3
+RECIPE = Path(__file__).resolve().parents[2] / "recipes/asr/espeak_conformer_ctc_cpu.yaml"
+SECONDS, STEPS, WARMUP = 4.0, 10, 3
+
+
+def recipe_batch() -> int:
+    """Items of :data:`SECONDS` in one step of the recipe's batch (``data.max_duration``)."""
+    from suite.config import load_recipe
+
+    return max(1, int(load_recipe(RECIPE).data.max_duration // SECONDS))
 
 
 def _worker(strategy: str, batch: int, seconds: float, steps: int, warmup: int, tiny: bool) -> None:
     """One rank's steps; rank 0 prints ``{"step_seconds": [...]}`` as one JSON line."""
     from suite import registry
-    from suite.config import ModelConfig, TrainConfig
+    from suite.config import ModelConfig, TrainConfig, load_recipe
     from suite.interfaces import Batch
     from suite.model import build_model
     from suite.tokenizers import CharTokenizer
@@ -39,11 +49,10 @@ def _worker(strategy: str, batch: int, seconds: float, steps: int, warmup: int, 
 
     torch.set_num_threads(1)
     where, device = distributed.setup("auto")
-    config = ModelConfig(
-        encoder={"name": "conformer", "d_model": 144, "num_layers": 5, "num_heads": 4}
-        if not tiny
-        else {"name": "conformer", "preset": "tiny"},
-    )
+    if tiny:
+        config = ModelConfig(encoder={"name": "conformer", "preset": "tiny"})
+    else:
+        config = ModelConfig(**{**vars(load_recipe(RECIPE).model), "tokenizer": {"name": "char"}})
     torch.manual_seed(0)
     tokenizer = CharTokenizer()
     model = build_model(config, tokenizer).to(device)
@@ -92,9 +101,11 @@ def _run(nproc: int, strategy: str, options: list[str]) -> list[float]:
 
 
 def measure(
-    batch: int = BATCH, seconds: float = SECONDS, steps: int = STEPS, tiny: bool = False
+    batch: int | None = None, seconds: float = SECONDS, steps: int = STEPS, tiny: bool = False
 ) -> dict:
-    """Median step times of 1 process and of 2 (DDP, FSDP), each at ``batch`` per process."""
+    """Median step times of 1 process and of 2 (DDP, FSDP), each at ``batch`` per process
+    (default: the recipe's, :func:`recipe_batch`)."""
+    batch = recipe_batch() if batch is None else batch
     options = ["--batch", str(batch), "--seconds", str(seconds), "--steps", str(steps)]
     options += ["--tiny"] * tiny
     single = statistics.median(_run(1, "ddp", options))
@@ -137,9 +148,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--worker", action="store_true")
     parser.add_argument("--strategy", default="ddp")
-    parser.add_argument("--batch", type=int, default=BATCH)
+    parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--seconds", type=float, default=SECONDS)
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--tiny", action="store_true")
     a = parser.parse_args()
-    _worker(a.strategy, a.batch, a.seconds, a.steps, WARMUP, a.tiny)
+    _worker(a.strategy, a.batch or recipe_batch(), a.seconds, a.steps, WARMUP, a.tiny)
