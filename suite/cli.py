@@ -42,6 +42,12 @@ def _text(args: argparse.Namespace) -> None:
     )
 
 
+def _real_speech(args: argparse.Namespace) -> None:
+    from suite.data.real_speech import prepare_real_speech
+
+    prepare_real_speech(args.out, root=args.root, sources=args.sources)
+
+
 def _prepare(args: argparse.Namespace) -> None:
     from suite.data.prepare import prepare_corpus
 
@@ -177,6 +183,17 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("corpus_dir")
     prepare.add_argument("out_dir")
     prepare.set_defaults(func=_prepare)
+
+    real = data_commands.add_parser(
+        "real-speech",
+        help="cut manifests (per source and pooled) for the shared pack's recorded speech",
+    )
+    real.add_argument("--out", default="data/real", help="folder for the manifests")
+    real.add_argument(
+        "--root", default=None, help="the speech-real folder (default: the shared data pack's)"
+    )
+    real.add_argument("--sources", nargs="+", default=None, help="only these sources")
+    real.set_defaults(func=_real_speech)
 
     est = data_commands.add_parser(
         "estimate-buckets", help="duration (x token) bucket bins of a manifest, as recipe YAML"

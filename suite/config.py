@@ -46,7 +46,9 @@ class DataConfig:
     """Where the manifests are and how batches are drawn."""
 
     corpus_dir: str = "data/espeak"
-    train: str = "espeak_cuts_train.jsonl.gz"  # relative paths resolve against corpus_dir
+    # Relative paths resolve against corpus_dir. ``train`` may also be a weighted mix of
+    # manifests, ``[{manifest: PATH, weight: W}, ...]`` (see suite.data.mixing).
+    train: str | list[dict[str, Any]] = "espeak_cuts_train.jsonl.gz"
     dev: str = "espeak_cuts_dev.jsonl.gz"
     test: str = "espeak_cuts_test.jsonl.gz"
     sample_rate: int = 16000
@@ -65,9 +67,32 @@ class DataConfig:
     generator_seed: int = 1
 
     def manifest(self, split: str) -> Path:
-        """Path of the cut manifest of ``split`` (``train``, ``dev`` or ``test``)."""
-        path = Path(getattr(self, split))
-        return path if path.is_absolute() else Path(self.corpus_dir) / path
+        """Path of the cut manifest of ``split`` (``train``, ``dev`` or ``test``); for a mixed
+        ``train``, its first source's (:meth:`sources` gives them all)."""
+        return self.sources(split)[0][0]
+
+    def sources(self, split: str) -> list[tuple[Path, float]]:
+        """``(manifest path, weight)`` of each source of ``split``; one, weight 1, unless
+        ``train`` lists a mix."""
+        value = getattr(self, split)
+        entries = [{"manifest": value}] if isinstance(value, str) else value
+        out = []
+        for i, entry in enumerate(entries):
+            where = f"data.{split}[{i}]"
+            extra = set(entry) - {"manifest", "weight"}
+            if not isinstance(entry.get("manifest"), str) or extra:
+                raise ConfigError(
+                    f"'{where}' must be {{manifest: PATH, weight: W}}, got {entry!r}; e.g. "
+                    "data.train=[{manifest: a_cuts_train.jsonl.gz, weight: 1}, ...]"
+                )
+            weight = entry.get("weight", 1.0)
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+                raise ConfigError(f"'{where}.weight' must be a number >= 0, got {weight!r}")
+            path = Path(entry["manifest"])
+            out.append((path if path.is_absolute() else Path(self.corpus_dir) / path, weight))
+        if not out or not any(w > 0 for _, w in out):
+            raise ConfigError(f"'data.{split}' needs at least one manifest with a weight > 0")
+        return [(p, float(w)) for p, w in out]
 
 
 @dataclass
@@ -361,6 +386,7 @@ def recipe_from_dict(raw: dict[str, Any], check_components: bool = True) -> Reci
     """Validate a plain mapping into a :class:`Recipe`."""
     recipe = _from_dict(Recipe, raw or {}, "")
     _check_ranges(recipe)
+    recipe.data.sources("train")  # a malformed mix fails here, not when training starts
     try:
         registry.lookup("task", recipe.task)
     except registry.RegistryError as e:

@@ -1,10 +1,12 @@
 """The ``asr`` task: speech in, text out.
 
-Data are lhotse cut manifests (``data.corpus_dir`` + ``data.train``/``dev``/``test``), batched
-by the recipe's sampler and featurized by :class:`~suite.tasks.asr.dataset.AsrDataset`; the
+Data are lhotse cut manifests (``data.corpus_dir`` + ``data.train``/``dev``/``test``; the
+training split may be a weighted mix of manifests, :mod:`suite.data.mixing`), batched by the
+recipe's sampler and featurized by :class:`~suite.tasks.asr.dataset.AsrDataset`; the
 model is a :class:`~suite.model.TaskModel` (frontend, encoder, CTC/RNN-T/AED/LLM-adapter
 heads, BPE tokenizer); evaluation is WER (primary, lower is better), CER and RTFx, split by
-whether a synthetic voice was used in training; packages load as a :class:`Transcriber`.
+whether a synthetic voice was used in training and by ``custom.source`` where cuts mark one;
+packages load as a :class:`Transcriber`.
 
 What only speech recognition needs lives here, not in the shared model or trainer: in-place
 distillation from full context (``model.context_distillation``) and attaching an LM to a CTC
@@ -22,6 +24,7 @@ from torch import Tensor, nn
 
 from suite import registry
 from suite.config import ModelConfig, Recipe, recipe_from_dict
+from suite.data.mixing import MixSampler, MixSource, WeightedMix
 from suite.errors import UserError
 from suite.interfaces import Batch, EncoderOutput, Tokenizer
 from suite.model import TaskModel, build_model, model_spec
@@ -56,15 +59,22 @@ class AsrTask(Task):
     amount = "audio_sec"
 
     def load_split(self, recipe: Recipe, split: str) -> CutSet | None:
-        path = recipe.data.manifest(split)
-        if split == "train":
-            return load_cuts(path, "training")
-        return load_cuts(path, split) if path.is_file() else None
+        """The cuts of ``split``; a mixed training split is a lazy ``CutSet`` over a
+        :class:`~suite.data.mixing.WeightedMix` whose epoch the sampler sets."""
+        sources = recipe.data.sources(split)
+        if split != "train":
+            path = sources[0][0]
+            return load_cuts(path, split) if path.is_file() else None
+        if isinstance(recipe.data.train, str):
+            return load_cuts(sources[0][0], "training")
+        mix = [MixSource(str(path), load_cuts(path, "training"), w) for path, w in sources]
+        return CutSet(WeightedMix(mix, seed=recipe.train.seed))
 
     def tokenizer(self, recipe: Recipe, train: CutSet, directory: Path) -> Tokenizer:
         """The one already in ``directory`` (a resumed run), else a copy of
         ``train.init_from``'s (its output layer needs those ids), else one trained on the
-        texts of ``train`` (deterministic: the same texts give the same vocabulary)."""
+        texts of ``train``, every source of a mix once (deterministic: the same texts give
+        the same vocabulary)."""
         from suite.model import resolve
         from suite.tokenizers import load_tokenizer, train_tokenizer
 
@@ -74,7 +84,8 @@ class AsrTask(Task):
             tokenizer = load_tokenizer(resolve(recipe.train.init_from) / "tokenizer")
             tokenizer.save(directory)
             return tokenizer
-        texts = (c.supervisions[0].text for c in train if c.supervisions)
+        cuts = train.data.all_cuts() if isinstance(train.data, WeightedMix) else train
+        texts = (c.supervisions[0].text for c in cuts if c.supervisions)
         return train_tokenizer(recipe.model.tokenizer, texts, directory)
 
     def dataset(self, recipe: Recipe, model: nn.Module, training: bool, seed: int) -> Any:
@@ -90,7 +101,7 @@ class AsrTask(Task):
     ) -> Any:
         from suite.data.sampling import build_sampler
 
-        return build_sampler(
+        sampler = build_sampler(
             train,
             recipe.data.sampler,
             recipe.data.max_duration,
@@ -99,6 +110,7 @@ class AsrTask(Task):
             rank=rank,
             tokenizer=model.tokenizer,  # 2D buckets count output tokens
         )
+        return MixSampler(train.data, sampler) if isinstance(train.data, WeightedMix) else sampler
 
     def batch_amount(self, batch: Batch, model: nn.Module) -> float:
         return float(batch.lengths.sum()) * model.frontend.hop_ms / 1000
@@ -136,13 +148,16 @@ class AsrTask(Task):
     def evaluate(self, model: nn.Module, items: CutSet, **options: Any) -> dict[str, float]:
         """WER, CER and RTFx on ``items``; with ``max_duration=`` (seconds per batch) and
         decoding options (``head=``, ``method=``, ...). Synthetic test sets that mark voices
-        also give ``wer_seen_voices`` and ``wer_held_out_voices``."""
+        also give ``wer_seen_voices`` and ``wer_held_out_voices``; cuts that mark their
+        ``custom.source`` give ``wer_<source>`` per source."""
         from suite.tasks.asr.evaluation import by_group, evaluate_cuts
 
         scores = evaluate_cuts(model, items, **options)
         out = {"wer": scores.wer, "cer": scores.cer, "rtfx": scores.rtfx}
         for seen, group in by_group(scores, "voice_seen_in_train").items():
             out[f"wer_{'seen' if seen else 'held_out'}_voices"] = group.wer
+        for source, group in sorted(by_group(scores, "source").items()):
+            out[f"wer_{source}"] = group.wer
         return out
 
     def eval_options(self, recipe: Recipe) -> dict[str, Any]:

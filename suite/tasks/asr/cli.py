@@ -127,6 +127,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         if seen in groups:
             g = groups[seen]
             print(f"  {label}: WER {g.wer:.2%}  CER {g.cer:.2%}  ({g.num_utterances} utterances)")
+    for source, g in sorted(by_group(scores, "source").items()):
+        print(f"  {source}: WER {g.wer:.2%}  CER {g.cer:.2%}  ({g.num_utterances} utterances)")
     print(f"per-utterance results: {out}")
     if scores.failed:
         print(

@@ -81,7 +81,8 @@ def by_group(scores: Scores, key: str) -> dict[Any, Scores]:
     """Error rates per value of the per-utterance field ``key`` (rows without it are skipped).
 
     E.g. ``by_group(scores, "voice_seen_in_train")`` splits a synthetic test set into voices
-    used in training and voices held out of it.
+    used in training and voices held out of it; ``by_group(scores, "source")`` a pooled test
+    set into its corpora (``custom.source``, as ``suite data real-speech`` marks them).
     """
     groups: dict[Any, list[dict[str, Any]]] = {}
     for row in scores.per_utterance:
@@ -191,12 +192,15 @@ def _batches(cuts: list[Any], max_duration: float) -> list[list[Any]]:
 
 
 def _row(cut: Any) -> dict[str, Any]:
-    """The per-utterance row's identity: the cut id, and where the corpus marks it, whether its
-    voice configuration was used in training."""
+    """The per-utterance row's identity: the cut id, and where the corpus marks them, whether
+    its voice configuration was used in training and which source (corpus) it comes from."""
     row: dict[str, Any] = {"id": cut.id}
     custom = (cut.supervisions[0].custom or {}) if cut.supervisions else {}
     if "voice_seen_in_train" in custom:
         row["voice_seen_in_train"] = bool(custom["voice_seen_in_train"])
+    source = custom.get("source") or (getattr(cut, "custom", None) or {}).get("source")
+    if source is not None:
+        row["source"] = str(source)
     return row
 
 
