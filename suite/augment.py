@@ -1,4 +1,4 @@
-"""Training-time augmentation: speed perturbation, additive noise, SpecAugment.
+"""Training-time augmentation: speed perturbation, real acoustics, additive noise, SpecAugment.
 
 Dims legend: B - batch, T - frames, F - feature bins, S - audio samples.
 
@@ -8,7 +8,9 @@ them in this order:
 1. speed perturbation on lhotse cuts (``cut.perturb_speed`` via lhotse's ``PerturbSpeed``), which
    also rescales the supervisions' times (Ko et al., 2015, "Audio augmentation for speech
    recognition");
-2. additive white or pink noise on each waveform at a random SNR (:class:`NoiseMixer`);
+2. on each waveform, in this order: reverberation with a recorded room impulse response,
+   recorded noise at a random SNR (:mod:`suite.data.acoustics`), white or pink noise at a
+   random SNR (:class:`NoiseMixer`), then a band-limited channel (low-pass or telephone band);
 3. SpecAugment (Park et al., 2019) on the padded feature batch, using lhotse's implementation on
    each item's valid frames only (:class:`SpecAugment`), so padding never shifts the mask mean,
    the mask budget, or the time-warp centre.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from lhotse import CutSet
@@ -29,6 +32,8 @@ from lhotse.dataset.signal_transforms import SpecAugment as LhotseSpecAugment
 from torch import Tensor
 
 from suite.config import AugmentConfig, ConfigError
+from suite.data.acoustics import BandLimit, NoiseBank, RealNoise, Reverb
+from suite.data.shared import require_shared_data
 
 NOISE_COLORS = ("white", "pink")
 
@@ -213,40 +218,55 @@ class Augmentation:
         speed: cut-level speed perturbation, or ``None``.
         noise: waveform-level noise mixing, or ``None``.
         spec_augment: feature-level SpecAugment, or ``None``.
+        reverb: waveform-level reverberation with recorded impulse responses, or ``None``.
+        real_noise: waveform-level recorded noise, or ``None``.
+        band_limit: waveform-level low-pass or telephone band, or ``None``.
     """
 
     speed: PerturbSpeed | None = None
     noise: NoiseMixer | None = None
     spec_augment: SpecAugment | None = None
+    reverb: Reverb | None = None
+    real_noise: RealNoise | None = None
+    band_limit: BandLimit | None = None
 
     def reseed(self, seed: int) -> None:
-        """Restart every generator (speed, noise, SpecAugment) from ``seed``."""
+        """Restart every generator from ``seed`` (each transform from its own offset)."""
         if self.spec_augment is not None:
             self.spec_augment.reseed(seed + 2)
         if self.speed is not None:
             self.speed.random = random.Random(seed)
         if self.noise is not None:
             self.noise.reseed(seed + 1)
+        for offset, transform in enumerate((self.reverb, self.real_noise, self.band_limit)):
+            if transform is not None:
+                transform.reseed(seed + 3 + offset)
 
     def transform_cuts(self, cuts: CutSet) -> CutSet:
         """Speed-perturb a batch of cuts (a lazy change: audio is resampled when loaded)."""
         return self.speed(cuts) if self.speed is not None else cuts
 
     def transform_audio(self, samples: np.ndarray) -> np.ndarray:
-        """Mix noise into one waveform ``(S,)``."""
-        return self.noise(samples) if self.noise is not None else samples
+        """Reverberate, add noise to and band-limit one waveform ``(S,)``, as configured."""
+        for transform in (self.reverb, self.real_noise, self.noise, self.band_limit):
+            if transform is not None:
+                samples = transform(samples)
+        return samples
 
     def transform_features(self, features: Tensor, lengths: Tensor) -> Tensor:
         """SpecAugment a padded batch ``(B, T, F)`` within ``lengths (B,)``."""
         return self.spec_augment(features, lengths) if self.spec_augment is not None else features
 
 
-def build_augment(config: AugmentConfig, seed: int | None = None) -> Augmentation:
+def build_augment(
+    config: AugmentConfig, seed: int | None = None, sample_rate: int = 16000
+) -> Augmentation:
     """Build the transforms a recipe's ``data.augment`` section asks for.
 
     Args:
         config: which transforms are on, and their ranges.
         seed: seeds every transform's generator.
+        sample_rate: rate of the waveforms (band limits, and noise files are resampled to it).
 
     Returns:
         An :class:`Augmentation`; transforms that are off are ``None``.
@@ -260,7 +280,35 @@ def build_augment(config: AugmentConfig, seed: int | None = None) -> Augmentatio
         speed=speed_perturbation(config.speed_perturb, seed),
         noise=noise,
         spec_augment=SpecAugment() if config.specaugment else None,
+        **_acoustics(config, sample_rate),
     )
     if seed is not None:
         augmentation.reseed(seed)
     return augmentation
+
+
+def _acoustics(config: AugmentConfig, sample_rate: int) -> dict[str, Any]:
+    """The real-acoustics transforms that ``config`` turns on (see :mod:`suite.data.acoustics`)."""
+    out: dict[str, Any] = {}
+    for name in ("real_noise_prob", "reverb_prob", "lowpass_prob", "telephone_prob"):
+        if not 0.0 <= getattr(config, name) <= 1.0:
+            raise ConfigError(f"'{name}' must lie in [0, 1], got {getattr(config, name)}")
+
+    def pack(kinds: list[str], what: str) -> NoiseBank:
+        directory = config.noise_dir
+        if directory is None:
+            directory = require_shared_data("noise", f"data.augment.{what}")
+        return NoiseBank(directory, kinds, sample_rate)
+
+    if config.reverb_prob > 0:
+        out["reverb"] = Reverb(pack(["ir"], "reverb_prob"), config.reverb_prob)
+    if config.real_noise_prob > 0:
+        if "ir" in config.real_noise_kinds:
+            raise ConfigError("'real_noise_kinds' lists ir; impulse responses are for reverb_prob")
+        bank = pack(config.real_noise_kinds, "real_noise_prob")
+        out["real_noise"] = RealNoise(bank, config.real_noise_prob, tuple(config.real_noise_snr_db))
+    if config.lowpass_prob > 0 or config.telephone_prob > 0:
+        out["band_limit"] = BandLimit(
+            sample_rate, config.lowpass_prob, tuple(config.lowpass_hz), config.telephone_prob
+        )
+    return out

@@ -39,6 +39,16 @@ class AugmentConfig:
     speed_perturb: list[float] = field(default_factory=list)  # e.g. [0.9, 1.1]; [] is off
     noise_prob: float = 0.0  # probability of mixing white/pink noise into a cut
     noise_snr_db: list[float] = field(default_factory=lambda: [10.0, 30.0])
+    # Real acoustics (suite.data.acoustics), from a noise pack: a folder with manifest.jsonl
+    # (path, kind) such as the shared data's noise/, which null means.
+    noise_dir: str | None = None
+    real_noise_prob: float = 0.0  # recorded noise (the kinds below) at a random SNR
+    real_noise_snr_db: list[float] = field(default_factory=lambda: [0.0, 20.0])
+    real_noise_kinds: list[str] = field(default_factory=lambda: ["background", "sound"])
+    reverb_prob: float = 0.0  # convolve with one of the pack's room impulse responses (kind ir)
+    lowpass_prob: float = 0.0  # low-pass at a cutoff drawn from lowpass_hz
+    lowpass_hz: list[float] = field(default_factory=lambda: [3000.0, 7000.0])
+    telephone_prob: float = 0.0  # band-pass to the telephone band, 300-3400 Hz
 
 
 @dataclass

@@ -140,7 +140,7 @@ class AsrDataset(Dataset):
         self.frontend = frontend
         self.training = training
         self.augment: Augmentation | None = (
-            build_augment(augment, seed) if augment is not None else None
+            build_augment(augment, seed, frontend.sample_rate) if augment is not None else None
         )
         self._seeded_worker: int | None = None
 
