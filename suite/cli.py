@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     text.set_defaults(func=_text)
 
     prepare = data_commands.add_parser("prepare", help="lhotse manifests for a real corpus")
-    prepare.add_argument("corpus", choices=["librispeech"])
+    prepare.add_argument("corpus", choices=["librispeech", "ljspeech", "cmu_arctic"])
     prepare.add_argument("corpus_dir")
     prepare.add_argument("out_dir")
     prepare.set_defaults(func=_prepare)

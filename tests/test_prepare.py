@@ -111,3 +111,59 @@ def test_find_parts_prefers_given_folder(tmp_path: Path) -> None:
     _write_librispeech(tmp_path)
     root, parts = find_librispeech_parts(tmp_path)
     assert root == tmp_path and parts == ["dev-clean", "train-clean-100"]
+
+
+def _tone(path: Path, seconds: float = 0.3) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), SAMPLE_RATE)
+
+
+def test_prepare_ljspeech_and_cmu_arctic_split_by_sentence_like_the_shared_pack(tmp_path):
+    from suite.data.prepare import sentence_split
+
+    lj = tmp_path / "LJSpeech-1.1"
+    rows = {
+        "LJ001-0001": "Printing, in the only sense|Printing, in the only sense",
+        "LJ001-0014": "In 1450 and 1460|In fourteen fifty and fourteen sixty",
+        "LJ001-0016": "Dr. Smith|Doctor Smith",
+        "LJ002-0020": "In 1813|In eighteen thirteen",  # held out of every split
+    }
+    for clip in rows:
+        _tone(lj / "wavs" / f"{clip}.wav")
+    (lj / "metadata.csv").write_text("".join(f"{k}|{v}\n" for k, v in rows.items()))
+    out = tmp_path / "out"
+    assert main(["data", "prepare", "ljspeech", str(tmp_path), str(out / "lj")]) == 0
+    texts = {}
+    for split in ("train", "dev", "test"):
+        for cut in CutSet.from_file(out / "lj" / f"ljspeech_cuts_{split}.jsonl.gz"):
+            assert sentence_split(cut.id) == split and cut.custom["source"] == "ljspeech"
+            texts[cut.id] = cut.supervisions[0].text
+    assert texts == {
+        "LJ001-0001": "printing in the only sense",
+        "LJ001-0014": "in fourteen fifty and fourteen sixty",
+        "LJ001-0016": "doctor smith",
+    }
+
+    arctic = tmp_path / "arctic" / "cmu_us_slt_arctic"
+    prompts = {"arctic_a0001": "Author of the danger trail.", "arctic_a0007": "It was 6 o'clock."}
+    prompts |= {"arctic_a0011": "If I ever needed a fighter.", "arctic_a0073": "Yes."}
+    for prompt in prompts:
+        _tone(arctic / "wav" / f"{prompt}.wav")
+    (arctic / "etc").mkdir()
+    (arctic / "etc/txt.done.data").write_text(
+        "".join(f'( {k} "{v}" )\n' for k, v in prompts.items())
+    )
+    assert main(["data", "prepare", "cmu_arctic", str(tmp_path / "arctic"), str(out / "a")]) == 0
+    splits = {
+        split: [c.id for c in CutSet.from_file(out / "a" / f"cmu_arctic_cuts_{split}.jsonl.gz")]
+        for split in ("train", "dev", "test")
+    }
+    assert splits == {
+        "train": ["slt-arctic_a0007"],
+        "dev": ["slt-arctic_a0073"],
+        "test": ["slt-arctic_a0011"],
+    }
+    cut = next(iter(CutSet.from_file(out / "a" / "cmu_arctic_cuts_train.jsonl.gz")))
+    assert cut.supervisions[0].text == "it was six o'clock"
+    assert main(["data", "prepare", "ljspeech", str(tmp_path / "arctic"), str(out)]) == 2
