@@ -21,7 +21,6 @@ import pytest
 import soundfile as sf
 
 from suite.cli import main as cli_main
-from suite.data import synth
 from suite.data.espeak import find_library
 from suite.data.synth import (
     SAMPLE_RATE,
@@ -204,9 +203,13 @@ def test_manifests_are_valid_lhotse_with_16k_mono_flac(reference):
             assert sup.speaker in voice_configs()
             assert set(sup.custom) >= {"voice", "rate", "pitch", "augmentation"}
             assert isinstance(sup.custom["voice_seen_in_train"], bool)
+            assert (sup.custom["engine"], sup.custom["engine_seen_in_train"]) == ("espeak", True)
     assert total / 3600 == pytest.approx(summary["total_hours"], abs=1e-3)
     corpus = json.loads((out / "corpus.json").read_text())
     assert corpus["settings"]["seed"] == SEED and corpus["utterances"]["train"] > 0
+    # The default is the espeak-only corpus of plan version 1: its settings, so its folders resume.
+    settings = json.loads((out / "synth_settings.json").read_text())
+    assert settings["plan_version"] == 1 and "engines" not in settings
     assert summary["voice_configs"] == corpus["voice_configs"]["used"]
     # Exactly the corpus's audio is on disk: no temporary files, nothing past its end.
     assert len(list((out / "audio").rglob("*.flac"))) == summary["utterances"]
@@ -301,8 +304,8 @@ def test_bad_input_raises_user_errors_that_teach(tmp_path, monkeypatch, referenc
     shutil.copytree(reference[0], used)
     with pytest.raises(UserError, match="other settings.*seed"):
         synthesize_corpus(used, HOURS, SEED + 1)
-    monkeypatch.setattr(synth, "find_library", lambda: None)
-    with pytest.raises(UserError, match="apt-get install espeak-ng"):
+    monkeypatch.setattr("suite.data.espeak.find_library", lambda: None)
+    with pytest.raises(UserError, match="apt-get install espeak-ng.*make data"):
         synthesize_corpus(out, 0.01, 0)
 
 

@@ -1,27 +1,37 @@
-"""A synthetic multi-voice English speech corpus from espeak-ng (``suite data synth-speech``).
+"""A synthetic multi-voice English speech corpus from offline synthesizers (``suite data
+synth-speech``).
 
 Each utterance is one sentence (from :class:`~suite.data.sentences.SentenceGenerator` or a text
-file) spoken by one voice configuration, a dialect (en-us, en-gb, en-gb-scotland, en-029, ...)
-times a voice variant (+m3, +f2, +klatt, +croak, ...), at a random speed and pitch, optionally
-with additive noise and synthetic reverb. Audio is 16 kHz mono FLAC; the manifests are lhotse
-recordings, supervisions and cuts for the splits train, dev and test.
+file) spoken by one voice configuration at a random speed and pitch, optionally with additive
+noise and synthetic reverb. Audio is 16 kHz mono FLAC; the manifests are lhotse recordings,
+supervisions and cuts for the splits train, dev and test.
 
-* **Plan.** Seed -> an endless, index-based sequence of utterance specs (text, voice, speed,
-  pitch, augmentation, split). A corpus of ``hours`` is the shortest prefix of that sequence
-  whose measured audio reaches ``hours``, so the same seed gives the same corpus, and a run with
-  more hours extends a smaller one.
+* **Engines** (:mod:`suite.data.engines`). espeak-ng, a dialect (en-us, en-gb, en-gb-scotland,
+  en-029, ...) times a voice variant (+m3, +f2, +klatt, +croak, ...), is the default and alone
+  gives the corpus of earlier versions, byte for byte. ``engines`` adds flite, festival and SVOX
+  Pico, or ``"all"`` of them that are installed (a missing one is skipped with a warning; one
+  named explicitly must be installed). A training utterance draws its engine with
+  :data:`ENGINE_WEIGHTS`, then a voice of it.
+* **Plan.** Seed -> an endless, index-based sequence of utterance specs (text, engine, voice,
+  speed, pitch, augmentation, split). A corpus of ``hours`` is the shortest prefix of that
+  sequence whose measured audio reaches ``hours``, so the same seed gives the same corpus, and a
+  run with more hours extends a smaller one.
 * **Splits.** Sentences are disjoint across splits: a distinct sentence gets its split when first
-  seen (about 90/5/5), and a repeated one keeps it. A seeded tenth of the voice configurations is
-  held out of train and dev; half of the test utterances use them (``voice_seen_in_train``).
-* **Determinism.** libespeak-ng carries state from one utterance to the next (speaking the same
-  text twice gives a few samples' difference) and cannot be re-initialized in-process, so every
-  utterance is synthesized in a fresh ``fork`` of a worker that has loaded the library and
-  spoken one fixed warm-up sentence; noise is seeded per utterance. Same seed, same bytes,
-  whatever the number of workers or interruptions (with the same espeak-ng version).
+  seen (about 90/5/5), and a repeated one keeps it. A seeded tenth of espeak-ng's voice
+  configurations is held out of train and dev, and so is one whole engine (SVOX Pico by default:
+  its own lineage, where flite and festival share voices and code). Test utterances take turns:
+  the held-out engine, a held-out espeak-ng voice, a voice seen in training
+  (``engine_seen_in_train``, ``voice_seen_in_train``).
+* **Determinism.** libespeak-ng and Pico carry state from one utterance to the next (speaking the
+  same text twice gives different samples) and cannot be re-initialized in-process, so each of
+  their utterances is synthesized in a fresh ``fork`` of a worker that has loaded the library and
+  spoken one fixed warm-up sentence; flite and festival run as a new process per utterance;
+  noise is seeded per utterance. Same seed, same bytes, whatever the number of workers or
+  interruptions (with the same engine versions).
 * **Resume.** Audio is written atomically, so an existing FLAC is complete and is reused; the
   manifests are rebuilt from the plan at the end of every run. ``synth_settings.json`` records
-  what fixes the plan (seed, augmentation, text, espeak-ng version, a fingerprint of the plan's
-  start), and a run with other settings refuses the folder instead of mixing two corpora.
+  what fixes the plan (seed, augmentation, text, engines and their versions, a fingerprint of the
+  plan's start), and a run with other settings refuses the folder instead of mixing two corpora.
 
 Workers are started with ``spawn``: a script calling :func:`synthesize_corpus` needs the usual
 ``if __name__ == "__main__":`` guard.
@@ -37,6 +47,7 @@ import os
 import random
 import time
 import traceback
+import warnings
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -48,16 +59,23 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from suite.data.espeak import INSTALL_HINT, Espeak, find_library
-from suite.data.espeak import version as espeak_version
+from suite.data.effects import SAMPLE_RATE, add_noise, add_reverb, resample
+from suite.data.engines import get_engine, list_engines
 from suite.data.sentences import SentenceGenerator, read_text_file, speakable
+from suite.data.synth_manifests import write_manifests
 from suite.errors import UserError
 from suite.io import atomic_path, atomic_write_text
 from suite.text import normalize_text
 
-SAMPLE_RATE = 16000
 SPLITS = ("train", "dev", "test")
-PLAN_VERSION = 1  # bump when the plan or the rendering changes, so old folders are not mixed in
+# Bump when the plan or the rendering changes, so old folders are not mixed in. An espeak-only
+# corpus keeps version 1 (and its settings, ids and file names): those folders still resume.
+PLAN_VERSION = 2
+ESPEAK_ONLY_PLAN_VERSION = 1
+# A training utterance's engine, drawn with these weights over the engines in use: espeak-ng's
+# 367 training voice configurations share half; flite's 4 and festival's 3 voices get 7% each.
+ENGINE_WEIGHTS = {"espeak": 0.5, "flite": 0.3, "festival": 0.2, "pico": 0.2}
+DEFAULT_HELD_OUT_ENGINE = "pico"
 
 # Dialect label (the speaker id prefix) -> espeak-ng voice name.
 DIALECTS = {
@@ -116,14 +134,16 @@ class UtteranceSpec:
         id: recording, supervision and cut id.
         split: ``train``, ``dev`` or ``test``.
         text: the transcript (:func:`~suite.text.normalize_text` output).
-        spoken: what espeak-ng is given: ``text``'s words plus sentence punctuation.
-        voice: the voice configuration id (the speaker).
-        rate: speed in words per minute.
-        pitch: espeak base pitch (0-100).
-        pitch_range: espeak pitch range (0-100).
+        spoken: what the engine is given: ``text``'s words plus sentence punctuation.
+        voice: the voice configuration id (the speaker), e.g. ``en-gb+f3`` or ``flite-slt``.
+        rate: speed in words per minute (175 is every engine's normal speed).
+        pitch: base pitch on espeak's scale, 0-100 (50 is the voice's own).
+        pitch_range: pitch range on espeak's scale, 0-100 (where the engine has one).
         augmentation: what is applied after synthesis: ``noise`` (``white``/``pink``) with
             ``snr_db``, and/or ``rt60`` (reverb); empty for clean audio.
         voice_seen_in_train: whether ``voice`` may occur in train (false for held-out ones).
+        engine: the synthesizer (:func:`~suite.data.engines.list_engines`).
+        engine_seen_in_train: whether ``engine`` may occur in train (false for the held-out one).
     """
 
     index: int
@@ -137,6 +157,9 @@ class UtteranceSpec:
     pitch_range: int
     augmentation: dict[str, Any] = field(default_factory=dict)
     voice_seen_in_train: bool = True
+    # Fields added after plan version 1; left out of an espeak-only plan's fingerprint.
+    engine: str = "espeak"
+    engine_seen_in_train: bool = True
 
     def audio_path(self, out_dir: str | Path) -> Path:
         """Where the FLAC lives: ``OUT/audio/<index // 1000>/<id>.flac``."""
@@ -175,8 +198,20 @@ def _sentences(seed: int, text_file: str | Path | None) -> Iterator[tuple[str, s
         yield from first_pass
 
 
+def _test_kinds(engines: tuple[str, ...], held_out_engine: str | None) -> tuple[str, ...]:
+    """What the test utterances take turns at: ``engine`` (the held-out engine), ``voice`` (a
+    held-out espeak-ng voice), ``seen``; an espeak-only plan alternates voice and seen."""
+    kinds = ("engine",) if held_out_engine is not None else ()
+    voices = "espeak" in engines and held_out_engine != "espeak"
+    return kinds + (("voice",) if voices else ()) + ("seen",)
+
+
 def plan_utterances(
-    seed: int, text_file: str | Path | None = None, augment: bool = True
+    seed: int,
+    text_file: str | Path | None = None,
+    augment: bool = True,
+    engines: tuple[str, ...] = ("espeak",),
+    held_out_engine: str | None = None,
 ) -> Iterator[UtteranceSpec]:
     """The endless, deterministic sequence of utterance specs for ``seed``.
 
@@ -184,31 +219,46 @@ def plan_utterances(
         seed: fixes the sentences, voices, speeds, pitches, augmentations and held-out voices.
         text_file: speak its lines instead of generated sentences.
         augment: add noise and reverb to a fraction of the utterances.
+        engines: the synthesizers to use (installed or not: the plan does not look).
+        held_out_engine: one of ``engines`` that speaks only test utterances, or ``None``.
     """
     rng = random.Random(f"plan/{seed}")
     unseen = held_out_voices(seed)
     seen = sorted(set(voice_configs()) - set(unseen))
+    trained = [name for name in engines if name != held_out_engine]
+    weights = [ENGINE_WEIGHTS[name] for name in trained]
+    kinds = _test_kinds(engines, held_out_engine)
+    prefix = _prefix(engines, held_out_engine)
     tests = 0
     for index, (text, spoken, split) in enumerate(_sentences(seed, text_file)):
-        held_out = False
+        kind = "seen"
         if split == "test":
-            held_out = tests % 2 == 0  # alternate, so any test split holds both kinds
+            kind = kinds[tests % len(kinds)]  # take turns, so any test split holds every kind
             tests += 1
-        voice = rng.choice(unseen if held_out else seen)
+        if kind == "engine":
+            engine = held_out_engine
+        elif kind == "voice" or len(trained) == 1:  # an espeak-only plan draws no engine
+            engine = "espeak" if kind == "voice" else trained[0]
+        else:
+            engine = rng.choices(trained, weights)[0]
+        if engine == "espeak":
+            voice = rng.choice(unseen if kind == "voice" else seen)
+        else:
+            voice = rng.choice(get_engine(engine).voices)
         rate = rng.randint(*RATE_RANGE)
         pitch = rng.randint(*PITCH_RANGE)
         pitch_range = rng.randint(*INTONATION_RANGE)
         augmentation: dict[str, Any] = {}
         if augment and rng.random() < AUGMENT_PROBABILITY:
-            kind = rng.choice(("noise", "reverb", "both"))
-            if kind in ("noise", "both"):
+            kind_of_noise = rng.choice(("noise", "reverb", "both"))
+            if kind_of_noise in ("noise", "both"):
                 augmentation["noise"] = rng.choice(("white", "pink"))
                 augmentation["snr_db"] = round(rng.uniform(*SNR_DB_RANGE), 1)
-            if kind in ("reverb", "both"):
+            if kind_of_noise in ("reverb", "both"):
                 augmentation["rt60"] = round(rng.uniform(*RT60_RANGE), 2)
         yield UtteranceSpec(
             index=index,
-            id=f"espeak-s{seed}-{index:08d}",
+            id=f"{prefix}-s{seed}-{index:08d}",
             split=split,
             text=text,
             spoken=spoken,
@@ -217,84 +267,43 @@ def plan_utterances(
             pitch=pitch,
             pitch_range=pitch_range,
             augmentation=augmentation,
-            voice_seen_in_train=not held_out,
+            voice_seen_in_train=kind == "seen",
+            engine=engine,
+            engine_seen_in_train=kind != "engine",
         )
+
+
+def _espeak_only(engines: tuple[str, ...], held_out_engine: str | None) -> bool:
+    return tuple(engines) == ("espeak",) and held_out_engine is None
+
+
+def _prefix(engines: tuple[str, ...], held_out_engine: str | None) -> str:
+    """Utterance ids and manifest names start with it: ``espeak`` as before for an espeak-only
+    corpus, ``synth`` for a mixed one."""
+    return "espeak" if _espeak_only(engines, held_out_engine) else "synth"
 
 
 # -- rendering (runs in the worker processes) ----------------------------------------------------
 
 
-def _fft_size(n: int) -> int:
-    # numpy's FFT is fastest on sizes with small prime factors; powers of two are simplest.
-    return 1 << max(0, n - 1).bit_length()
-
-
-def resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
-    """Band-limited resampling by zero-padded FFT (what ``scipy.signal.resample`` does).
-
-    The signal is padded with silence first so that its end does not wrap onto its start.
-    Numpy only, to keep the worker processes small: scipy's import alone costs most of a second.
-    """
-    if source_rate == target_rate:
-        return audio.astype(np.float32)
-    n = len(audio)
-    g = math.gcd(source_rate, target_rate)
-    up, down = target_rate // g, source_rate // g
-    padded = -(-(n + down) // down) * down  # room for the wrap-around, whole periods of `down`
-    m = padded // down * up
-    spectrum = np.fft.rfft(audio, padded)
-    keep = min(len(spectrum), m // 2 + 1)
-    out = np.fft.irfft(spectrum[:keep], m) * (m / padded)
-    return out[: round(n * up / down)].astype(np.float32)
-
-
-def add_noise(audio: np.ndarray, snr_db: float, color: str, rng: np.random.Generator) -> np.ndarray:
-    """``audio`` plus white or pink (1/f) Gaussian noise at ``snr_db`` (over the whole signal)."""
-    noise = rng.standard_normal(len(audio))
-    if color == "pink":
-        spectrum = np.fft.rfft(noise)
-        spectrum /= np.sqrt(np.maximum(np.arange(len(spectrum)), 1.0))
-        noise = np.fft.irfft(spectrum, n=len(audio))
-    speech_power = float(np.mean(audio**2)) or 1e-8
-    noise_power = float(np.mean(noise**2)) or 1e-8
-    scale = math.sqrt(speech_power / (noise_power * 10 ** (snr_db / 10)))
-    return (audio + scale * noise).astype(np.float32)
-
-
-def add_reverb(
-    audio: np.ndarray, rt60: float, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE
-) -> np.ndarray:
-    """``audio`` convolved with a synthetic room response: a direct path plus exponentially
-    decaying Gaussian noise that falls by 60 dB in ``rt60`` seconds. Keeps half the tail and
-    the dry signal's RMS."""
-    n = max(1, int(rt60 * sample_rate))
-    t = np.arange(n) / sample_rate
-    response = rng.standard_normal(n) * np.exp(-math.log(1000.0) * t / rt60)
-    response *= 0.5 / np.linalg.norm(response)
-    response[0] += 1.0
-    size = _fft_size(len(audio) + n - 1)
-    wet = np.fft.irfft(np.fft.rfft(audio, size) * np.fft.rfft(response, size), size)
-    wet = wet[: len(audio) + n // 2]
-    dry_rms = math.sqrt(float(np.mean(audio**2)) or 1e-8)
-    wet_rms = math.sqrt(float(np.mean(wet**2)) or 1e-8)
-    return (wet * (dry_rms / wet_rms)).astype(np.float32)
-
-
-def _speak_in_fresh_fork(spec: UtteranceSpec) -> np.ndarray:
-    """Speak ``spec`` in a forked child, so libespeak-ng starts from the state this worker had
-    after :func:`_init_worker`, whatever was spoken before; float32 at espeak's rate."""
-    espeak = Espeak.get()
-    args = (spec.spoken, espeak_voice(spec.voice), spec.rate, spec.pitch, spec.pitch_range)
-    if not hasattr(os, "fork"):  # Windows: still correct audio, but history-dependent details
-        return espeak.synthesize(*args)
+def _speak(spec: UtteranceSpec) -> tuple[np.ndarray, int]:
+    """Speak ``spec`` with its engine: float32 samples and their rate. An in-process engine
+    speaks in a forked child, so it starts from the state this worker had after
+    :func:`_init_worker`, whatever was spoken before."""
+    engine = get_engine(spec.engine)
+    args = (spec.spoken, spec.voice, spec.rate, spec.pitch, spec.pitch_range)
+    # Windows has no fork: still correct audio there, but history-dependent details.
+    if not engine.in_process or not hasattr(os, "fork"):
+        return engine.synthesize(*args)
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child only speaks, and must never return into the pool's code
         try:
             os.close(read_end)
             try:
-                samples = espeak.synthesize(*args)
-                reply = b"ok" + (samples * 32768.0).astype(np.int16).tobytes()
+                samples, rate = engine.synthesize(*args)
+                pcm = (samples * 32768.0).astype(np.int16).tobytes()
+                reply = b"ok" + rate.to_bytes(4, "little") + pcm
             except BaseException:
                 reply = b"er" + traceback.format_exc().encode()
             with os.fdopen(write_end, "wb") as f:
@@ -306,17 +315,18 @@ def _speak_in_fresh_fork(spec: UtteranceSpec) -> np.ndarray:
         reply = f.read()
     _, status = os.waitpid(pid, 0)
     if reply[:2] == b"ok":
-        return np.frombuffer(reply[2:], dtype=np.int16).astype(np.float32) / 32768.0
+        rate = int.from_bytes(reply[2:6], "little")
+        return np.frombuffer(reply[6:], dtype=np.int16).astype(np.float32) / 32768.0, rate
     detail = reply[2:].decode(errors="replace") if reply else f"wait status {status}"
-    raise RuntimeError(f"espeak-ng failed on {spec.id} ({spec.spoken!r}):\n{detail}")
+    raise RuntimeError(f"{spec.engine} failed on {spec.id} ({spec.spoken!r}):\n{detail}")
 
 
 def render(spec: UtteranceSpec, seed: int) -> np.ndarray:
     """Synthesize, resample to 16 kHz and augment one utterance; float32 mono in [-1, 1]."""
-    audio = _speak_in_fresh_fork(spec)
+    audio, rate = _speak(spec)
     if audio.size == 0:
-        raise RuntimeError(f"espeak-ng produced no audio for {spec.id}: {spec.spoken!r}")
-    audio = resample(audio, Espeak.get().sample_rate, SAMPLE_RATE)
+        raise RuntimeError(f"{spec.engine} produced no audio for {spec.id}: {spec.spoken!r}")
+    audio = resample(audio, rate, SAMPLE_RATE)
     rng = np.random.default_rng([seed, spec.index])
     if "rt60" in spec.augmentation:
         audio = add_reverb(audio, spec.augmentation["rt60"], rng)
@@ -328,10 +338,12 @@ def render(spec: UtteranceSpec, seed: int) -> np.ndarray:
     return audio
 
 
-def _init_worker() -> None:
-    # Load the library and warm it up with a fixed utterance (the first one in a process pays
-    # for lazy set-up); every fork then starts from this same state, in every worker.
-    Espeak.get().synthesize("warm up", "en-us", 175, 50)
+def _init_worker(engines: tuple[str, ...]) -> None:
+    # Load the in-process engines and warm them up with a fixed utterance (the first one in a
+    # process pays for lazy set-up); every fork then starts from this same state, in every worker.
+    for name in engines:
+        if get_engine(name).in_process:
+            get_engine(name).load()
 
 
 def _render_task(spec: UtteranceSpec, seed: int, out_dir: str) -> tuple[int, bool]:
@@ -356,9 +368,46 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _plan_fingerprint(seed: int, text_file: str | Path | None, augment: bool) -> str:
-    head = islice(plan_utterances(seed, text_file, augment), 64)
-    return hashlib.sha256(json.dumps([asdict(spec) for spec in head]).encode()).hexdigest()[:16]
+def _plan_fingerprint(
+    seed: int,
+    text_file: str | Path | None,
+    augment: bool,
+    engines: tuple[str, ...] = ("espeak",),
+    held_out_engine: str | None = None,
+) -> str:
+    head = islice(plan_utterances(seed, text_file, augment, engines, held_out_engine), 64)
+    records = [asdict(spec) for spec in head]
+    if _espeak_only(engines, held_out_engine):  # as plan version 1 wrote it: still resumes
+        for record in records:
+            del record["engine"], record["engine_seen_in_train"]
+    return hashlib.sha256(json.dumps(records).encode()).hexdigest()[:16]
+
+
+def _settings(
+    seed: int,
+    text_file: str | Path | None,
+    augment: bool,
+    engines: tuple[str, ...],
+    held_out_engine: str | None,
+) -> dict[str, Any]:
+    """What fixes a corpus; an espeak-only one records exactly what plan version 1 did."""
+    espeak_only = _espeak_only(engines, held_out_engine)
+    settings = {
+        "plan_version": ESPEAK_ONLY_PLAN_VERSION if espeak_only else PLAN_VERSION,
+        "seed": seed,
+        "augment": augment,
+        "text_file_sha256": _file_digest(Path(text_file)) if text_file is not None else None,
+    }
+    if espeak_only:
+        settings["espeak_ng"] = get_engine("espeak").version()
+    else:
+        settings["engines"] = {name: get_engine(name).version() for name in engines}
+        settings["held_out_engine"] = held_out_engine
+    # Catches changed word lists, voices or plan code that PLAN_VERSION was not bumped for.
+    settings["plan_fingerprint"] = _plan_fingerprint(
+        seed, text_file, augment, engines, held_out_engine
+    )
+    return settings
 
 
 def _check_settings(out: Path, settings: dict[str, Any]) -> None:
@@ -370,10 +419,12 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
             changed = sorted(
                 k for k in settings.keys() | previous.keys() if previous.get(k) != settings.get(k)
             )
+            engines = ",".join(previous.get("engines", ["espeak"]))
             raise UserError(
                 f"{out} already holds a corpus synthesized with other settings "
-                f"({', '.join(changed)} differ: {previous} vs {settings}); pass another --out "
-                "folder, or delete this one to start over"
+                f"({', '.join(changed)} differ: {previous} vs {settings}); to continue it, "
+                f"pass its settings (--engines {engines}, ...), pass another --out folder, or "
+                "delete this one to start over"
             )
         return
     atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
@@ -385,16 +436,74 @@ def _audio_files(out: Path) -> Iterator[Path]:
         yield from audio.glob("*/*.flac")
 
 
-def _remove_strays(out: Path, keep: set[str] | None) -> None:
+def _remove_strays(out: Path, prefix: str, keep: set[str] | None) -> None:
     """Delete temporary files a killed run left behind (``suite.io.atomic_path`` names them
     ``.<name>.<random>``) and, given ``keep``, every FLAC not in it (beyond the corpus's end)."""
-    for path in out.glob(".espeak_*.jsonl.gz"):
+    for path in out.glob(f".{prefix}_*.jsonl.gz"):
         path.unlink(missing_ok=True)
     for path in _audio_files(out):
-        if path.name.startswith(".espeak-"):
+        if path.name.startswith(f".{prefix}-"):
             path.unlink(missing_ok=True)
-        elif keep is not None and path.name.startswith("espeak-") and path.stem not in keep:
+        elif keep is not None and path.name.startswith(f"{prefix}-") and path.stem not in keep:
             path.unlink(missing_ok=True)
+
+
+class SynthWarning(UserWarning):
+    """An engine asked for with ``"all"`` is not installed and is skipped."""
+
+
+def resolve_engines(
+    engines: str | list[str] | tuple[str, ...] | None = None,
+    held_out_engine: str | None = None,
+) -> tuple[tuple[str, ...], str | None]:
+    """The engines a corpus uses, in a fixed order, and its held-out engine.
+
+    Args:
+        engines: ``None`` (espeak-ng only, the corpus of earlier versions), ``"all"`` (every
+            engine installed here: a missing one is skipped with a :class:`SynthWarning`), or
+            names (a list, or one comma-separated string), each of which must be installed.
+        held_out_engine: ``None`` picks :data:`DEFAULT_HELD_OUT_ENGINE` when it is used along
+            with another engine; ``"none"`` holds no engine out; a name must be among the
+            engines, and not the only one.
+
+    Raises:
+        UserError: for an unknown name, a named engine that is not installed (with what to
+            install), no engine installed, or a held-out engine that cannot be held out.
+    """
+    if engines is None:
+        engines = ["espeak"]
+    if isinstance(engines, str):
+        engines = [name.strip() for name in engines.split(",") if name.strip()]
+    everything = list(engines) == ["all"]
+    wanted = set(list_engines() if everything else engines)
+    for name in wanted:
+        get_engine(name)  # an unknown name raises, listing the known ones
+    names = []
+    for name in list_engines():
+        why = get_engine(name).missing() if name in wanted else None
+        if why is not None and not everything:
+            raise UserError(why)
+        if why is not None:
+            warnings.warn(f"skipping the {name} engine: {why}", SynthWarning, stacklevel=2)
+        elif name in wanted:
+            names.append(name)
+    if not names:
+        raise UserError("no speech engine is installed; run `make data`, or install espeak-ng")
+    if held_out_engine is None:
+        held = DEFAULT_HELD_OUT_ENGINE
+        if everything and held not in names:
+            warnings.warn(
+                f"no unseen-synthesizer test split: {held} is not installed", SynthWarning, 2
+            )
+        return tuple(names), held if held in names and len(names) > 1 else None
+    if held_out_engine == "none":
+        return tuple(names), None
+    if held_out_engine not in names or len(names) == 1:
+        raise UserError(
+            f"the held-out engine must be one of the engines and not the only one; got "
+            f"--held-out-engine {held_out_engine} with --engines {','.join(names)}"
+        )
+    return tuple(names), held_out_engine
 
 
 def _validate_request(
@@ -406,8 +515,6 @@ def _validate_request(
         raise UserError(f"seed must be a non-negative integer, got {seed!r}; e.g. --seed 0")
     if num_workers is not None and num_workers < 1:
         raise UserError(f"num_workers must be at least 1, got {num_workers}; e.g. --jobs 2")
-    if find_library() is None:
-        raise UserError(f"libespeak-ng was not found; {INSTALL_HINT}")
     if text_file is not None:
         lines = read_text_file(text_file)
         if not any(normalize_text(line) for line in lines):
@@ -424,11 +531,15 @@ def synthesize_corpus(
     text_file: str | Path | None = None,
     num_workers: int | None = None,
     augment: bool = True,
+    engines: str | list[str] | tuple[str, ...] | None = None,
+    held_out_engine: str | None = None,
 ) -> dict[str, Any]:
     """Synthesize (or finish, or extend) a corpus of ``hours`` of speech in ``out_dir``.
 
-    Writes ``OUT/audio/**.flac`` (16 kHz mono), ``OUT/espeak_{recordings,supervisions,cuts}_
-    {train,dev,test}.jsonl.gz`` (lhotse) and ``OUT/corpus.json`` (a summary).
+    Writes ``OUT/audio/**.flac`` (16 kHz mono), ``OUT/P_{recordings,supervisions,cuts}_
+    {train,dev,test}.jsonl.gz`` (lhotse; ``P`` is ``espeak`` for an espeak-only corpus and
+    ``synth`` for a mixed one, which also gets ``synth_cuts_test_unseen_engine.jsonl.gz``, the
+    held-out engine's test cuts) and ``OUT/corpus.json`` (a summary).
 
     Args:
         out_dir: output folder; a re-run reuses the audio already there.
@@ -438,6 +549,8 @@ def synthesize_corpus(
         text_file: speak the lines of this UTF-8 file instead of generated sentences.
         num_workers: synthesis processes (default: ``os.cpu_count()``).
         augment: add noise and/or reverb to about a third of the utterances.
+        engines: the synthesizers (see :func:`resolve_engines`); default espeak-ng only.
+        held_out_engine: the engine heard only in test (see :func:`resolve_engines`).
 
     Returns:
         A summary: ``hours`` per split, ``total_hours``, ``utterances``, ``voice_configs``
@@ -445,24 +558,18 @@ def synthesize_corpus(
         ``real_time_factor`` (wall time / audio time) and ``times_real_time`` (its inverse).
 
     Raises:
-        UserError: for bad arguments, a missing or empty text file, espeak-ng not installed,
+        UserError: for bad arguments, a missing or empty text file, an engine not installed,
             or an ``out_dir`` made with other settings.
     """
     _validate_request(hours, seed, text_file, num_workers)
+    engines, held_out_engine = resolve_engines(engines, held_out_engine)
+    prefix = _prefix(engines, held_out_engine)
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {
-        "plan_version": PLAN_VERSION,
-        "seed": seed,
-        "augment": augment,
-        "text_file_sha256": _file_digest(Path(text_file)) if text_file is not None else None,
-        "espeak_ng": espeak_version(),
-        # Catches changed word lists, voices or plan code that PLAN_VERSION was not bumped for.
-        "plan_fingerprint": _plan_fingerprint(seed, text_file, augment),
-    }
+    settings = _settings(seed, text_file, augment, engines, held_out_engine)
     _check_settings(out, settings)
-    _remove_strays(out, keep=None)
+    _remove_strays(out, prefix, keep=None)
     workers = num_workers or os.cpu_count() or 1
     target = hours * 3600.0
 
@@ -473,10 +580,10 @@ def synthesize_corpus(
     # they fork per utterance, and their imports stay small.
     context = multiprocessing.get_context("spawn")
     with (
-        context.Pool(workers, initializer=_init_worker) as pool,
+        context.Pool(workers, initializer=_init_worker, initargs=(engines,)) as pool,
         tqdm(total=round(target), unit="s", desc="synthesizing speech", smoothing=0.1) as bar,
     ):
-        specs = plan_utterances(seed, text_file, augment)
+        specs = plan_utterances(seed, text_file, augment, engines, held_out_engine)
         pending: deque = deque()
         while True:
             while total < target and len(pending) < workers * _WINDOW_PER_WORKER:
@@ -493,9 +600,9 @@ def synthesize_corpus(
             seconds = samples / SAMPLE_RATE
             bar.update(min(round(total + seconds), round(target)) - round(total))
             total += seconds
-    _remove_strays(out, keep={spec.id for spec, _ in kept})
+    _remove_strays(out, prefix, keep={spec.id for spec, _ in kept})
 
-    summary = _write_manifests(out, kept, seed, settings)
+    summary = write_manifests(out, prefix, kept, seed, settings)
     wall = time.perf_counter() - start
     summary.update(
         out_dir=str(out),
@@ -507,93 +614,9 @@ def synthesize_corpus(
     )
     tqdm.write(
         f"wrote {summary['total_hours']:.3f} h in {summary['utterances']} utterances from "
-        f"{summary['voice_configs']} voice configs to {out} in {wall:.1f} s "
+        f"{summary['voice_configs']} voice configs of {', '.join(engines)} to {out} in "
+        f"{wall:.1f} s "
         f"({summary['times_real_time']}x real time; {synthesized} synthesized, "
         f"{len(kept) - synthesized} reused)"
     )
     return summary
-
-
-def _write_manifests(
-    out: Path, kept: list[tuple[UtteranceSpec, int]], seed: int, settings: dict[str, Any]
-) -> dict[str, Any]:
-    """Write the lhotse manifests of every split and ``corpus.json``; return the summary."""
-    # lhotse (and torch with it) is only needed here, so the workers never import it.
-    from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
-
-    by_split: dict[str, list[tuple[UtteranceSpec, int]]] = {split: [] for split in SPLITS}
-    for spec, samples in kept:
-        by_split[spec.split].append((spec, samples))
-    hours: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    for split, items in by_split.items():
-        recordings, supervisions = [], []
-        for spec, samples in items:
-            recording = Recording.from_file(spec.audio_path(out).resolve(), recording_id=spec.id)
-            if recording.num_samples != samples or recording.sampling_rate != SAMPLE_RATE:
-                raise RuntimeError(f"{spec.audio_path(out)} does not match its plan; delete it")
-            recordings.append(recording)
-            supervisions.append(
-                SupervisionSegment(
-                    id=spec.id,
-                    recording_id=spec.id,
-                    start=0.0,
-                    duration=recording.duration,
-                    channel=0,
-                    text=spec.text,
-                    language="en",
-                    speaker=spec.voice,
-                    custom={
-                        "voice": espeak_voice(spec.voice),
-                        "rate": spec.rate,
-                        "pitch": spec.pitch,
-                        "pitch_range": spec.pitch_range,
-                        "augmentation": spec.augmentation,
-                        "voice_seen_in_train": spec.voice_seen_in_train,
-                    },
-                )
-            )
-        recording_set = RecordingSet.from_recordings(recordings)
-        supervision_set = SupervisionSet.from_segments(supervisions)
-        cuts = CutSet.from_manifests(recordings=recording_set, supervisions=supervision_set)
-        for name, manifest in (
-            ("recordings", recording_set),
-            ("supervisions", supervision_set),
-            ("cuts", cuts),
-        ):
-            with atomic_path(out / f"espeak_{name}_{split}.jsonl.gz", suffix=".jsonl.gz") as tmp:
-                manifest.to_file(tmp)
-        hours[split] = round(sum(s for _, s in items) / SAMPLE_RATE / 3600, 4)
-        counts[split] = len(items)
-
-    unseen = held_out_voices(seed)
-    used = sorted({spec.voice for spec, _ in kept})
-    corpus = {
-        "description": "synthetic multi-voice English speech (espeak-ng), suite data synth-speech",
-        "settings": settings,
-        "sample_rate": SAMPLE_RATE,
-        "hours": hours,
-        "total_hours": round(sum(s for _, s in kept) / SAMPLE_RATE / 3600, 4),
-        "utterances": counts,
-        "voice_configs": {
-            "all": len(voice_configs()),
-            "held_out": unseen,
-            "used": len(used),
-            "used_seen": len(set(used) - set(unseen)),
-            "used_unseen": len(set(used) & set(unseen)),
-        },
-        "manifests": {
-            split: {
-                k: f"espeak_{k}_{split}.jsonl.gz" for k in ("recordings", "supervisions", "cuts")
-            }
-            for split in SPLITS
-        },
-    }
-    atomic_write_text(out / "corpus.json", json.dumps(corpus, indent=2) + "\n")
-    return {
-        "hours": hours,
-        "total_hours": corpus["total_hours"],
-        "utterances": len(kept),
-        "utterances_per_split": counts,
-        "voice_configs": len(used),
-    }
