@@ -35,15 +35,21 @@ demo: setup
 
 # Open-domain training text (README "Data"): installs the Debian packages of prose that
 # `suite data text` reads (documentation, dictionaries, public-domain Bibles, fortunes), then
-# builds data/text. Tests use small fixtures and never need it.
+# builds data/text. It also installs the speech engines of `suite data synth-speech --engines
+# all` (flite, festival and its voices from Debian, SVOX Pico's ttspico from PyPI). Tests use
+# small fixtures and never need any of it: those that need an engine skip without it.
 data: setup
-	@pkgs="$$($(PY) -c 'from suite.data.text_corpus import debian_packages; print(*debian_packages())')"; \
+	@pkgs="$$($(PY) -c 'from suite.data.text_corpus import debian_packages; print(*debian_packages())') \
+		$$($(PY) -c 'from suite.data.engines import debian_packages; print(*debian_packages())')"; \
 	missing=""; for p in $$pkgs; do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	[ -z "$$missing" ] || { \
 		echo "installing$$missing with apt"; \
 		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; }
+	@for p in $$($(PY) -c 'from suite.data.engines import pypi_packages; print(*pypi_packages())'); do \
+		$(PY) -m pip show -q $$p >/dev/null 2>&1 || $(PY) -m pip install -q $$p; \
+	done
 	$(VENV)/bin/suite data text --out data/text --grammar 20000
 
 # The quick suite (minutes on 2 cores); end-to-end tests that train for tens of seconds or more

@@ -56,12 +56,16 @@ class Engine:
         voices: voice configuration ids, unique over all engines (the corpus's speakers).
         install: what to install, for errors and warnings.
         in_process: it keeps state in this process between utterances (see the module doc).
+        debian: the Debian packages it needs (``make data`` installs them).
+        pypi: the PyPI packages it needs (``make data`` installs them).
     """
 
     name: str = ""
     voices: tuple[str, ...] = ()
     install: str = ""
     in_process: bool = False
+    debian: tuple[str, ...] = ()
+    pypi: tuple[str, ...] = ()
 
     def missing(self) -> str | None:
         """Why this engine cannot run here (with what to install), or ``None`` if it can."""
@@ -105,6 +109,7 @@ class EspeakEngine(Engine):
     name = "espeak"
     install = f"apt-get install espeak-ng (Debian package libespeak-ng1), {MAKE_DATA}"
     in_process = True
+    debian = ("espeak-ng",)
 
     def __init__(self) -> None:
         # Imported here: suite.data.synth owns the dialect and variant lists.
@@ -136,6 +141,7 @@ class FliteEngine(Engine):
     name = "flite"
     voices = ("flite-kal16", "flite-awb", "flite-rms", "flite-slt")
     install = f"apt-get install flite (Debian package flite), {MAKE_DATA}"
+    debian = ("flite",)
 
     def missing(self) -> str | None:
         if shutil.which("flite") is None:
@@ -190,6 +196,7 @@ class FestivalEngine(Engine):
         "apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts "
         f"(Debian packages), {MAKE_DATA}"
     )
+    debian = ("festival", *(package for _, package, _ in _FESTIVAL.values()))
 
     def missing(self) -> str | None:
         if shutil.which("text2wave") is None:
@@ -239,6 +246,7 @@ class PicoEngine(Engine):
     voices = ("pico-en-US", "pico-en-GB")
     install = f"pip install ttspico (PyPI; builds from C sources), {MAKE_DATA}"
     in_process = True
+    pypi = ("ttspico",)
 
     def __init__(self) -> None:
         self._engines: dict[str, object] = {}  # voice -> ttspico.TtsEngine
@@ -293,6 +301,16 @@ def get_engine(name: str) -> Engine:
     if name not in _INSTANCES:
         _INSTANCES[name] = _ENGINE_TYPES[name]()
     return _INSTANCES[name]
+
+
+def debian_packages() -> list[str]:
+    """Every engine's Debian packages, for ``make data``."""
+    return [package for name in _ENGINE_TYPES for package in _ENGINE_TYPES[name].debian]
+
+
+def pypi_packages() -> list[str]:
+    """Every engine's PyPI packages, for ``make data``."""
+    return [package for name in _ENGINE_TYPES for package in _ENGINE_TYPES[name].pypi]
 
 
 def engine_of(voice: str) -> Engine:
