@@ -178,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("--jobs", type=int, default=None, help="worker processes (default: cores)")
     text.set_defaults(func=_text)
 
+    from suite.data.scenes import add_command as add_synth_scenes
+
+    add_synth_scenes(data_commands)
+
     prepare = data_commands.add_parser("prepare", help="lhotse manifests for a real corpus")
     prepare.add_argument("corpus", choices=["librispeech", "ljspeech", "cmu_arctic"])
     prepare.add_argument("corpus_dir")
