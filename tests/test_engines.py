@@ -17,13 +17,11 @@ import pytest
 
 from suite.data import engines as engines_module
 from suite.data import synth
-from suite.data.engines import engine_of, get_engine, list_engines
+from suite.data.engines import SynthWarning, engine_of, get_engine, list_engines, resolve_engines
 from suite.data.synth import (
     SPLITS,
-    SynthWarning,
     UtteranceSpec,
     plan_utterances,
-    resolve_engines,
     synthesize_corpus,
 )
 from suite.errors import UserError

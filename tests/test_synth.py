@@ -314,3 +314,12 @@ def test_cli_prints_one_line_for_bad_input(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("suite: error: hours must be a positive number") and "Trace" not in err
+
+
+@needs_espeak
+@pytest.mark.skipif(shutil.which("flite") is None, reason="flite is not installed (make data)")
+def test_an_espeak_only_folder_refuses_other_engines_and_says_how_to_resume(reference, tmp_path):
+    used = tmp_path / "used"
+    shutil.copytree(reference[0], used)
+    with pytest.raises(UserError, match="other settings.*--engines espeak,"):
+        synthesize_corpus(used, HOURS, SEED, engines="espeak,flite")

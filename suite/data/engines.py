@@ -26,6 +26,7 @@ import importlib.util
 import shutil
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ import soundfile as sf
 from suite.data import espeak as _espeak
 from suite.errors import UserError
 
+DEFAULT_HELD_OUT_ENGINE = "pico"  # its own lineage: flite is a port of festival, with its voices
 NORMAL_RATE = 175  # words per minute that every engine's normal speed stands for
 MAKE_DATA = "or run `make data`, which installs every engine"
 
@@ -265,7 +267,9 @@ class PicoEngine(Engine):
         if voice not in self._engines:
             import ttspico
 
-            self._engines[voice] = ttspico.TtsEngine(voice.removeprefix("pico-"))
+            engine = ttspico.TtsEngine(voice.removeprefix("pico-"))
+            engine.set_property("volume", 60)  # at 100, en-US clips about 0.7% of its samples
+            self._engines[voice] = engine
         return self._engines[voice]
 
     def load(self) -> None:
@@ -319,3 +323,61 @@ def engine_of(voice: str) -> Engine:
         if voice in get_engine(name).voices:
             return get_engine(name)
     raise KeyError(f"no engine has the voice configuration '{voice}'")
+
+
+class SynthWarning(UserWarning):
+    """An engine asked for with ``"all"`` is not installed and is skipped."""
+
+
+def resolve_engines(
+    engines: str | list[str] | tuple[str, ...] | None = None,
+    held_out_engine: str | None = None,
+) -> tuple[tuple[str, ...], str | None]:
+    """The engines a corpus uses, in a fixed order, and its held-out engine.
+
+    Args:
+        engines: ``None`` (espeak-ng only, the corpus of earlier versions), ``"all"`` (every
+            engine installed here: a missing one is skipped with a :class:`SynthWarning`), or
+            names (a list, or one comma-separated string), each of which must be installed.
+        held_out_engine: ``None`` picks :data:`DEFAULT_HELD_OUT_ENGINE` when it is used along
+            with another engine; ``"none"`` holds no engine out; a name must be among the
+            engines, and not the only one.
+
+    Raises:
+        UserError: for an unknown name, a named engine that is not installed (with what to
+            install), no engine installed, or a held-out engine that cannot be held out.
+    """
+    if engines is None:
+        engines = ["espeak"]
+    if isinstance(engines, str):
+        engines = [name.strip() for name in engines.split(",") if name.strip()]
+    everything = list(engines) == ["all"]
+    wanted = set(list_engines() if everything else engines)
+    for name in wanted:
+        get_engine(name)  # an unknown name raises, listing the known ones
+    names = []
+    for name in list_engines():
+        why = get_engine(name).missing() if name in wanted else None
+        if why is not None and not everything:
+            raise UserError(why)
+        if why is not None:
+            warnings.warn(f"skipping the {name} engine: {why}", SynthWarning, stacklevel=2)
+        elif name in wanted:
+            names.append(name)
+    if not names:
+        raise UserError("no speech engine is installed; run `make data`, or install espeak-ng")
+    if held_out_engine is None:
+        held = DEFAULT_HELD_OUT_ENGINE
+        if everything and held not in names:
+            warnings.warn(
+                f"no unseen-synthesizer test split: {held} is not installed", SynthWarning, 2
+            )
+        return tuple(names), held if held in names and len(names) > 1 else None
+    if held_out_engine == "none":
+        return tuple(names), None
+    if held_out_engine not in names or len(names) == 1:
+        raise UserError(
+            f"the held-out engine must be one of the engines and not the only one; got "
+            f"--held-out-engine {held_out_engine} with --engines {','.join(names)}"
+        )
+    return tuple(names), held_out_engine

@@ -47,7 +47,6 @@ import os
 import random
 import time
 import traceback
-import warnings
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -60,7 +59,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from suite.data.effects import SAMPLE_RATE, add_noise, add_reverb, resample
-from suite.data.engines import get_engine, list_engines
+from suite.data.engines import get_engine, resolve_engines
 from suite.data.sentences import SentenceGenerator, read_text_file, speakable
 from suite.data.synth_manifests import write_manifests
 from suite.errors import UserError
@@ -75,7 +74,6 @@ ESPEAK_ONLY_PLAN_VERSION = 1
 # A training utterance's engine, drawn with these weights over the engines in use: espeak-ng's
 # 367 training voice configurations share half; flite's 4 and festival's 3 voices get 7% each.
 ENGINE_WEIGHTS = {"espeak": 0.5, "flite": 0.3, "festival": 0.2, "pico": 0.2}
-DEFAULT_HELD_OUT_ENGINE = "pico"
 
 # Dialect label (the speaker id prefix) -> espeak-ng voice name.
 DIALECTS = {
@@ -446,64 +444,6 @@ def _remove_strays(out: Path, prefix: str, keep: set[str] | None) -> None:
             path.unlink(missing_ok=True)
         elif keep is not None and path.name.startswith(f"{prefix}-") and path.stem not in keep:
             path.unlink(missing_ok=True)
-
-
-class SynthWarning(UserWarning):
-    """An engine asked for with ``"all"`` is not installed and is skipped."""
-
-
-def resolve_engines(
-    engines: str | list[str] | tuple[str, ...] | None = None,
-    held_out_engine: str | None = None,
-) -> tuple[tuple[str, ...], str | None]:
-    """The engines a corpus uses, in a fixed order, and its held-out engine.
-
-    Args:
-        engines: ``None`` (espeak-ng only, the corpus of earlier versions), ``"all"`` (every
-            engine installed here: a missing one is skipped with a :class:`SynthWarning`), or
-            names (a list, or one comma-separated string), each of which must be installed.
-        held_out_engine: ``None`` picks :data:`DEFAULT_HELD_OUT_ENGINE` when it is used along
-            with another engine; ``"none"`` holds no engine out; a name must be among the
-            engines, and not the only one.
-
-    Raises:
-        UserError: for an unknown name, a named engine that is not installed (with what to
-            install), no engine installed, or a held-out engine that cannot be held out.
-    """
-    if engines is None:
-        engines = ["espeak"]
-    if isinstance(engines, str):
-        engines = [name.strip() for name in engines.split(",") if name.strip()]
-    everything = list(engines) == ["all"]
-    wanted = set(list_engines() if everything else engines)
-    for name in wanted:
-        get_engine(name)  # an unknown name raises, listing the known ones
-    names = []
-    for name in list_engines():
-        why = get_engine(name).missing() if name in wanted else None
-        if why is not None and not everything:
-            raise UserError(why)
-        if why is not None:
-            warnings.warn(f"skipping the {name} engine: {why}", SynthWarning, stacklevel=2)
-        elif name in wanted:
-            names.append(name)
-    if not names:
-        raise UserError("no speech engine is installed; run `make data`, or install espeak-ng")
-    if held_out_engine is None:
-        held = DEFAULT_HELD_OUT_ENGINE
-        if everything and held not in names:
-            warnings.warn(
-                f"no unseen-synthesizer test split: {held} is not installed", SynthWarning, 2
-            )
-        return tuple(names), held if held in names and len(names) > 1 else None
-    if held_out_engine == "none":
-        return tuple(names), None
-    if held_out_engine not in names or len(names) == 1:
-        raise UserError(
-            f"the held-out engine must be one of the engines and not the only one; got "
-            f"--held-out-engine {held_out_engine} with --engines {','.join(names)}"
-        )
-    return tuple(names), held_out_engine
 
 
 def _validate_request(
