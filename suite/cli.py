@@ -24,6 +24,8 @@ def _synth_speech(args: argparse.Namespace) -> None:
         text_file=args.text,
         num_workers=args.jobs,
         augment=not args.no_augment,
+        engines=args.engines,
+        held_out_engine=args.held_out_engine,
     )
 
 
@@ -139,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands = data.add_subparsers(dest="data_command", required=True)
 
     synth = data_commands.add_parser(
-        "synth-speech", help="synthesize a multi-voice speech corpus with espeak-ng"
+        "synth-speech",
+        help="synthesize a multi-voice speech corpus (espeak-ng, flite, festival, SVOX Pico)",
     )
     synth.add_argument("--out", required=True, help="output folder (audio + lhotse manifests)")
     synth.add_argument("--hours", type=float, default=1.0, help="total audio to synthesize")
@@ -151,6 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synth.add_argument("--jobs", type=int, default=None, help="worker processes (default: cores)")
     synth.add_argument("--no-augment", action="store_true", help="no noise/reverb augmentation")
+    synth.add_argument(
+        "--engines",
+        default=None,
+        help="comma-separated synthesizers from espeak, flite, festival, pico (each must be "
+        "installed), or 'all' (those installed; the others are skipped with a warning); "
+        "default: espeak (the corpus of earlier versions)",
+    )
+    synth.add_argument(
+        "--held-out-engine",
+        default=None,
+        help="the engine heard only in test, or 'none' (default: pico when used with others)",
+    )
     synth.set_defaults(func=_synth_speech)
 
     text = data_commands.add_parser(
