@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from lhotse import CutSet
 from lhotse.dataset.cut_transforms import PerturbSpeed
 from lhotse.dataset.signal_transforms import SpecAugment as LhotseSpecAugment
@@ -120,8 +121,8 @@ class SpecAugment:
     length. Items shorter than ``ceil(1 / max_frames_mask_fraction)`` frames are left unchanged:
     they have no room for a time mask (and lhotse fails on them).
 
-    It draws from the global ``random``, ``numpy`` and ``torch`` generators, which PyTorch's
-    DataLoader seeds per worker.
+    Its draws come from its own generator (:meth:`reseed`), never the global ones, so the same
+    seed masks the same frames in any DataLoader worker.
 
     Args:
         time_warp_factor: maximum warp in frames; ``None`` (the default) or 0 disables
@@ -171,14 +172,18 @@ class SpecAugment:
     def __call__(self, features: Tensor, lengths: Tensor) -> Tensor:
         """Augment ``features (B, T, F)`` within ``lengths (B,)``; padding is left as it was."""
         out = features.clone()
-        # lhotse draws from the global `random`; run it on our own generator's state so that
-        # seeding this transform fixes its draws and the caller's global state is untouched.
+        # lhotse draws from the global `random` (whether to mask) and the global torch
+        # generator (mask widths and places); run both from our own generator so that seeding
+        # this transform fixes its draws and the caller's global state is untouched.
         outer = random.getstate()
         random.setstate(self.random.getstate())
         try:
-            for i, length in enumerate(lengths.tolist()):
-                if length >= self.min_frames:
-                    out[i, :length] = self.transform(features[i : i + 1, :length])[0]  # (T_i, F)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(random.getrandbits(63))
+                for i, length in enumerate(lengths.tolist()):
+                    if length >= self.min_frames:
+                        item = features[i : i + 1, :length]  # (1, T_i, F)
+                        out[i, :length] = self.transform(item)[0]
         finally:
             self.random.setstate(random.getstate())
             random.setstate(outer)

@@ -145,3 +145,17 @@ def test_build_augment_from_config(tmp_path):
     assert np.array_equal(first, augment.transform_audio(clean))
     with pytest.raises(ConfigError, match="noise_prob"):
         build_augment(AugmentConfig(noise_prob=-0.1))
+
+
+def test_spec_augment_draws_only_from_its_own_seed():
+    features, lengths = torch.randn(3, 200, 80), torch.tensor([200, 150, 120])
+    spec = SpecAugment(p=1.0)
+    masked = []
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)  # e.g. another DataLoader worker's torch seed
+        random.seed(global_seed)
+        spec.reseed(5)
+        masked.append(spec(features, lengths))
+    assert torch.equal(masked[0], masked[1]) and not torch.equal(masked[0], features)
+    spec.reseed(6)
+    assert not torch.equal(spec(features, lengths), masked[0])

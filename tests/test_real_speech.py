@@ -227,3 +227,20 @@ def test_the_shared_real_speech_loads(tmp_path):
     cut = next(iter(cuts))
     assert cut.load_audio().shape == (1, cut.recording.num_samples)
     assert cut.supervisions[0].text == cut.supervisions[0].text.lower()
+
+
+@pytest.mark.skipif(shared_data_dir() is None, reason="the shared data pack is not here")
+def test_recorded_speech_batches_with_recorded_noise_and_rooms(tmp_path):
+    from suite.config import AugmentConfig
+    from suite.features import Fbank
+    from suite.tasks.asr.dataset import AsrDataset
+    from suite.tokenizers import CharTokenizer
+
+    written = prepare_real_speech(tmp_path, sources=["dc_tts"])
+    cuts = CutSet.from_file(written["dc_tts"]["test"]).subset(first=3)
+    config = AugmentConfig(real_noise_prob=1.0, reverb_prob=1.0, telephone_prob=0.5)
+    dataset = AsrDataset(CharTokenizer(), Fbank(), config, training=True, seed=0)
+    batch = dataset[(cuts, 5)]
+    assert batch.inputs.shape[0] == 3 and bool(batch.inputs.isfinite().all())
+    assert batch.texts == [c.supervisions[0].text for c in cuts]
+    assert bool((dataset[(cuts, 5)].inputs == batch.inputs).all())
