@@ -270,5 +270,7 @@ def test_mixed_corpus_is_deterministic_and_refuses_other_engines(mixed, tmp_path
     again = tmp_path / "again"
     summary = synthesize_corpus(again, hours=0.006, seed=2, num_workers=1, engines=FAST)
     assert corpus_state(again) == corpus_state(mixed) and summary["reused"] == 0
-    with pytest.raises(UserError, match="other settings.*--engines espeak,flite,pico"):
+    with pytest.raises(
+        UserError, match="other settings.*--engines espeak,flite,pico --held-out-engine pico"
+    ):
         synthesize_corpus(again, hours=0.006, seed=2, engines="espeak,flite")

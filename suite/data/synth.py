@@ -417,12 +417,14 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
             changed = sorted(
                 k for k in settings.keys() | previous.keys() if previous.get(k) != settings.get(k)
             )
-            engines = ",".join(previous.get("engines", ["espeak"]))
+            hint = f"--engines {','.join(previous.get('engines', ['espeak']))}"
+            if "engines" in previous:
+                hint += f" --held-out-engine {previous.get('held_out_engine') or 'none'}"
             raise UserError(
                 f"{out} already holds a corpus synthesized with other settings "
                 f"({', '.join(changed)} differ: {previous} vs {settings}); to continue it, "
-                f"pass its settings (--engines {engines}, ...), pass another --out folder, or "
-                "delete this one to start over"
+                f"pass its settings ({hint}, ...), pass another --out folder, or delete this "
+                "one to start over"
             )
         return
     atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
