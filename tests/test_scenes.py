@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from suite.cli import main as cli
-from suite.data.images import ImageDataError, ImageManifest
+from suite.data.images import ImageDataError, ImageManifest, load_image_manifest
 from suite.data.scene_captions import (
     CIFAR10_CLASSES,
     FASHION_CLASSES,
@@ -186,6 +186,8 @@ def test_manifest_reads_as_images_and_the_cli_writes_folders(scenes, tmp_path, c
     images = manifest.images()
     assert isinstance(images, ImageManifest) and images[0].label == manifest[0].caption
     assert tuple(images.load(0).shape) == (3, 64, 64) == tuple(manifest.load(0).shape)
+    written = load_image_manifest(scenes / "test.images.jsonl")  # what the mae task reads
+    assert [i.id for i in written] == [i.id for i in images]
     out = tmp_path / "cli"
     argv = ["data", "synth-scenes", "--out", str(out), "--train", "3", "--dev", "1"]
     argv += ["--test", "2", "--sources", "shape", "--format", "folder", "--size", "48"]

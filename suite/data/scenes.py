@@ -32,8 +32,9 @@ scenes (less a seeded 10% of each class, kept for ``dev``) and from their test s
 Output (``write_scenes``): per split, shards of ``shard_size`` scenes written by worker
 processes, each a zip of PNGs (or a folder of them) plus its part of the manifest, written
 atomically; a rerun skips the shards already complete (resumable; two runs over one folder write
-identical shards), then ``SPLIT.jsonl`` joins the parts. A scene depends only on ``(seed, split,
-index)``, so the result is the same for any number of workers. Manifest lines follow
+identical shards), then ``SPLIT.jsonl`` joins the parts (and ``SPLIT.images.jsonl`` lists the
+images alone, an image manifest the ``mae`` task reads). A scene depends only on ``(seed,
+split, index)``, so the result is the same for any number of workers. Manifest lines follow
 :mod:`suite.data.images`: ``id``, ``source`` (relative paths from the current directory),
 ``member``, plus ``caption``, ``captions``, ``objects``, ``relations``, ``novel``.
 
@@ -631,6 +632,8 @@ def write_scenes(
         parts = [out / split / f"{k:05d}.jsonl" for k in range(-(-count // config.shard_size))]
         path = out / f"{split}.jsonl"
         atomic_write_text(path, "".join(p.read_text() for p in parts))
+        # The images alone, as an image manifest (for the mae task: pretraining on the scenes).
+        SceneManifest.from_jsonl(path).images().to_jsonl(out / f"{split}.images.jsonl")
         manifests[split] = path
         log(f"{path}: {count} scenes")
     return manifests

@@ -101,9 +101,16 @@ def _open_manifest(manifest: Path) -> Any:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from suite.model import load_package, resolve
+    from suite import registry
+    from suite.model import load_package, package_task, resolve
     from suite.tasks.asr.evaluation import by_group, evaluate_cuts, write_results
 
+    held = package_task(resolve(args.model))
+    if held != "asr":  # another task's package is scored its own way (e.g. caption)
+        command = getattr(registry.create("task", held), "evaluate_command", None)
+        if command is None:
+            raise UserError(f"`suite evaluate` does not score '{held}' packages ({args.model})")
+        return command(args)
     model = load_package(resolve(args.model), task="asr")
     manifest = Path(args.manifest)
     cuts = _open_manifest(manifest)
@@ -287,10 +294,13 @@ def add_commands(commands: Any) -> None:
     ev = commands.add_parser(
         "evaluate",
         help="WER, CER and RTFx of a model on a manifest (cuts that cannot be read are listed "
-        "on stderr and in the results, not scored; exit 1 if any)",
+        "on stderr and in the results, not scored; exit 1 if any); a caption package: BLEU-4, "
+        "CIDEr, ROUGE-L and attribute accuracy on a scene manifest",
     )
     ev.add_argument("model", help="a shipped model name or a package folder")
-    ev.add_argument("manifest", help="lhotse cuts (.jsonl.gz) with reference texts")
+    ev.add_argument(
+        "manifest", help="lhotse cuts (.jsonl.gz) with reference texts, or scenes (.jsonl)"
+    )
     ev.add_argument("--results", default=None, help="per-utterance results (.jsonl)")
     add_decoding(ev)
     add_context(ev, "attention context of a streaming model, in encoder frames (default: its own)")

@@ -1,0 +1,181 @@
+"""The ``caption`` task: images in, a sentence out.
+
+Data are scene manifests (``data.corpus_dir`` + ``data.train``/``dev``/``test``) as
+``suite data synth-scenes`` writes them (:mod:`suite.data.scenes`): each scene's image, its
+caption phrasings and the facts they state. Batches are ``data.batch_size`` random scenes per
+rank, each with one of its phrasings drawn per batch. The model is a
+:class:`~suite.model.TaskModel`: the image frontend, an image encoder (``vit``, ``convnext``),
+and the shared heads that turn encoder tokens into text, the attention encoder-decoder
+(``aed``, with its ``caption`` task token) and the LLM adapter (``llm_adapter``); no head of
+its own. The BPE tokenizer is trained on the training captions (or copied from
+``train.init_from``'s package when it has one: an ``mae`` package gives only its encoder,
+``train.init_include=[encoder]``). Evaluation decodes a seeded sample of at most
+:attr:`CaptionTask.eval_items` dev scenes and scores attribute accuracy (primary, higher is
+better), fact recall, BLEU-4, CIDEr and ROUGE-L (:mod:`suite.tasks.caption.evaluation`).
+Packages load as a :class:`Captioner`; ``suite caption IMG...`` and ``suite evaluate PKG
+MANIFEST`` use them.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from suite import registry
+from suite.config import ModelConfig, Recipe, recipe_from_dict
+from suite.data.scenes import SceneManifest
+from suite.errors import UserError
+from suite.interfaces import Tokenizer
+from suite.model import TaskModel, build_model, model_spec
+from suite.tasks.base import IndexSampler, Task
+from suite.tasks.caption.pipeline import Captioner
+
+__all__ = ["CaptionTask", "Captioner"]
+
+
+@registry.register("task", "caption")
+class CaptionTask(Task):
+    """Image captioning; see the module docstring.
+
+    Attributes:
+        eval_items: dev scenes decoded at each validation (a seeded sample).
+    """
+
+    name = "caption"
+    metric = ("attribute_accuracy", "max")
+    amount = "images"
+    eval_items = 500
+
+    def load_split(self, recipe: Recipe, split: str) -> SceneManifest | None:
+        path = recipe.data.manifest(split)
+        if not path.is_file():
+            if split != "train":
+                return None
+            raise UserError(
+                f"training scenes {path} do not exist; compose them with `suite data "
+                f"synth-scenes --out {path.parent}` or set data.corpus_dir=..."
+            )
+        scenes = SceneManifest.from_jsonl(path)
+        if split == "train":
+            self._train = scenes
+        return scenes
+
+    def tokenizer(self, recipe: Recipe, train: SceneManifest, directory: Path) -> Tokenizer:
+        """The run's own (a resumed run), else ``train.init_from``'s when its package has
+        one, else one trained on every phrasing of the training captions."""
+        from suite.model import resolve
+        from suite.tokenizers import load_tokenizer, train_tokenizer
+
+        if directory.is_dir():
+            return load_tokenizer(directory)
+        if recipe.train.init_from is not None:
+            source = resolve(recipe.train.init_from) / "tokenizer"
+            if source.is_dir():
+                shutil.copytree(source, directory)
+                return load_tokenizer(directory)
+        texts = [caption for item in train for caption in item.captions or (item.caption,)]
+        return train_tokenizer(recipe.model.tokenizer, texts, directory)
+
+    def dataset(self, recipe: Recipe, model: nn.Module, training: bool, seed: int) -> Any:
+        from suite.tasks.caption.dataset import CaptionDataset
+
+        train = getattr(self, "_train", None) or self.load_split(recipe, "train")
+        # Its own frontend: images are prepared on the CPU, in the data loader's workers.
+        frontend = registry.create_from_spec("frontend", recipe.model.frontend)
+        return CaptionDataset(train, frontend, model.tokenizer, training)
+
+    def sampler(
+        self,
+        recipe: Recipe,
+        train: SceneManifest,
+        model: nn.Module,
+        seed: int,
+        rank: int,
+        world_size: int,
+    ) -> IndexSampler:
+        return IndexSampler(len(train), recipe.data.batch_size, seed, rank, world_size)
+
+    def build_model(self, config: ModelConfig, tokenizer: Tokenizer | None) -> TaskModel:
+        if tokenizer is None:
+            raise UserError("a caption model needs a tokenizer (model.tokenizer)")
+        if config.frontend.get("name") != "image":
+            raise UserError(
+                f"the caption task reads images: set model.frontend.name=image (got "
+                f"'{config.frontend.get('name')}')"
+            )
+        return build_model(config, tokenizer)
+
+    def package_config(self, model: nn.Module) -> dict[str, Any]:
+        return {"model": model_spec(model)}
+
+    def load_model(self, config: dict[str, Any], tokenizer: Tokenizer | None) -> TaskModel:
+        if tokenizer is None:
+            raise UserError("a caption package needs its tokenizer/ folder; re-export it")
+        return build_model(recipe_from_dict({"model": config["model"]}).model, tokenizer)
+
+    def evaluate(
+        self,
+        model: nn.Module,
+        items: SceneManifest,
+        max_items: int | None = None,
+        seed: int = 0,
+        batch_size: int = 64,
+        **options: Any,
+    ) -> dict[str, float]:
+        """Attribute accuracy, fact recall, BLEU-4, CIDEr and ROUGE-L on a seeded sample of
+        at most ``max_items`` of ``items`` (all by default); ``options`` go to
+        :meth:`Captioner.caption` (``head=``, ``method=``, ``beam_size=``)."""
+        return self.score(model, items, max_items, seed, batch_size, **options).metrics()
+
+    def score(
+        self,
+        model: nn.Module,
+        items: SceneManifest,
+        max_items: int | None = None,
+        seed: int = 0,
+        batch_size: int = 64,
+        **options: Any,
+    ) -> Any:
+        """:meth:`evaluate` with each scene's caption and missing facts
+        (:class:`~suite.tasks.caption.evaluation.CaptionScores`)."""
+        from suite.tasks.caption.evaluation import score_captions
+
+        scenes = items.sample(max_items, seed) if max_items else items
+        captioner = Captioner(model)
+        hypotheses = []
+        for start in range(0, len(scenes), batch_size):
+            images = [scenes.load(i) for i in range(start, min(start + batch_size, len(scenes)))]
+            hypotheses += captioner.caption(images, batch_size=batch_size, **options)
+        return score_captions(scenes, hypotheses)
+
+    def eval_options(self, recipe: Recipe) -> dict[str, Any]:
+        return {"max_items": self.eval_items, "batch_size": recipe.data.batch_size}
+
+    def describe(self, config: ModelConfig) -> str:
+        return (
+            f"frontend `{config.frontend}`; encoder `{config.encoder}`; heads `{config.heads}`; "
+            f"tokenizer `{config.tokenizer}`"
+        )
+
+    def format_metrics(self, metrics: dict[str, float]) -> str:
+        return "  ".join(
+            f"{k} {v:.1%}" if k in ("attribute_accuracy", "fact_recall") else f"{k} {v:.3f}"
+            for k, v in metrics.items()
+        )
+
+    def pipeline(self, model: nn.Module, name: str = "") -> Captioner:
+        return Captioner(model, name=name)
+
+    def add_commands(self, commands: Any) -> None:
+        from suite.tasks.caption.cli import add_commands
+
+        add_commands(commands)
+
+    def evaluate_command(self, args: Any) -> int:
+        """``suite evaluate PKG MANIFEST`` for a caption package (see the asr task's verb)."""
+        from suite.tasks.caption.cli import evaluate
+
+        return evaluate(args)

@@ -1,0 +1,95 @@
+"""The ``caption`` task's CLI verbs: ``suite caption IMG...``, and what ``suite evaluate``
+does with a caption package."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from suite.errors import UserError
+
+DEFAULT_MODEL = "default-captioner"
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {"head": getattr(args, "head", None)}
+    if getattr(args, "decoding", None):
+        options["method"] = args.decoding
+    if getattr(args, "beam_size", None):
+        options["beam_size"] = args.beam_size
+    return options
+
+
+def _captioner(name: str) -> Any:
+    import suite
+    from suite.model import package_task, resolve
+
+    task = package_task(resolve(name))
+    if task != "caption":
+        raise UserError(f"{name} is a '{task}' package, not a captioner; pass --model PACKAGE")
+    return suite.load(name)
+
+
+def _caption(args: argparse.Namespace) -> int:
+    captioner = _captioner(args.model)
+    failed = 0
+    for path in args.images:  # one at a time: an unreadable file does not stop the others
+        try:
+            text = captioner.caption([path], **_options(args))[0]
+        except UserError as e:
+            print(f"suite: error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{path}\t{text}" if len(args.images) > 1 else text)
+    return 1 if failed else 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """Score a caption package on a scene manifest; print the metrics, write the per-scene
+    captions and missing facts beside the manifest (or at ``--results``)."""
+    from suite.data.images import IMAGE_SUFFIXES
+    from suite.data.scenes import SceneManifest
+    from suite.model import load_package, resolve
+    from suite.tasks.caption import CaptionTask
+    from suite.tasks.caption.evaluation import write_rows
+
+    model = load_package(resolve(args.model), task="caption")
+    manifest = Path(args.manifest)
+    if manifest.suffix.lower() in IMAGE_SUFFIXES:
+        raise UserError(
+            f"{manifest} is an image, not a manifest; `suite evaluate` scores a scene manifest "
+            f"(.jsonl from `suite data synth-scenes`) - to caption images, run `suite caption "
+            f"{manifest} --model {args.model}`"
+        )
+    scenes = SceneManifest.from_jsonl(manifest)
+    scores = CaptionTask().score(model, scenes, **_options(args))
+    out = Path(args.results or manifest.with_name(manifest.name.split(".")[0] + ".results.jsonl"))
+    write_rows(scores, out)
+    print(
+        f"BLEU-4 {scores.bleu4:.3f}  CIDEr {scores.cider:.3f}  ROUGE-L {scores.rouge_l:.3f}  "
+        f"attribute accuracy {scores.attribute_accuracy:.1%}  fact recall "
+        f"{scores.fact_recall:.1%}  ({len(scenes)} scenes)"
+    )
+    novel = [row for row in scores.rows if row["novel"]]
+    if novel and len(novel) < len(scenes):
+        right = sum(not row["missing"] for row in novel)
+        print(f"  held-out compositions: attribute accuracy {right / len(novel):.1%}")
+    print(f"per-scene captions: {out}")
+    return 0
+
+
+def add_commands(commands: Any) -> None:
+    """Add ``suite caption`` to the ``suite`` sub-command parser."""
+    cap = commands.add_parser(
+        "caption",
+        help="caption images (a file that cannot be read is reported on stderr, the others "
+        "are still captioned; exit 1 if any)",
+    )
+    cap.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    cap.add_argument("--model", default=DEFAULT_MODEL, help="a caption package or shipped name")
+    cap.add_argument("--decoding", choices=["greedy", "beam"], default=None)
+    cap.add_argument("--beam-size", type=int, default=None, help="hypotheses kept per step")
+    cap.add_argument("--head", default=None, help="which head decodes (default: the first)")
+    cap.set_defaults(func=_caption)

@@ -1,0 +1,84 @@
+"""Scenes into batches of normalized images and tokenized captions.
+
+Dims legend: B - batch, C/H/W - the frontend's channels and ``input_size``, U - caption tokens.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from suite.data.scenes import SceneManifest
+from suite.frontends.image import ImageFrontend
+from suite.interfaces import Batch, Tokenizer
+
+
+def image_tensor(images: Sequence[Tensor], frontend: ImageFrontend) -> Tensor:
+    """Images ``(C', H', W')`` (uint8 or float in [0, 1]) -> normalized ``(B, C, H, W)`` at the
+    frontend's size and channels."""
+    return frontend.normalize(torch.stack([frontend.prepare(image) for image in images]))
+
+
+def caption_batch(
+    scenes: SceneManifest,
+    indices: Sequence[int],
+    frontend: ImageFrontend,
+    tokenizer: Tokenizer,
+    seed: int | None = None,
+) -> Batch:
+    """The scenes at ``indices``: ``inputs (B, C, H, W)``, full ``lengths`` (rows ``H``),
+    ``targets (B, U)`` padded with 0 and ``target_lengths``, ``texts`` and ``ids``. Each
+    target is one of the scene's phrasings drawn from ``seed`` (its first caption when
+    ``None``), so training sees every way of saying a scene."""
+    rng = random.Random(seed) if seed is not None else None
+    texts = []
+    for i in indices:
+        captions = scenes[i].captions or (scenes[i].caption,)
+        texts.append(captions[rng.randrange(len(captions))] if rng else captions[0])
+    ids = [tokenizer.encode(text) for text in texts]
+    U = max((len(x) for x in ids), default=0)
+    targets = torch.zeros(len(ids), U, dtype=torch.long)
+    for row, x in enumerate(ids):
+        targets[row, : len(x)] = torch.tensor(x, dtype=torch.long)
+    x = image_tensor([scenes.load(i) for i in indices], frontend)  # (B, C, H, W)
+    return Batch(
+        inputs=x,
+        lengths=torch.full((len(ids),), x.shape[-2], dtype=torch.long),
+        targets=targets,
+        target_lengths=torch.tensor([len(t) for t in ids], dtype=torch.long),
+        texts=texts,
+        ids=[scenes[i].id for i in indices],
+        prompts=["caption"] * len(ids),
+    )
+
+
+class CaptionDataset:
+    """``dataset[(indices, seed)]`` (or ``dataset[indices]``) is a :func:`caption_batch`; in
+    training each batch draws its phrasings from its seed.
+
+    Args:
+        scenes: the split's scenes.
+        frontend: the model's image frontend.
+        tokenizer: the model's tokenizer.
+        training: draw a random phrasing per scene (else the first caption).
+    """
+
+    def __init__(
+        self,
+        scenes: SceneManifest,
+        frontend: ImageFrontend,
+        tokenizer: Tokenizer,
+        training: bool,
+    ) -> None:
+        self.scenes, self.frontend, self.tokenizer = scenes, frontend, tokenizer
+        self.training = training
+
+    def __getitem__(self, item: Any) -> Batch:
+        indices, seed = item if isinstance(item, tuple) else (item, 0)
+        return caption_batch(
+            self.scenes, indices, self.frontend, self.tokenizer, seed if self.training else None
+        )
