@@ -22,7 +22,6 @@ fresh fork of a warmed-up worker. The command-line engines start afresh for ever
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import tempfile
@@ -242,7 +241,11 @@ class FestivalEngine(Engine):
 
 
 class PicoEngine(Engine):
-    """SVOX Pico's two English voices (``ttspico`` on PyPI), 16 kHz."""
+    """SVOX Pico's two English voices (``ttspico`` on PyPI, with the language files), 16 kHz.
+
+    Debian's ``pico2wave`` (libttspico-utils) is not used: it is in non-free, which not every
+    machine's apt sources carry, and PyPI's build gives the same engine in-process.
+    """
 
     name = "pico"
     voices = ("pico-en-US", "pico-en-GB")
@@ -254,8 +257,10 @@ class PicoEngine(Engine):
         self._engines: dict[str, object] = {}  # voice -> ttspico.TtsEngine
 
     def missing(self) -> str | None:
-        if importlib.util.find_spec("ttspico") is None:
-            return f"SVOX Pico is not installed; {self.install}"
+        try:  # the module and its compiled extension (ctts)
+            import ttspico  # noqa: F401
+        except ImportError as e:
+            return f"SVOX Pico is not installed ({e}); {self.install}"
         return None
 
     def version(self) -> str:
