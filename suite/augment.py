@@ -8,9 +8,10 @@ them in this order:
 1. speed perturbation on lhotse cuts (``cut.perturb_speed`` via lhotse's ``PerturbSpeed``), which
    also rescales the supervisions' times (Ko et al., 2015, "Audio augmentation for speech
    recognition");
-2. on each waveform, in this order: reverberation with a recorded room impulse response,
-   recorded noise at a random SNR (:mod:`suite.data.acoustics`), white or pink noise at a
-   random SNR (:class:`NoiseMixer`), then a band-limited channel (low-pass or telephone band);
+2. on each waveform, in this order: reverberation with a recorded room impulse response, then
+   in a simulated room, recorded noise at a random SNR (:mod:`suite.data.acoustics`), white or
+   pink noise at a random SNR (:class:`NoiseMixer`), then a band-limited channel (low-pass or
+   telephone band);
 3. SpecAugment (Park et al., 2019) on the padded feature batch, using lhotse's implementation on
    each item's valid frames only (:class:`SpecAugment`), so padding never shifts the mask mean,
    the mask budget, or the time-warp centre.
@@ -33,7 +34,7 @@ from lhotse.dataset.signal_transforms import SpecAugment as LhotseSpecAugment
 from torch import Tensor
 
 from suite.config import AugmentConfig, ConfigError
-from suite.data.acoustics import BandLimit, NoiseBank, RealNoise, Reverb
+from suite.data.acoustics import BandLimit, NoiseBank, RealNoise, Reverb, SimulatedRoom
 from suite.data.shared import require_shared_data
 
 NOISE_COLORS = ("white", "pink")
@@ -226,6 +227,7 @@ class Augmentation:
         reverb: waveform-level reverberation with recorded impulse responses, or ``None``.
         real_noise: waveform-level recorded noise, or ``None``.
         band_limit: waveform-level low-pass or telephone band, or ``None``.
+        room: waveform-level reverberation in a simulated room, or ``None``.
     """
 
     speed: PerturbSpeed | None = None
@@ -234,6 +236,7 @@ class Augmentation:
     reverb: Reverb | None = None
     real_noise: RealNoise | None = None
     band_limit: BandLimit | None = None
+    room: SimulatedRoom | None = None
 
     def reseed(self, seed: int) -> None:
         """Restart every generator from ``seed`` (each transform from its own offset)."""
@@ -243,7 +246,8 @@ class Augmentation:
             self.speed.random = random.Random(seed)
         if self.noise is not None:
             self.noise.reseed(seed + 1)
-        for offset, transform in enumerate((self.reverb, self.real_noise, self.band_limit)):
+        later = (self.reverb, self.real_noise, self.band_limit, self.room)
+        for offset, transform in enumerate(later):
             if transform is not None:
                 transform.reseed(seed + 3 + offset)
 
@@ -253,7 +257,8 @@ class Augmentation:
 
     def transform_audio(self, samples: np.ndarray) -> np.ndarray:
         """Reverberate, add noise to and band-limit one waveform ``(S,)``, as configured."""
-        for transform in (self.reverb, self.real_noise, self.noise, self.band_limit):
+        chain = (self.reverb, self.room, self.real_noise, self.noise, self.band_limit)
+        for transform in chain:
             if transform is not None:
                 samples = transform(samples)
         return samples
@@ -295,7 +300,7 @@ def build_augment(
 def _acoustics(config: AugmentConfig, sample_rate: int) -> dict[str, Any]:
     """The real-acoustics transforms that ``config`` turns on (see :mod:`suite.data.acoustics`)."""
     out: dict[str, Any] = {}
-    for name in ("real_noise_prob", "reverb_prob", "lowpass_prob", "telephone_prob"):
+    for name in ("real_noise_prob", "reverb_prob", "room_prob", "lowpass_prob", "telephone_prob"):
         if not 0.0 <= getattr(config, name) <= 1.0:
             raise ConfigError(f"'{name}' must lie in [0, 1], got {getattr(config, name)}")
 
@@ -307,6 +312,8 @@ def _acoustics(config: AugmentConfig, sample_rate: int) -> dict[str, Any]:
 
     if config.reverb_prob > 0:
         out["reverb"] = Reverb(pack(["ir"], "reverb_prob"), config.reverb_prob)
+    if config.room_prob > 0:
+        out["room"] = SimulatedRoom(sample_rate, config.room_prob, tuple(config.room_rt60))
     if config.real_noise_prob > 0:
         if "ir" in config.real_noise_kinds:
             raise ConfigError("'real_noise_kinds' lists ir; impulse responses are for reverb_prob")

@@ -46,6 +46,8 @@ class AugmentConfig:
     real_noise_snr_db: list[float] = field(default_factory=lambda: [0.0, 20.0])
     real_noise_kinds: list[str] = field(default_factory=lambda: ["background", "sound"])
     reverb_prob: float = 0.0  # convolve with one of the pack's room impulse responses (kind ir)
+    room_prob: float = 0.0  # a simulated shoebox room (needs pyroomacoustics)
+    room_rt60: list[float] = field(default_factory=lambda: [0.2, 0.8])  # seconds
     lowpass_prob: float = 0.0  # low-pass at a cutoff drawn from lowpass_hz
     lowpass_hz: list[float] = field(default_factory=lambda: [3000.0, 7000.0])
     telephone_prob: float = 0.0  # band-pass to the telephone band, 300-3400 Hz

@@ -226,3 +226,26 @@ def test_a_batch_sounds_the_same_in_the_main_process_and_in_a_worker(noise_pack,
     loader = DataLoader(dataset, sampler=[(batch, 42)], batch_size=None, num_workers=1)
     assert torch.equal(here, next(iter(loader)).inputs)
     assert not torch.equal(here, dataset[(batch, 43)].inputs)
+
+
+@pytest.mark.slow  # importing pyroomacoustics alone takes about 10 s on 2 busy cores
+def test_simulated_rooms_are_seeded_and_keep_timing():
+    pytest.importorskip("pyroomacoustics")
+    from suite.data.acoustics import SimulatedRoom
+
+    room = SimulatedRoom(SR, 1.0, (0.3, 0.6), seed=0)
+    speech = speech_like(1.0)
+    room.reseed(4)
+    first = room(speech)
+    worker = pickle.loads(pickle.dumps(room))
+    worker.reseed(4)
+    np.testing.assert_array_equal(first, worker(speech))
+    assert first.shape == speech.shape and power(first) == pytest.approx(power(speech), rel=1e-4)
+    click = np.zeros(SR // 2, np.float32)
+    click[3000] = 1.0
+    room.reseed(7)
+    assert int(np.argmax(np.abs(room(click)))) == 3000
+    with pytest.raises(ConfigError, match="room_rt60"):
+        SimulatedRoom(SR, 1.0, (0.05, 0.3))
+    augment = build_augment(AugmentConfig(specaugment=False, room_prob=1.0), seed=1)
+    assert augment.room is not None and augment.transform_audio(speech).shape == speech.shape

@@ -17,6 +17,11 @@ manifest is read as ``ir/**`` (impulse responses) plus every other audio file (b
 - :class:`Reverb` convolves with a room impulse response and cuts the output at the IR's
   direct-path peak, so the speech does not move in time (the alignment Kaldi's and
   torchaudio's recipes keep), then restores the dry signal's power.
+- :class:`SimulatedRoom` does the same with the impulse response of a random shoebox room
+  (pyroomacoustics' image-source method, Allen and Berkley, 1979; an optional dependency),
+  absorption set by Sabine's formula from a random RT60. The reflection order is capped
+  (:data:`MAX_ORDER`) to bound the cost per utterance, which shortens the late tail of long
+  RT60s.
 - :class:`BandLimit` low-passes at a random cutoff or band-passes to the telephone band
   (300-3400 Hz) with an FFT mask: every bin outside the band is zeroed, within a short cosine
   ramp inside the band.
@@ -36,6 +41,9 @@ import soundfile as sf
 from suite.config import ConfigError
 
 KINDS = ("background", "sound", "short", "ir")
+# Simulated rooms: (length, width, height) bounds in metres, and the image-source order cap.
+ROOM_MIN, ROOM_MAX = (3.0, 3.0, 2.5), (8.0, 7.0, 4.0)
+MAX_ORDER = 20
 TELEPHONE_BAND = (300.0, 3400.0)
 _AUDIO = (".wav", ".flac", ".opus", ".ogg", ".mp3")
 
@@ -270,6 +278,81 @@ class Reverb:
             return samples
         _, ir = self.bank.draw(self.rng)
         return reverberate(samples, ir)
+
+
+class SimulatedRoom:
+    """Convolves with the impulse response of a random shoebox room, with probability ``prob``.
+
+    Each room draws its size within :data:`ROOM_MIN`..:data:`ROOM_MAX`, an RT60 from
+    ``rt60``, and a source and a microphone at least 0.5 m from every wall.
+
+    Args:
+        sample_rate: rate of the waveforms.
+        prob: probability of reverberating a given waveform.
+        rt60: ``(low, high)`` reverberation time in seconds.
+        seed: seed of its own generator.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int,
+        prob: float,
+        rt60: tuple[float, float] = (0.2, 0.8),
+        seed: int | None = None,
+    ) -> None:
+        try:
+            import pyroomacoustics
+        except ImportError:
+            raise ConfigError(
+                "data.augment.room_prob simulates rooms with pyroomacoustics, which is not "
+                "installed; `pip install pyroomacoustics`, or set room_prob to 0 and use "
+                "reverb_prob (recorded impulse responses)"
+            ) from None
+        self.pra = pyroomacoustics
+        self.sample_rate = sample_rate
+        self.prob = _check_prob(prob, "room_prob")
+        self.rt60 = _check_range(rt60, "room_rt60")
+        try:  # the largest room must be able to decay this fast
+            pyroomacoustics.inverse_sabine(self.rt60[0], list(ROOM_MAX))
+        except ValueError:
+            raise ConfigError(
+                f"'room_rt60' starts at {self.rt60[0]} s, shorter than a {ROOM_MAX} m room "
+                "can decay in; start the range at 0.2 s or more"
+            ) from None
+        self.rng = np.random.default_rng(seed)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "pra"}  # a module: re-imported
+
+    def __setstate__(self, state: dict) -> None:
+        import pyroomacoustics
+
+        self.__dict__.update(state, pra=pyroomacoustics)
+
+    def reseed(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def room_ir(self) -> np.ndarray:
+        """``(H,)`` impulse response of a newly drawn room, source and microphone."""
+        dims = self.rng.uniform(ROOM_MIN, ROOM_MAX)  # (3,) metres
+        rt60 = float(self.rng.uniform(*self.rt60))
+        source, mic = self.rng.uniform(0.5, dims - 0.5, size=(2, 3))
+        absorption, order = self.pra.inverse_sabine(rt60, dims)
+        room = self.pra.ShoeBox(
+            dims,
+            fs=self.sample_rate,
+            materials=self.pra.Material(absorption),
+            max_order=min(order, MAX_ORDER),
+        )
+        room.add_source(source)
+        room.add_microphone(mic)
+        room.compute_rir()
+        return np.asarray(room.rir[0][0], dtype=np.float32)
+
+    def __call__(self, samples: np.ndarray) -> np.ndarray:
+        if self.prob == 0.0 or self.rng.random() >= self.prob:
+            return samples
+        return reverberate(samples, self.room_ir())
 
 
 def band_limit(
