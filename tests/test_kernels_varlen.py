@@ -75,9 +75,15 @@ def grads(out: torch.Tensor, inputs: tuple[torch.Tensor, ...], seed: int) -> lis
     return list(torch.autograd.grad(out, inputs, g))
 
 
-def assert_close(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype, what: str) -> None:
+def assert_close(
+    got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype, what: str, scale: float = 1.0
+) -> None:
+    """Max abs diff within the dtype's tolerance; bf16's is relative to the largest value."""
     err = (got.float() - want.float()).abs().max().item() if got.numel() else 0.0
-    assert err <= TOL[dtype], f"{what}: max abs diff {err:.3g} > {TOL[dtype]}"
+    tol = TOL[dtype] * scale
+    if dtype != torch.float32 and want.numel():
+        tol *= max(1.0, want.float().abs().max().item())
+    assert err <= tol, f"{what}: max abs diff {err:.3g} > {tol:.3g}"
 
 
 @runs_triton
@@ -216,6 +222,9 @@ def test_encoders_with_the_triton_backend(family):
         out.square().mean().backward()
         outputs.append((out, [p.grad.clone() for p in encoder.parameters()]))
     (want, want_grads), (got, got_grads) = outputs
-    assert_close(got, want, torch.float32, "features")
+    # On a GPU, convolutions run in TF32 by default and reductions in another order: through
+    # whole encoders the fp32 tolerance widens there.
+    scale = 1.0 if DEVICE == "cpu" else 10.0
+    assert_close(got, want, torch.float32, "features", scale)
     for a, b in zip(got_grads, want_grads, strict=True):
-        assert_close(a, b, torch.float32, "parameter grad")
+        assert_close(a, b, torch.float32, "parameter grad", scale)
