@@ -16,7 +16,7 @@ from lhotse.testing.dummies import dummy_cut
 from suite.cli import main
 from suite.config import ConfigError, load_recipe
 from suite.data.mixing import MixSampler, MixSource, WeightedMix, share_counts
-from suite.data.real_speech import prepare_real_speech
+from suite.data.real_speech import prepare_real_speech, source_cuts
 from suite.data.sampling import build_sampler
 from suite.data.shared import shared_data_dir
 from suite.tasks.asr.evaluation import _row
@@ -236,8 +236,7 @@ def test_recorded_speech_batches_with_recorded_noise_and_rooms(tmp_path):
     from suite.tasks.asr.dataset import AsrDataset
     from suite.tokenizers import CharTokenizer
 
-    written = prepare_real_speech(tmp_path, sources=["dc_tts"])
-    cuts = CutSet.from_file(written["dc_tts"]["test"]).subset(first=3)
+    cuts = source_cuts(shared_data_dir() / "speech-real", "dc_tts", "test").subset(first=3)
     config = AugmentConfig(real_noise_prob=1.0, reverb_prob=1.0, telephone_prob=0.5)
     dataset = AsrDataset(CharTokenizer(), Fbank(), config, training=True, seed=0)
     batch = dataset[(cuts, 5)]
