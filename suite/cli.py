@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument(
         "--text",
         default=None,
-        help="a text file, one sentence per line (default: the built-in sentence generator)",
+        help="a text file, one sentence per line, or a folder that `suite data text` wrote "
+        "(each sentence stays in its file's split); default: the built-in sentence generator",
     )
     synth.add_argument("--jobs", type=int, default=None, help="worker processes (default: cores)")
     synth.add_argument("--no-augment", action="store_true", help="no noise/reverb augmentation")

@@ -127,6 +127,27 @@ def test_plan_over_a_text_file_cycles_and_keeps_each_sentence_in_one_split(tmp_p
     assert specs[0].text == specs[30].text and specs[0].voice_seen_in_train is False
 
 
+def test_plan_over_a_text_folder_keeps_each_file_s_split(tmp_path):
+    """A folder that `suite data text` wrote: every sentence is spoken in its own file's split
+    (so text held out of an LM is held out of speech), in about the usual proportions, and a
+    used-up split is repeated with new voices."""
+    files = {"train": 60, "dev": 3, "test": 2}
+    for split, count in files.items():
+        lines = [f"{split} sentence {chr(97 + i % 26)} {chr(97 + i // 26)}." for i in range(count)]
+        (tmp_path / f"{split}.spoken.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "train.txt").write_text("ignored when the spoken file is there\n")
+    specs = list(islice(plan_utterances(0, tmp_path), 80))
+    assert all(s.text.split()[0] == s.split for s in specs)
+    counts = {split: sum(s.split == split for s in specs) for split in SPLITS}
+    assert counts == {"train": 72, "dev": 4, "test": 4}
+    tests = [s for s in specs if s.split == "test"]
+    assert tests[0].text == tests[2].text and tests[0].text != tests[1].text  # cycled
+    assert len({s.text for s in specs if s.split == "train"}) == 60
+    (tmp_path / "dev.spoken.txt").unlink()
+    with pytest.raises(UserError, match="has no dev.spoken.txt or dev.txt"):
+        list(islice(plan_utterances(0, tmp_path), 1))
+
+
 def test_noise_reaches_the_requested_snr():
     rng = np.random.default_rng(0)
     speech = np.sin(np.linspace(0, 2000, 32000)).astype(np.float32) * 0.3

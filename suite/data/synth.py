@@ -17,11 +17,13 @@ supervisions and cuts for the splits train, dev and test.
   sequence whose measured audio reaches ``hours``, so the same seed gives the same corpus, and a
   run with more hours extends a smaller one.
 * **Splits.** Sentences are disjoint across splits: a distinct sentence gets its split when first
-  seen (about 90/5/5), and a repeated one keeps it. A seeded tenth of espeak-ng's voice
-  configurations is held out of train and dev, and so is one whole engine (SVOX Pico by default:
-  its own lineage, where flite and festival share voices and code). Test utterances take turns:
-  the held-out engine, a held-out espeak-ng voice, a voice seen in training
-  (``engine_seen_in_train``, ``voice_seen_in_train``).
+  seen (about 90/5/5), and a repeated one keeps it; the sentences of a folder that
+  ``suite data text`` wrote keep the split of their file (:mod:`suite.data.synth_text`), so
+  text held out of a language model's training is held out of the speech too. A seeded tenth
+  of espeak-ng's voice configurations is held out of train and dev, and so is one whole engine
+  (SVOX Pico by default: its own lineage, where flite and festival share voices and code).
+  Test utterances take turns: the held-out engine, a held-out espeak-ng voice, a voice seen in
+  training (``engine_seen_in_train``, ``voice_seen_in_train``).
 * **Determinism.** libespeak-ng and Pico carry state from one utterance to the next (speaking the
   same text twice gives different samples) and cannot be re-initialized in-process, so each of
   their utterances is synthesized in a fresh ``fork`` of a worker that has loaded the library and
@@ -60,8 +62,9 @@ from tqdm import tqdm
 
 from suite.data.effects import SAMPLE_RATE, add_noise, add_reverb, resample
 from suite.data.engines import get_engine, resolve_engines
-from suite.data.sentences import SentenceGenerator, read_text_file, speakable
+from suite.data.sentences import read_text_file
 from suite.data.synth_manifests import write_manifests
+from suite.data.synth_text import sentences, text_split_files
 from suite.errors import UserError
 from suite.io import atomic_path, atomic_write_text
 from suite.text import normalize_text
@@ -164,38 +167,6 @@ class UtteranceSpec:
         return Path(out_dir) / "audio" / f"{self.index // 1000:05d}" / f"{self.id}.flac"
 
 
-def _split_of(distinct_index: int) -> str:
-    # 1 in 20 distinct sentences to test and 1 in 20 to dev (~90/5/5); test comes first so
-    # that even a tiny corpus has a test split.
-    slot = distinct_index % 20
-    return "test" if slot == 0 else "dev" if slot == 10 else "train"
-
-
-def _sentences(seed: int, text_file: str | Path | None) -> Iterator[tuple[str, str, str]]:
-    """Distinct ``(text, spoken, split)`` in plan order. A text file is cycled once used up:
-    later passes repeat its sentences (with new voices), each in the split it was given."""
-    source = SentenceGenerator(seed) if text_file is None else read_text_file(text_file)
-    seen: set[str] = set()
-    first_pass: list[tuple[str, str, str]] = []
-    for raw in source:
-        spoken = speakable(raw)
-        text = normalize_text(spoken)
-        if not text or text in seen:
-            continue
-        item = (text, spoken, _split_of(len(seen)))
-        seen.add(text)
-        if text_file is not None:
-            first_pass.append(item)
-        yield item
-    if not first_pass:
-        raise UserError(
-            f"text file {text_file} holds no text to speak (no line has a word after "
-            "normalization); give it one sentence per line, or leave --text out"
-        )
-    while True:
-        yield from first_pass
-
-
 def _test_kinds(engines: tuple[str, ...], held_out_engine: str | None) -> tuple[str, ...]:
     """What the test utterances take turns at: ``engine`` (the held-out engine), ``voice`` (a
     held-out espeak-ng voice), ``seen``; an espeak-only plan alternates voice and seen."""
@@ -228,7 +199,7 @@ def plan_utterances(
     kinds = _test_kinds(engines, held_out_engine)
     prefix = _prefix(engines, held_out_engine)
     tests = 0
-    for index, (text, spoken, split) in enumerate(_sentences(seed, text_file)):
+    for index, (text, spoken, split) in enumerate(sentences(seed, text_file)):
         kind = "seen"
         if split == "test":
             kind = kinds[tests % len(kinds)]  # take turns, so any test split holds every kind
@@ -359,10 +330,14 @@ def _render_task(spec: UtteranceSpec, seed: int, out_dir: str) -> tuple[int, boo
 
 
 def _file_digest(path: Path) -> str:
+    """SHA-256 of a file, or of a text folder's split files (names and contents)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    files = sorted(text_split_files(path).items()) if path.is_dir() else [("", path)]
+    for name, file in files:
+        digest.update(name.encode())
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 
@@ -457,7 +432,9 @@ def _validate_request(
         raise UserError(f"seed must be a non-negative integer, got {seed!r}; e.g. --seed 0")
     if num_workers is not None and num_workers < 1:
         raise UserError(f"num_workers must be at least 1, got {num_workers}; e.g. --jobs 2")
-    if text_file is not None:
+    if text_file is not None and Path(text_file).is_dir():
+        text_split_files(Path(text_file))  # each split's file exists (read when planned)
+    elif text_file is not None:
         lines = read_text_file(text_file)
         if not any(normalize_text(line) for line in lines):
             raise UserError(
