@@ -216,6 +216,22 @@ def test_evaluate_reports_seen_and_held_out_voices(tiny_corpus, tmp_path, capsys
     assert errors == pytest.approx(scores.wer * sum(r["words"] for r in rows))
 
 
+def test_evaluate_reports_each_synthesizer_and_the_held_out_one(tiny_corpus, tmp_path, capsys):
+    overrides = tiny_overrides(tiny_corpus, tmp_path / "run", steps=1)
+    package = Trainer(load_recipe(RECIPE, overrides), progress=False).train()
+    cuts = list(CutSet.from_file(tiny_corpus / "espeak_cuts_test.jsonl.gz"))
+    for i, cut in enumerate(cuts):  # as a corpus of several engines marks its cuts
+        engine = ("espeak", "pico")[i % 2]
+        cut.supervisions[0].custom.update(engine=engine, engine_seen_in_train=engine != "pico")
+    manifest = tmp_path / "engines.jsonl.gz"
+    CutSet.from_cuts(cuts).to_file(manifest)
+    assert main(["evaluate", str(package), str(manifest)]) == 0
+    printed = capsys.readouterr().out
+    assert "engine espeak: WER" in printed and "engine pico (held out of training): WER" in printed
+    metrics = suite.registry.create("task", "asr").evaluate(load_package(package), CutSet(cuts))
+    assert {"wer_seen_engines", "wer_held_out_engines"} <= metrics.keys()
+
+
 @pytest.mark.slow
 def test_init_from_starts_at_the_package_weights_and_tokenizer(tiny_corpus, tmp_path):
     first = Trainer(

@@ -148,7 +148,8 @@ class AsrTask(Task):
     def evaluate(self, model: nn.Module, items: CutSet, **options: Any) -> dict[str, float]:
         """WER, CER and RTFx on ``items``; with ``max_duration=`` (seconds per batch) and
         decoding options (``head=``, ``method=``, ...). Synthetic test sets that mark voices
-        also give ``wer_seen_voices`` and ``wer_held_out_voices``; cuts that mark their
+        also give ``wer_seen_voices`` and ``wer_held_out_voices`` (and, where they mark their
+        synthesizer, ``wer_seen_engines`` and ``wer_held_out_engines``); cuts that mark their
         ``custom.source`` give ``wer_<source>`` per source."""
         from suite.tasks.asr.evaluation import by_group, evaluate_cuts
 
@@ -156,6 +157,8 @@ class AsrTask(Task):
         out = {"wer": scores.wer, "cer": scores.cer, "rtfx": scores.rtfx}
         for seen, group in by_group(scores, "voice_seen_in_train").items():
             out[f"wer_{'seen' if seen else 'held_out'}_voices"] = group.wer
+        for seen, group in by_group(scores, "engine_seen_in_train").items():
+            out[f"wer_{'seen' if seen else 'held_out'}_engines"] = group.wer
         for source, group in sorted(by_group(scores, "source").items()):
             out[f"wer_{source}"] = group.wer
         return out

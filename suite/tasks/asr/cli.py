@@ -134,6 +134,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         if seen in groups:
             g = groups[seen]
             print(f"  {label}: WER {g.wer:.2%}  CER {g.cer:.2%}  ({g.num_utterances} utterances)")
+    unseen = {r["engine"] for r in scores.per_utterance if r.get("engine_seen_in_train") is False}
+    engines = by_group(scores, "engine")
+    for engine, g in sorted(engines.items()) if len(engines) > 1 else ():
+        label = f"engine {engine}" + (" (held out of training)" if engine in unseen else "")
+        print(f"  {label}: WER {g.wer:.2%}  CER {g.cer:.2%}  ({g.num_utterances} utterances)")
     for source, g in sorted(by_group(scores, "source").items()):
         print(f"  {source}: WER {g.wer:.2%}  CER {g.cer:.2%}  ({g.num_utterances} utterances)")
     print(f"per-utterance results: {out}")

@@ -193,11 +193,15 @@ def _batches(cuts: list[Any], max_duration: float) -> list[list[Any]]:
 
 def _row(cut: Any) -> dict[str, Any]:
     """The per-utterance row's identity: the cut id, and where the corpus marks them, whether
-    its voice configuration was used in training and which source (corpus) it comes from."""
+    its voice configuration and its synthesizer (``engine``) were used in training and which
+    source (corpus) it comes from."""
     row: dict[str, Any] = {"id": cut.id}
     custom = (cut.supervisions[0].custom or {}) if cut.supervisions else {}
-    if "voice_seen_in_train" in custom:
-        row["voice_seen_in_train"] = bool(custom["voice_seen_in_train"])
+    for key in ("voice_seen_in_train", "engine_seen_in_train"):
+        if key in custom:
+            row[key] = bool(custom[key])
+    if "engine" in custom:
+        row["engine"] = str(custom["engine"])
     source = custom.get("source") or (getattr(cut, "custom", None) or {}).get("source")
     if source is not None:
         row["source"] = str(source)
