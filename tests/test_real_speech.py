@@ -19,7 +19,7 @@ from suite.data.mixing import MixSampler, MixSource, WeightedMix, share_counts
 from suite.data.real_speech import prepare_real_speech, source_cuts
 from suite.data.sampling import build_sampler
 from suite.data.shared import shared_data_dir
-from suite.tasks.asr.evaluation import _row
+from suite.tasks.asr.evaluation import cut_row
 from suite.train import Trainer
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes/asr/espeak_conformer_ctc.yaml"
@@ -166,7 +166,8 @@ def test_real_speech_manifests_resolve_audio_normalize_and_mark_source(real_pack
     for cut in CutSet.from_file(out / "real_cuts_test.jsonl.gz"):
         assert Path(cut.recording.sources[0].source).is_absolute()
         assert cut.load_audio().shape == (1, int(0.6 * SR))
-        assert cut.supervisions[0].custom["source"] == cut.id.split("-")[0] == _row(cut)["source"]
+        source = cut.supervisions[0].custom["source"]
+        assert source == cut.id.split("-")[0] == cut_row(cut)["source"]
     with pytest.raises(Exception, match="unknown source"):
         prepare_real_speech(out, root=real_pack, sources=["gamma"])
     (real_pack / "beta/audio/b9.wav").unlink()

@@ -161,7 +161,7 @@ def evaluate_cuts(
         )
         audio_seconds += sum(c.duration for c in good)
         refs += texts
-        rows += [_row(cut) for cut in good]
+        rows += [cut_row(cut) for cut in good]
     wall = time.perf_counter() - start
     model.train(was_training)
     if failures and errors == "raise":
@@ -191,7 +191,7 @@ def _batches(cuts: list[Any], max_duration: float) -> list[list[Any]]:
     return batches
 
 
-def _row(cut: Any) -> dict[str, Any]:
+def cut_row(cut: Any) -> dict[str, Any]:
     """The per-utterance row's identity: the cut id, and where the corpus marks them, whether
     its voice configuration and its synthesizer (``engine``) were used in training and which
     source (corpus) it comes from."""
