@@ -83,6 +83,15 @@ class DataConfig:
         ``train``, its first source's (:meth:`sources` gives them all)."""
         return self.sources(split)[0][0]
 
+    def single_manifest(self, split: str, task: str) -> Path:
+        """:meth:`manifest`, for tasks that train on one source: a mix is a clear error."""
+        if len(self.sources(split)) > 1:
+            raise ConfigError(
+                f"the {task} task reads one manifest, but 'data.{split}' lists a mix of "
+                f"{len(self.sources(split))}; give one path (weighted mixes are for the asr task)"
+            )
+        return self.manifest(split)
+
     def sources(self, split: str) -> list[tuple[Path, float]]:
         """``(manifest path, weight)`` of each source of ``split``; one, weight 1, unless
         ``train`` lists a mix."""

@@ -146,3 +146,12 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_tasks_of_one_source_refuse_a_weighted_mix():
+    recipe = load_recipe(
+        ROOT / "recipes/lm/open_text_lm.yaml",
+        ["data.train=[{manifest: a.txt, weight: 1}, {manifest: b.txt, weight: 2}]"],
+    )
+    with pytest.raises(ConfigError, match="the lm task reads one manifest, but 'data.train' lists"):
+        registry.create("task", "lm").load_split(recipe, "train")

@@ -372,10 +372,14 @@ class Trainer:
             result = "not validated"
         else:
             result = f"dev {self.task.format_metrics(values)} at step {step}"
+        mix = self.recipe.data.sources("train")
+        sources = ", ".join(
+            f"`{path}`" + (f" (weight {weight:g})" if len(mix) > 1 else "") for path, weight in mix
+        )
         return (
             f"# Model trained by suite ({self.task.name})\n\n"
             f"- Recipe command: `{self.command}`\n"
-            f"- Training data: `{self.recipe.data.manifest('train')}`\n"
+            f"- Training data: {sources}\n"
             f"- Model: {self.task.describe(self.recipe.model)}\n"
             f"- Result: {result}\n\n"
             f"The merged recipe is in `config.yaml` of the run folder.\n"

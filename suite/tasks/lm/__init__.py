@@ -135,7 +135,7 @@ class LmTask(Task):
         if split != "train":
             path = data.manifest(split)
             return split_sentences(path, split) if path.is_file() else None
-        texts = split_sentences(data.manifest("train"), "training")
+        texts = split_sentences(data.single_manifest("train", self.name), "training")
         count = len(texts)
         if data.generated_sentences:
             held_out: set[str] = set()

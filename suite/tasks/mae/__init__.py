@@ -70,7 +70,7 @@ def _split(recipe: Recipe, split: str, held_out: int) -> ImageManifest | None:
     """The images of ``split``. When ``data.dev`` names the training source itself, the dev
     split is a seeded sample of ``held_out`` training images, and training never sees them."""
     data = recipe.data
-    path = data.manifest(split)
+    path = data.single_manifest(split, "mae")
     shared = split in ("train", "dev") and data.manifest("dev") == data.manifest("train")
     if split != "train" and not path.exists():
         return None
