@@ -305,8 +305,8 @@ class SimulatedRoom:
         except ImportError:
             raise ConfigError(
                 "data.augment.room_prob simulates rooms with pyroomacoustics, which is not "
-                "installed; `pip install pyroomacoustics`, or set room_prob to 0 and use "
-                "reverb_prob (recorded impulse responses)"
+                "installed; `pip install -e '.[augment]'` (or pyroomacoustics), or set "
+                "room_prob to 0 and use reverb_prob (recorded impulse responses)"
             ) from None
         self.pra = pyroomacoustics
         self.sample_rate = sample_rate
