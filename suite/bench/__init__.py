@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
         "serve",
         "longform",
         "kernels",
+        "vision",
     )
 }
 
