@@ -152,6 +152,7 @@ def test_cli_captions_images_and_evaluates_scene_manifests(package, scenes, caps
     assert "is an image, not a manifest" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a second captioner: the AED one above checks the shared plumbing
 def test_the_llm_adapter_recipe_trains_and_captions(scenes, tmp_path):
     run = tmp_path / "run"
     assert train(tiny_recipe("scenes_caption_llm_cpu.yaml", scenes, run, 2), progress=False)
@@ -160,3 +161,33 @@ def test_the_llm_adapter_recipe_trains_and_captions(scenes, tmp_path):
     image = SceneManifest.from_jsonl(scenes / "test.jsonl").load(0)
     captions = captioner.caption([image, image], method="beam", beam_size=2, max_new_tokens=6)
     assert len(captions) == 2 and captions[0] == captions[1]
+
+
+@pytest.mark.slow  # trains two more models
+def test_a_captioner_starts_from_a_masked_autoencoder_of_the_scene_images(scenes, tmp_path):
+    mae = load_recipe(
+        REPO / "recipes/vision/scenes_mae_vit_cpu.yaml",
+        [
+            f"data.corpus_dir={scenes}",
+            "data.batch_size=4",
+            "data.num_workers=0",
+            "model.frontend.input_size=32",
+            "model.encoder.preset=tiny",
+            f"train.out_dir={tmp_path / 'mae'}",
+            "train.max_steps=1",
+            "train.val_every=1",
+            "train.warmup_steps=1",
+        ],
+    )
+    assert train(mae, progress=False)  # reads SPLIT.images.jsonl, the scenes' images alone
+    recipe = tiny_recipe("scenes_caption_aed_cpu.yaml", scenes, tmp_path / "cap", 1)
+    recipe.train.init_from = str(tmp_path / "mae" / "model")
+    recipe.train.init_include = ["encoder"]
+    assert train(recipe, progress=False)  # the mae package has no tokenizer: one is trained
+    pretrained = suite.load(tmp_path / "mae" / "model").model.encoder.state_dict()
+    key = next(k for k in pretrained if k.endswith("pos_embed"))
+    tuned = suite.load(tmp_path / "cap" / "model").model.encoder.state_dict()[key]
+    fresh = suite.create_encoder("vit", preset="tiny", img_size=32, patch_size=8)
+    fresh = fresh.state_dict()[key]
+    assert (tuned - pretrained[key]).abs().max() < 5e-3 < (fresh - pretrained[key]).abs().max()
+    assert (tmp_path / "cap" / "tokenizer" / "tokenizer.json").is_file()
