@@ -130,7 +130,9 @@ def _reference(q: Tensor, k: Tensor, v: Tensor, lengths: Tensor, context: Contex
 def _compiled_flex():
     from torch.nn.attention.flex_attention import flex_attention
 
-    return torch.compile(flex_attention, dynamic=False)
+    # Default dynamism: a new length compiles once more, then shapes are symbolic, so batches
+    # of every length do not each recompile.
+    return torch.compile(flex_attention)
 
 
 def flex_block_mask(lengths: Tensor, T: int, context: Context, stride: int = 1):
