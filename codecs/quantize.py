@@ -99,6 +99,11 @@ def draw_stages(
     return torch.where(dropped, drawn, full)
 
 
+# Decay of the entries' use statistics that decide restarts (the codebook's own EMA, ``decay``,
+# is slower: it averages the entries' positions).
+USAGE_DECAY = 0.9
+
+
 class VectorQuantizer(nn.Module):
     """One codebook of ``codebook_size`` entries, updated by exponential moving averages.
 
@@ -110,9 +115,12 @@ class VectorQuantizer(nn.Module):
         l2_normalize: compare l2-normalized inputs and entries (cosine similarity; DAC).
         decay: EMA decay of the entries and their counts.
         kmeans_iters: k-means iterations on the first training batch (0: random samples).
-        dead_threshold: an entry whose EMA count falls below this fraction of the mean count
-            is dead and restarts at a random input vector of the current batch (relative, so
-            it means the same for any batch size and codebook size).
+        dead_threshold: an entry whose recent use (an EMA of its counts with decay
+            :data:`USAGE_DECAY`, about the last 10 batches) falls below this fraction of the
+            mean is dead and restarts at a random input vector of the current batch. Relative,
+            so it means the same for any batch and codebook size; recent, so a codebook the
+            encoder's early steps left behind (all inputs on a few entries) recovers within
+            tens of steps rather than hundreds.
         epsilon: Laplace smoothing of the counts.
     """
 
@@ -138,6 +146,7 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("embed", torch.randn(codebook_size, code_dim))
         self.register_buffer("embed_sum", self.embed.clone())
         self.register_buffer("cluster_size", torch.ones(codebook_size))
+        self.register_buffer("usage", torch.ones(codebook_size))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
     def codebook(self) -> Tensor:
@@ -169,6 +178,7 @@ class VectorQuantizer(nn.Module):
         share = z.shape[0] / self.codebook_size  # a uniform share of the batch
         self.embed_sum.copy_(self.embed * share)
         self.cluster_size.fill_(share)
+        self.usage.fill_(share)
         self.initialized.fill_(True)
 
     @torch.no_grad()
@@ -180,21 +190,23 @@ class VectorQuantizer(nn.Module):
         _all_reduce(onehot_sum)
         _all_reduce(embed_sum)
         self.cluster_size.lerp_(onehot_sum, 1 - self.decay)
+        self.usage.lerp_(onehot_sum, 1 - USAGE_DECAY)
         self.embed_sum.lerp_(embed_sum, 1 - self.decay)
         n = self.cluster_size.sum()
         smoothed = (self.cluster_size + self.epsilon) / (n + self.codebook_size * self.epsilon) * n
         self.embed.copy_(self.embed_sum / smoothed[:, None])
-        mean = self.cluster_size.mean()
-        dead = self.cluster_size < self.dead_threshold * mean
+        dead = self.usage < self.dead_threshold * self.usage.mean()
         fraction = float(dead.float().mean())
         if dead.any():
             pick = torch.randint(0, z.shape[0], (int(dead.sum()),), device=z.device)
             fresh = _broadcast(z[pick].float().contiguous())  # every rank restarts alike
-            # A restarted entry starts at the mean count: ~300 steps (decay 0.99) to be used
-            # before it counts as dead again.
+            # A restarted entry starts at the mean use: ~28 batches to be picked before it
+            # counts as dead again.
+            size = self.cluster_size.mean()
             self.embed[dead] = fresh
-            self.embed_sum[dead] = fresh * mean
-            self.cluster_size[dead] = mean
+            self.embed_sum[dead] = fresh * size
+            self.cluster_size[dead] = size
+            self.usage[dead] = self.usage.mean()
         return fraction
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, dict]:
