@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
         "longform",
         "kernels",
         "vision",
+        "codec",
     )
 }
 
