@@ -10,7 +10,7 @@ from suite.cli import main
 
 
 def test_bench_vision_reports_the_mae_speedup_and_the_wrapper_overhead(monkeypatch, capsys):
-    for name, value in (("BATCH", 2), ("REPEATS", 1), ("WARMUP", 0)):
+    for name, value in (("BATCH", 2), ("REPEATS", 1), ("WARMUP", 0), ("PRESET", "tiny")):
         monkeypatch.setattr(vision, name, value)  # small sizes: this checks the plumbing
     assert main(["bench", "vision", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -27,6 +27,7 @@ from suite.bench import print_header, report
 BATCH, IMAGE_SIZE = 64, 32
 REPEATS, WARMUP = 7, 2
 MASK_RATIO = 0.75
+PRESET = "small"  # the ViT of recipes/vision/cifar_mae_vit_cpu.yaml
 
 
 def _device() -> torch.device:
@@ -61,7 +62,7 @@ def _mae_steps(device: torch.device) -> dict[str, Callable[[], None]]:
 
     torch.manual_seed(0)
     frontend = suite.create_frontend("image", input_size=IMAGE_SIZE)
-    encoder = suite.create_encoder("vit", preset="small", img_size=IMAGE_SIZE)
+    encoder = suite.create_encoder("vit", preset=PRESET, img_size=IMAGE_SIZE)
     model = build_mae(encoder, frontend, mask_ratio=MASK_RATIO).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     images = torch.randn(BATCH, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)
@@ -84,13 +85,13 @@ def _mae_steps(device: torch.device) -> dict[str, Callable[[], None]]:
     return {"masked": masked, "all_tokens": all_tokens}
 
 
-def _wrapper_steps(device: torch.device) -> tuple[dict[str, Callable[[], None]], int]:
+def _wrapper_steps(device: torch.device) -> tuple[dict[str, Callable[[], None]], int, str]:
     import timm
 
     import suite
 
     torch.manual_seed(0)
-    ours = suite.create_encoder("vit", preset="small", img_size=IMAGE_SIZE).to(device).eval()
+    ours = suite.create_encoder("vit", preset=PRESET, img_size=IMAGE_SIZE).to(device).eval()
     bare = timm.create_model(
         "vit_tiny_patch16_224",
         pretrained=False,
@@ -120,14 +121,15 @@ def _wrapper_steps(device: torch.device) -> tuple[dict[str, Callable[[], None]],
     if not same:
         raise RuntimeError("the wrapped and the bare ViT disagree; the comparison is void")
     params = sum(p.numel() for p in ours.parameters())
-    return {"ours": ours_forward, "timm": bare_forward}, params
+    shape = f"vit {PRESET} (patch {ours.patch_size}, d{ours.output_dim}, {len(ours.layers)} blocks)"
+    return {"ours": ours_forward, "timm": bare_forward}, params, shape
 
 
 def measure() -> dict:
     """Both comparisons; returns the figures as a dict."""
     device = _device()
     mae = _interleaved(_mae_steps(device), device)
-    wrapper_steps, params = _wrapper_steps(device)
+    wrapper_steps, params, shape = _wrapper_steps(device)
     wrapper = _interleaved(wrapper_steps, device)
     return {
         "config": {
@@ -135,7 +137,7 @@ def measure() -> dict:
             "batch": BATCH,
             "image_size": IMAGE_SIZE,
             "mask_ratio": MASK_RATIO,
-            "encoder": "vit small (patch 4, d192, 8 blocks)",
+            "encoder": shape,
             "encoder_parameters": params,
             "threads": torch.get_num_threads(),
             "repeats": REPEATS,
