@@ -354,6 +354,8 @@ def _place(
     gap = S // 8
     if rel == "next to":
         a, b = sides[0][0], sides[1][0]
+        if a + b + 3 > S:  # two large things side by side on a small canvas
+            return None
         x = rng.randrange(0, S - a - b - 3 + 1)
         ya = rng.randrange(0, S - a + 1)
         yb = min(max(0, ya + (a - b) // 2 + rng.randint(-2, 2)), S - b)
