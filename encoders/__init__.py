@@ -2,6 +2,7 @@
 
 from suite.encoders import (
     conformer,  # noqa: F401  (registers "conformer")
+    patch_adapter,  # noqa: F401  (registers "patch_image", "patch_audio", "patch_video")
     squeezeformer,  # noqa: F401  (registers "squeezeformer")
     vision,  # noqa: F401  (registers "vit" and "convnext")
 )

@@ -4,7 +4,8 @@ A new family gets all of these by registering itself with a ``tiny`` preset. Inp
 from what an encoder declares:
 
 * sequence encoders (audio features) expose ``input_dim`` and take ``(B, T, input_dim)``;
-* image encoders expose ``input_size = (C, H, W)`` and take ``(B, C, H, W)`` with full lengths.
+* image encoders expose ``input_size = (C, H, W)`` and take ``(B, C, H, W)`` with full lengths;
+* video encoders expose ``input_size = (N, C, H, W)`` and take whole clips ``(B, N, C, H, W)``.
 
 Heads are built as ``create_head(name, input_dim=..., vocab_size=...)`` (plus their ``tiny``
 preset when they have one) and tested over every encoder: heads x encoders.
@@ -42,6 +43,9 @@ def example_input(encoder: torch.nn.Module, lengths: list[int]) -> tuple[torch.T
         x = torch.randn(len(lengths), max(lengths), encoder.input_dim, generator=g)
         n = torch.tensor(lengths)
         return x * (torch.arange(max(lengths))[None, :, None] < n[:, None, None]), n
+    if hasattr(encoder, "input_size") and len(encoder.input_size) == 4:  # videos: whole clips
+        N, C, H, W = encoder.input_size
+        return torch.randn(len(lengths), N, C, H, W, generator=g), torch.full((len(lengths),), N)
     if hasattr(encoder, "input_size"):
         C, H, W = encoder.input_size
         return torch.randn(len(lengths), C, H, W, generator=g), torch.full((len(lengths),), H)
