@@ -198,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_synth_scenes(data_commands)
 
+    from suite.data.sounds import add_command as add_synth_sounds
+
+    add_synth_sounds(data_commands)
+
     prepare = data_commands.add_parser("prepare", help="lhotse manifests for a real corpus")
     prepare.add_argument("corpus", choices=["librispeech", "ljspeech", "cmu_arctic"])
     prepare.add_argument("corpus_dir")
