@@ -24,6 +24,7 @@ from suite.data.sounds import (
     default_esc10_dir,
     held_out_pairs,
     phrasings,
+    score_caption,
     write_sounds,
 )
 
@@ -98,6 +99,15 @@ def test_caption_facts_read_the_grammar_and_skip_unknown_phrases():
         "background": None,
     }
     assert caption_facts("a tuba plays")["foreground"] == []
+
+
+def test_score_caption_measures_recall_precision_counts_and_order():
+    fields = {"groups": [{"class": "dog_bark", "count": 2}, {"class": "man_speech", "count": 1}]}
+    fields["background"] = "rain"
+    perfect = score_caption("while rain falls, a dog barks twice, then a man speaks", fields)
+    assert perfect == {"recall": 1.0, "precision": 1.0, "counts": 1.0, "order": 1.0}
+    swapped = score_caption("a man speaks, then a dog barks three times while wind blows", fields)
+    assert swapped == {"recall": 2 / 3, "precision": 2 / 3, "counts": 0.5, "order": 0.0}
 
 
 def test_bad_settings_get_teaching_errors(tmp_path):

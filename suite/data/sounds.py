@@ -9,7 +9,8 @@ speaking, ...); a background is one texture (rain, wind, an engine hum, ...) spa
 the scene. Captions say what, how many, in what order and what goes on at the same time
 ("while rain falls, a dog barks twice, then a man speaks"; the background is stated as lasting
 through the whole sequence, not overlapping one part of it); every caption
-states every fact, and :func:`caption_facts` reads them back from any caption of this grammar.
+states every fact, and :func:`caption_facts` reads them back from any caption of this grammar
+(:func:`score_caption` scores a model's caption against a scene with them).
 
 Sounds (:data:`CLASSES`): ESC-10 clips (``source: esc10``; the shared pack, one loud window of
 a countable clip per occurrence, a long stretch of a texture clip), procedural ones
@@ -393,6 +394,25 @@ def caption_facts(caption: str) -> dict[str, Any]:
             foreground.append((by_phrase[m.group(1)], count))
     bg = by_phrase.get(background.strip()) if background else None
     return {"foreground": foreground, "background": bg}
+
+
+def score_caption(caption: str, fields: dict[str, Any]) -> dict[str, float]:
+    """How well ``caption`` states a scene (its manifest ``fields``): event ``recall`` (the
+    scene's classes named), ``precision`` (named classes that are in the scene), ``counts``
+    (foreground counts right, of the scene's groups) and ``order`` (1.0 when the named
+    foreground classes come in the scene's order; scenes of one group always score 1.0)."""
+    facts = caption_facts(caption)
+    named = [c for c, _ in facts["foreground"]] + [facts["background"] or ""]
+    named = [c for c in named if c]
+    groups = [(g["class"], g["count"]) for g in fields["groups"]]
+    truth = [c for c, _ in groups] + ([fields["background"]] if fields["background"] else [])
+    recall = sum(c in named for c in truth) / len(truth)
+    precision = sum(c in truth for c in set(named)) / len(set(named)) if named else 0.0
+    said = dict(facts["foreground"])
+    counts = sum(said.get(c) == n for c, n in groups) / len(groups)
+    in_order = [c for c, _ in facts["foreground"] if c in dict(groups)]
+    order = float(len(groups) < 2 or in_order == [c for c, _ in groups])
+    return {"recall": recall, "precision": precision, "counts": counts, "order": order}
 
 
 def _seed(*parts: Any) -> int:
