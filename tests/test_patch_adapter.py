@@ -145,3 +145,31 @@ def test_epalm_frozen_lm_with_a_trainable_perceptual_prefix():
     assert losses[-1] < losses[0]  # a random frozen LM: the prefix alone moves the loss
     for k, v in head.lm.state_dict().items():
         assert torch.equal(v, lm_before[k]), f"frozen LM tensor {k} changed"
+
+
+def test_the_encoder_free_scene_recipe_builds_and_learns_a_step():
+    from pathlib import Path
+
+    from suite.config import load_recipe
+    from suite.model import build_model
+
+    recipe = (
+        Path(__file__).resolve().parents[1] / "recipes/vision/scenes_caption_patch_aed_cpu.yaml"
+    )
+    tokenizer = CharTokenizer()
+    torch.manual_seed(0)
+    model = build_model(load_recipe(recipe).model, tokenizer)
+    assert model.encoder.input_size == (3, 64, 64)
+    ids = tokenizer.encode("a red circle")
+    batch = Batch(
+        torch.rand(2, 3, 64, 64),
+        torch.tensor([64, 64]),
+        torch.tensor([ids, ids]),
+        torch.tensor([len(ids)] * 2),
+        prompts=["caption", "caption"],
+    )
+    enc = model.encoder(batch.inputs, batch.lengths)
+    assert enc.features.shape == (2, 64, 128)
+    loss = model.heads["aed"].loss(enc, batch)["loss"]
+    loss.backward()
+    assert torch.isfinite(loss) and model.encoder.proj.weight.grad is not None
