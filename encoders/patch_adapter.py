@@ -10,7 +10,7 @@ adapter's language model), which does all the modelling. The same module takes t
   patches with no encoder behind them; ``patch_bins=None`` takes whole frames, i.e. frame
   stacking), padding-aware for variable-length audio;
 * videos ``(B, N, C, H, W)``: ``tubelet x p x p`` tubelets (ViViT's tubelet embedding, fed
-  encoder-free as in Video-Panda / ELVA-style video LMs).
+  encoder-free as in Video-Panda).
 
 Tokens are time-major (time patches outer, the rest inner) so the valid tokens of a padded
 audio clip or video are a prefix: ``lengths`` are ``ceil(frames / patch_frames)`` times the
