@@ -1,7 +1,7 @@
 """The ``codec`` task: a neural audio codec (audio -> discrete codes -> audio).
 
 Data are lhotse cut or recording manifests (``data.corpus_dir`` + ``data.train``/``dev``/
-``test``, comma-separated to join several; see :mod:`suite.tasks.codec.dataset`); training
+``test``, each one manifest or a list joined; see :mod:`suite.tasks.codec.dataset`); training
 batches are ``data.batch_size`` random crops of ``data.segment`` seconds per rank, with the
 recipe's noise mixed in. The model is the registered codec of ``model.codec`` (``{name,
 preset, **options}``, e.g. ``seanet``: :mod:`suite.codecs.model`), whose ``loss`` holds the

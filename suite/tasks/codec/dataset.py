@@ -2,8 +2,9 @@
 
 Dims legend: B - batch (crops), S - audio samples.
 
-A split is one or more lhotse manifests (comma-separated in ``data.train`` and friends, each
-relative to ``data.corpus_dir``), each a cut manifest (``suite data synth-speech``) or a
+A split is one lhotse manifest or a list of them (``data.train: [{manifest: PATH}, ...]``, the
+recipe's mix syntax; a codec joins them, so their weights must be equal), each relative to
+``data.corpus_dir``: a cut manifest (``suite data synth-speech``) or a
 recording manifest (as the real speech of ``../shared/data/speech-real/``, whose relative file
 paths are found under ``data.corpus_dir``, the manifest's folder or the folder above it). Training
 batches are ``data.batch_size`` crops of ``data.segment`` seconds drawn at seeded random
@@ -20,7 +21,7 @@ import torch
 from lhotse import CutSet, RecordingSet
 
 from suite.augment import build_augment
-from suite.config import Recipe
+from suite.config import ConfigError, Recipe
 from suite.data.collate import pad_sequences
 from suite.errors import UserError
 from suite.interfaces import Batch
@@ -54,11 +55,16 @@ def _load_one(path: Path, prefix: Path) -> CutSet:
 
 
 def load_split(recipe: Recipe, split: str) -> CutSet | None:
-    """The cuts of ``split``: its manifests (comma-separated names, each resolved against
-    ``data.corpus_dir``) joined; ``None`` for a missing dev or test split."""
+    """The cuts of ``split``: its manifests (each resolved against ``data.corpus_dir``) joined;
+    ``None`` for a missing dev or test split."""
     data = recipe.data
-    names = [n.strip() for n in str(getattr(data, split)).split(",") if n.strip()]
-    paths = [Path(n) if Path(n).is_absolute() else Path(data.corpus_dir) / n for n in names]
+    sources = data.sources(split)
+    if len({weight for _, weight in sources}) > 1:
+        raise ConfigError(
+            f"the codec task joins the manifests of 'data.{split}'; give them equal weights "
+            "(weighted mixes are for the asr task)"
+        )
+    paths = [path for path, _ in sources]
     missing = [p for p in paths if not p.is_file()]
     if missing:
         if split != "train":
