@@ -50,7 +50,7 @@ class CaptionTask(Task):
     eval_items = 500
 
     def load_split(self, recipe: Recipe, split: str) -> SceneManifest | None:
-        path = recipe.data.manifest(split)
+        path = recipe.data.single_manifest(split, self.name)
         if not path.is_file():
             if split != "train":
                 return None
