@@ -55,10 +55,6 @@ BLOCK_SECONDS = 10.0  # read from a file at a time
 # and they grow with its padded length, so a bound in seconds, not in chunks, keeps the peak the
 # same whatever the chunks' lengths.
 BATCH_SECONDS = 30.0
-# Audio whose chunks are sorted by length before batching, so that batches waste little on
-# padding: measured on one thread, 1.5x (greedy) and 1.8x (with the LM) the speed of batching
-# chunks in time order.
-WINDOW_SECONDS = 120.0
 
 _malloc_trim: Any = None  # glibc's malloc_trim once looked up, False where there is none
 

@@ -176,11 +176,9 @@ def transcribe_long(
     **decode_options: Any,
 ) -> str | Transcript:
     """Transcribe a long input chunk by chunk (:mod:`~suite.tasks.asr.longform`): split at
-    pauses; the chunks of each :data:`~suite.tasks.asr.longform.WINDOW_SECONDS` sorted by length
-    and decoded in batches of up to ``batch_size`` chunks and
-    :data:`~suite.tasks.asr.longform.BATCH_SECONDS` of padded audio; texts and word times joined
-    in time order. Memory holds a window of chunks and the words so far, whatever the audio's
-    length.
+    pauses, up to ``batch_size`` chunks and :data:`~suite.tasks.asr.longform.BATCH_SECONDS` of
+    padded audio decoded together, texts and word times joined. Memory holds a batch of chunks
+    and the words so far, whatever the audio's length.
 
     Args:
         model: an asr :class:`~suite.model.TaskModel`.
@@ -203,51 +201,36 @@ def transcribe_long(
     else:
         duration = len(source) / rate
     parts: list[tuple[float, Transcript]] = []
-    window: list[tuple[float, np.ndarray]] = []
-    budget = longform.BATCH_SECONDS * rate  # padded samples per batch
+    pending: list[tuple[float, np.ndarray]] = []
     disable = None if progress is None else not progress  # None: tqdm's check for a terminal
     with tqdm(total=round(duration, 1), unit="s", desc=name, disable=disable, leave=False) as bar:
 
-        def decode(batch: list[tuple[float, np.ndarray]]) -> None:
+        def flush() -> None:
             results = transcribe_waveforms(
                 model,
-                [chunk for _, chunk in batch],
+                [chunk for _, chunk in pending],
                 batch_size=None,
                 head=head,
-                names=[f"{name} at {offset:.1f} s" for offset, _ in batch],
+                names=[f"{name} at {offset:.1f} s" for offset, _ in pending],
                 timestamps=timestamps,
                 **decode_options,
             )
-            for (offset, chunk), result in zip(batch, results, strict=True):
+            for (offset, chunk), result in zip(pending, results, strict=True):
                 text = result if isinstance(result, Transcript) else Transcript(result)
                 parts.append((offset, text))
                 bar.update(round(len(chunk) / rate, 1))
+            pending.clear()
             longform.release_freed_memory()
 
-        def decode_window() -> None:
-            # Longest first, so that each batch is padded to its first chunk's length.
-            window.sort(key=lambda item: len(item[1]), reverse=True)
-            batch: list[tuple[float, np.ndarray]] = []
-            for item in window:
-                if batch and (
-                    len(batch) >= batch_size or (len(batch) + 1) * len(batch[0][1]) > budget
-                ):
-                    decode(batch)
-                    batch = []
-                batch.append(item)
-            if batch:
-                decode(batch)
-            window.clear()
-
-        held = 0
+        budget = longform.BATCH_SECONDS * rate  # padded samples per batch
         for offset, chunk in longform.chunks(source, rate, name):
-            window.append((offset, chunk))
-            held += len(chunk)
-            if held >= longform.WINDOW_SECONDS * rate:
-                decode_window()
-                held = 0
-        decode_window()
-    parts.sort(key=lambda part: part[0])
+            longest = max([len(c) for _, c in pending] + [len(chunk)])
+            if pending and (len(pending) + 1) * longest > budget:
+                flush()
+            pending.append((offset, chunk))
+            if len(pending) >= batch_size:
+                flush()
+        flush()
     joined = join(parts, duration)
     return joined if timestamps else joined.text
 
