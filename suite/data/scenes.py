@@ -48,7 +48,6 @@ import json
 import random
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +79,7 @@ from suite.data.scene_captions import (
     phrasings,
     scene_facts,
 )
+from suite.data.shards import check_settings, write_shards
 from suite.io import atomic_path, atomic_write_text
 
 SIZES = {"small": 0.22, None: 0.32, "large": 0.44}  # side as a fraction of the canvas
@@ -596,48 +596,17 @@ def write_scenes(
     config.check()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = out / "scenes.json"
-    wanted = asdict(config)
-    if settings.is_file():
-        previous = json.loads(settings.read_text())
-        if previous != wanted:
-            changed = sorted(k for k in wanted if previous.get(k) != wanted[k])
-            raise ImageDataError(
-                f"{out} holds scenes made with other settings ({', '.join(changed)} differ); "
-                "pass the same options to resume, or a new --out"
-            )
-    else:
-        atomic_write_text(settings, json.dumps(wanted, indent=2) + "\n")
+    check_settings(out / "scenes.json", asdict(config), "scenes", ImageDataError)
     comps = held_out_compositions(config.names(), config.composition_seed)
     atomic_write_text(out / "compositions.json", json.dumps(comps, indent=2) + "\n")
     for split in SPLITS:  # a missing source fails here, before workers start
         if config.counts.get(split):
             _pool(config, split)
-    tasks = [
-        (split, shard)
-        for split in SPLITS
-        for shard in range(-(-config.counts.get(split, 0) // config.shard_size))
-    ]
-    if jobs > 1 and len(tasks) > 1:
-        with ProcessPoolExecutor(jobs) as workers:
-            futures = [workers.submit(write_shard, str(out), config, s, k) for s, k in tasks]
-            for future in futures:
-                future.result()
-    else:
-        for split, shard in tasks:
-            write_shard(str(out), config, split, shard)
-    manifests = {}
-    for split in SPLITS:
-        count = config.counts.get(split, 0)
-        if not count:
-            continue
-        parts = [out / split / f"{k:05d}.jsonl" for k in range(-(-count // config.shard_size))]
-        path = out / f"{split}.jsonl"
-        atomic_write_text(path, "".join(p.read_text() for p in parts))
+    manifests = write_shards(out, config, config.counts, config.shard_size, write_shard, jobs)
+    for split, path in manifests.items():
         # The images alone, as an image manifest (for the mae task: pretraining on the scenes).
         SceneManifest.from_jsonl(path).images().to_jsonl(out / f"{split}.images.jsonl")
-        manifests[split] = path
-        log(f"{path}: {count} scenes")
+        log(f"{path}: {config.counts[split]} scenes")
     return manifests
 
 

@@ -42,7 +42,6 @@ import json
 import random
 import re
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -50,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from suite.data.shards import check_settings, write_shards
 from suite.data.shared import shared_data_dir
 from suite.errors import UserError
 from suite.io import atomic_path, atomic_write_text
@@ -550,45 +550,14 @@ def write_sounds(
     config.check()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = out / "sounds.json"
-    wanted = asdict(config)
-    if settings.is_file():
-        previous = json.loads(settings.read_text())
-        if previous != wanted:
-            changed = sorted(k for k in wanted if previous.get(k) != wanted[k])
-            raise SoundDataError(
-                f"{out} holds sound scenes made with other settings ({', '.join(changed)} "
-                "differ); pass the same options to resume, or a new --out"
-            )
-    else:
-        atomic_write_text(settings, json.dumps(wanted, indent=2) + "\n")
+    check_settings(out / "sounds.json", asdict(config), "sound scenes", SoundDataError)
     held = held_out_pairs(config.classes(), config.composition_seed)
     atomic_write_text(
         out / "compositions.json", json.dumps({"held_out_pairs": held}, indent=2) + "\n"
     )
-    tasks = [
-        (split, shard)
-        for split in SPLITS
-        for shard in range(-(-config.counts.get(split, 0) // config.shard_size))
-    ]
-    if jobs > 1 and len(tasks) > 1:
-        with ProcessPoolExecutor(jobs) as workers:
-            futures = [workers.submit(write_shard, str(out), config, s, k) for s, k in tasks]
-            for future in futures:
-                future.result()
-    else:
-        for split, shard in tasks:
-            write_shard(str(out), config, split, shard)
-    manifests = {}
-    for split in SPLITS:
-        count = config.counts.get(split, 0)
-        if not count:
-            continue
-        parts = [out / split / f"{k:05d}.jsonl" for k in range(-(-count // config.shard_size))]
-        path = out / f"{split}.jsonl"
-        atomic_write_text(path, "".join(p.read_text() for p in parts))
-        manifests[split] = path
-        log(f"{path}: {count} sound scenes")
+    manifests = write_shards(out, config, config.counts, config.shard_size, write_shard, jobs)
+    for split, path in manifests.items():
+        log(f"{path}: {config.counts[split]} sound scenes")
     return manifests
 
 
