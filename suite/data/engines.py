@@ -257,10 +257,12 @@ class PicoEngine(Engine):
         self._engines: dict[str, object] = {}  # voice -> ttspico.TtsEngine
 
     def missing(self) -> str | None:
-        try:  # the module and its compiled extension (ctts)
-            import ttspico  # noqa: F401
+        try:  # the module, its compiled extension (ctts) and its language files
+            self._engine(self.voices[0])
         except ImportError as e:
             return f"SVOX Pico is not installed ({e}); {self.install}"
+        except RuntimeError as e:  # the language files are not where ttspico looks
+            return f"SVOX Pico cannot load its voices ({e}); reinstall it: {self.install}"
         return None
 
     def version(self) -> str:

@@ -307,16 +307,27 @@ def render(spec: UtteranceSpec, seed: int) -> np.ndarray:
     return audio
 
 
+_init_error: str | None = None  # why this worker's engines failed to load, if they did
+
+
 def _init_worker(engines: tuple[str, ...]) -> None:
     # Load the in-process engines and warm them up with a fixed utterance (the first one in a
     # process pays for lazy set-up); every fork then starts from this same state, in every worker.
-    for name in engines:
-        if get_engine(name).in_process:
-            get_engine(name).load()
+    # A failure is kept for the first task to raise: an initializer that raises makes
+    # multiprocessing.Pool start a new worker for ever.
+    global _init_error
+    try:
+        for name in engines:
+            if get_engine(name).in_process:
+                get_engine(name).load()
+    except Exception as e:
+        _init_error = f"the {name} engine failed to start in a worker: {type(e).__name__}: {e}"
 
 
 def _render_task(spec: UtteranceSpec, seed: int, out_dir: str) -> tuple[int, bool]:
     """``(num_samples, synthesized)`` for one utterance, reusing a complete existing FLAC."""
+    if _init_error is not None:
+        raise UserError(f"{_init_error}; reinstall it ({get_engine(spec.engine).install})")
     path = spec.audio_path(out_dir)
     if path.exists():
         return sf.info(str(path)).frames, False
