@@ -7,22 +7,17 @@ Triton cases run on CUDA, or on the CPU under ``TRITON_INTERPRET=1`` in a child 
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from suite.kernels.attention import attention
 from suite.kernels.stream import ring_capacity, stream_attention_step, stream_step_reference
-from suite.kernels.varlen import interpreting, triton_available
+from suite.kernels.testing import CUDA, DEVICE, INTERPRET, interpreter_parity
+from suite.kernels.varlen import triton_available
 from suite.nn.context import cache_frames
 
-INTERPRET = interpreting()
-CUDA = torch.cuda.is_available()
-DEVICE = "cpu" if INTERPRET or not CUDA else "cuda"
 runs_triton = pytest.mark.skipif(
     not triton_available() or not (INTERPRET or CUDA),
     reason="Triton kernels need CUDA, or TRITON_INTERPRET=1 (test_interpreter_parity)",
@@ -32,16 +27,7 @@ runs_triton = pytest.mark.skipif(
 @pytest.mark.skipif(INTERPRET or CUDA or not triton_available(), reason="runs the cases directly")
 def test_interpreter_parity():
     """Every Triton case of this file under ``TRITON_INTERPRET=1``, in a child process."""
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
-    assert " passed" in done.stdout, done.stdout[-2000:]
+    interpreter_parity(__file__)
 
 
 @runs_triton

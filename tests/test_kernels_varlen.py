@@ -9,19 +9,16 @@ rest of the test session never sees the interpreter.
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from suite.kernels.attention import attention, attention_mask, cached_attention
+from suite.kernels.testing import CUDA, DEVICE, INTERPRET, interpreter_parity
 from suite.kernels.varlen import (
     allowed_keys,
     cu_seqlens,
-    interpreting,
     lookahead_tables,
     pack,
     packed_attention,
@@ -33,9 +30,6 @@ from suite.kernels.varlen import (
 )
 from suite.nn.rotary import rotary_frequencies, rotate
 
-INTERPRET = interpreting()
-CUDA = torch.cuda.is_available()
-DEVICE = "cpu" if INTERPRET or not CUDA else "cuda"
 runs_triton = pytest.mark.skipif(
     not triton_available() or not (INTERPRET or CUDA),
     reason="Triton kernels need CUDA, or TRITON_INTERPRET=1 (test_interpreter_parity)",
@@ -47,16 +41,7 @@ TOL = {torch.float32: 1e-4, torch.bfloat16: 3e-2}
 @pytest.mark.skipif(INTERPRET or CUDA or not triton_available(), reason="runs the cases directly")
 def test_interpreter_parity():
     """Every Triton case of this file under ``TRITON_INTERPRET=1``, in a child process."""
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
-    assert " passed" in done.stdout, done.stdout[-2000:]
+    interpreter_parity(__file__)
 
 
 def random_case(seed: int) -> tuple[list[int], tuple[int, int] | None, int]:
