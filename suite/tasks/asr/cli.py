@@ -4,6 +4,7 @@ plus the decoding and context options they share with ``suite models attach-lm``
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from suite.errors import UserError
 from suite.tasks.asr.formats import FORMATS
 from suite.tasks.asr.pipeline import Transcriber, default_stream_context
+from suite.tasks.asr.tuning import LENGTH_BONUSES, LM_WEIGHTS
 
 # Files `suite evaluate` is sometimes handed instead of a manifest.
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aiff", ".aif"}
@@ -117,6 +119,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.context is not None:  # equals streaming with this context, by construction
         default_stream_context(model)  # a clear error for a model not trained for streaming
         model.encoder.att_context = args.context
+    if args.tune_lm:
+        return _tune_lm(args, model, cuts)
+    if args.write:
+        raise UserError("--write stores what --tune-lm chose; pass --tune-lm with it")
+    if args.limit:
+        cuts = cuts.subset(first=args.limit)
     scores = evaluate_cuts(model, cuts, head=args.head, errors="skip", **decode_options(args))
     out = Path(args.results or manifest.with_name(manifest.name.split(".")[0] + ".results.jsonl"))
     write_results(scores, out)
@@ -125,6 +133,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not scores.num_utterances:
         print(f"suite: error: none of the {len(scores.failed)} cuts could be read", file=sys.stderr)
         return 2
+    if args.json:
+        from suite.tasks.asr.evaluation import summary_with_groups
+
+        context = list(args.context) if args.context is not None else None
+        described = {"model": args.model, "manifest": str(manifest), "context": context}
+        described["decoding"] = decode_options(args)
+        print(json.dumps({**described, **summary_with_groups(scores)}))
+        return 1 if scores.failed else 0
     print(
         f"WER {scores.wer:.2%}  CER {scores.cer:.2%}  RTFx {scores.rtfx:.1f}  "
         f"({scores.num_utterances} utterances, {scores.audio_seconds / 3600:.2f} h)"
@@ -150,6 +166,65 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _tune_lm(args: argparse.Namespace, model: Any, cuts: Any) -> int:
+    """``suite evaluate --tune-lm``: the grid's WER table, the best point, and with
+    ``--write`` that point stored as the package's decoding defaults."""
+    from suite.model import resolve
+    from suite.tasks.asr.tuning import tune_lm, write_decoding
+
+    if args.lm_weight is not None or args.length_bonus is not None or args.decoding == "greedy":
+        raise UserError(
+            "--tune-lm tries the values of --lm-weights and --length-bonuses; drop "
+            "--lm-weight, --length-bonus and --decoding"
+        )
+    if args.limit:
+        cuts = cuts.subset(first=args.limit)
+    tuning = tune_lm(
+        model,
+        cuts,
+        args.lm_weights,
+        args.length_bonuses,
+        head=args.head,
+        beam_size=args.beam_size,
+    )
+    for row in tuning.failed:
+        print(f"suite: error: {row['error']}", file=sys.stderr)
+    best = tuning.best
+    if args.json:
+        print(json.dumps({"model": args.model, "manifest": args.manifest, **tuning.summary()}))
+    else:
+        decode_seconds = sum(p.seconds for p in tuning.points)
+        print(
+            f"LM fusion grid on {args.manifest}: {tuning.greedy.num_utterances} utterances, "
+            f"{tuning.audio_seconds / 3600:.2f} h, beam {tuning.beam_size}; encoder once "
+            f"({tuning.encode_seconds:.1f} s), {len(tuning.points)} beam searches "
+            f"({decode_seconds:.1f} s)\n"
+        )
+        print(tuning.table())
+        print(f"\ngreedy (no LM): WER {tuning.greedy.wer:.2%}  CER {tuning.greedy.cer:.2%}")
+        print(
+            f"best: LM weight {best.lm_weight:g}, length bonus {best.length_bonus:g}: "
+            f"WER {best.wer:.2%}  CER {best.cer:.2%}"
+        )
+    if args.write:
+        package = write_decoding(resolve(args.model), tuning, Path(args.manifest).name)
+        print(f"wrote these decoding defaults to {package}/config.yaml", file=sys.stderr)
+    return 1 if tuning.failed else 0
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    """Comma-separated numbers (``0.3,0.6,0.9``)."""
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers like 0.3,0.6,0.9, got {text!r}"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected at least one number, got {text!r}")
+    return values
 
 
 def _output_paths(files: list[str], out_dir: Path, fmt: str) -> list[Path]:
@@ -307,6 +382,39 @@ def add_commands(commands: Any) -> None:
         "manifest", help="lhotse cuts (.jsonl.gz) with reference texts, or scenes (.jsonl)"
     )
     ev.add_argument("--results", default=None, help="per-utterance results (.jsonl)")
+    ev.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (totals, and WER per voice group, engine and source)",
+    )
+    ev.add_argument("--limit", type=int, default=None, help="score only the first N cuts")
+    ev.add_argument(
+        "--tune-lm",
+        action="store_true",
+        help="grid-search the LM weight and length bonus of the CTC head's beam search on this "
+        "manifest (a dev split, never test): the encoder runs once, each point is one beam "
+        "search; prints the WER table and the best point",
+    )
+    ev.add_argument(
+        "--lm-weights",
+        type=_floats,
+        default=LM_WEIGHTS,
+        metavar="W,W,...",
+        help=f"LM weights --tune-lm tries (default {','.join(map(str, LM_WEIGHTS))})",
+    )
+    ev.add_argument(
+        "--length-bonuses",
+        type=_floats,
+        default=LENGTH_BONUSES,
+        metavar="B,B,...",
+        help=f"length bonuses --tune-lm tries (default {','.join(map(str, LENGTH_BONUSES))})",
+    )
+    ev.add_argument(
+        "--write",
+        action="store_true",
+        help="with --tune-lm: store the best point as the package's decoding defaults "
+        "(config.yaml) and the table in its model card",
+    )
     add_decoding(ev)
     add_context(ev, "attention context of a streaming model, in encoder frames (default: its own)")
     ev.set_defaults(func=_evaluate)

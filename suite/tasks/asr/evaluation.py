@@ -176,6 +176,27 @@ def evaluate_cuts(
     return scores
 
 
+GROUP_KEYS = ("voice_seen_in_train", "engine_seen_in_train", "engine", "source")
+
+
+def summary_with_groups(scores: Scores) -> dict[str, Any]:
+    """:meth:`Scores.summary` plus ``groups``: per :data:`GROUP_KEYS` field the cuts mark, each
+    value's ``wer``, ``cer`` and ``utterances`` (what ``suite evaluate --json`` prints)."""
+    groups = {}
+    for key in GROUP_KEYS:
+        found = by_group(scores, key)
+        if found:
+            groups[key] = {
+                str(value).lower() if isinstance(value, bool) else str(value): {
+                    "wer": g.wer,
+                    "cer": g.cer,
+                    "utterances": g.num_utterances,
+                }
+                for value, g in sorted(found.items(), key=lambda kv: str(kv[0]))
+            }
+    return {**scores.summary(), "groups": groups}
+
+
 def _batches(cuts: list[Any], max_duration: float) -> list[list[Any]]:
     """Consecutive cuts whose durations add up to at most ``max_duration`` (a longer cut alone),
     as lhotse's ``SimpleCutSampler`` batches them."""
