@@ -202,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_synth_sounds(data_commands)
 
+    from suite.data.video_scenes import add_command as add_synth_videos
+
+    add_synth_videos(data_commands)
+
     prepare = data_commands.add_parser("prepare", help="lhotse manifests for a real corpus")
     prepare.add_argument("corpus", choices=["librispeech", "ljspeech", "cmu_arctic"])
     prepare.add_argument("corpus_dir")
