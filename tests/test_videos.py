@@ -78,6 +78,41 @@ def test_frame_selection(tmp_path: Path) -> None:
     assert len(read_video(path, max_values=3 * 32 * 48 * 5, step=4)[0]) == 5
 
 
+def test_duration_not_stated_or_longer_audio(tmp_path: Path) -> None:
+    """An audio track longer than the video is not a truncation, and ``num_frames`` spreads
+    over the video alone; a raw h264 stream states no duration nor times at all."""
+    import av
+
+    frames = moving_square()
+    path = tmp_path / "with_audio.mkv"
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("ffv1", rate=8)
+        video.width, video.height, video.pix_fmt = 48, 32, "bgr0"
+        audio = container.add_stream("pcm_s16le", rate=8000)
+        audio.layout = "mono"
+        for image in frames:  # 1.25 s of video
+            container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(video.encode())
+        for k in range(24):  # 3 s of audio
+            chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1000), np.int16), "s16", "mono")
+            chunk.sample_rate, chunk.pts = 8000, k * 1000
+            container.mux(audio.encode(chunk))
+        container.mux(audio.encode())
+    whole, fps = read_video_uint8(path)
+    assert torch.equal(whole, torch.from_numpy(frames).permute(0, 3, 1, 2)) and fps == 8
+    spread, fps = read_video_uint8(path, num_frames=5)
+    assert torch.equal(spread, whole[[1, 3, 5, 7, 9]]) and fps == pytest.approx(4)
+    raw = tmp_path / "raw.h264"
+    with av.open(str(raw), "w", format="h264") as container:
+        video = container.add_stream("libx264", rate=8)
+        video.width, video.height, video.pix_fmt = 48, 32, "yuv420p"
+        for image in frames:
+            container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(video.encode())
+    assert video_info(raw)["duration"] == 0
+    assert len(read_video(raw)[0]) == 10 and len(read_video(raw, num_frames=5)[0]) == 5
+
+
 def _bad_inputs(folder: Path) -> dict[str, Path]:
     good = write_video(folder / "good.mp4", moving_square(), fps=8)
     lossless = write_video(folder / "good.mkv", moving_square(), fps=8)

@@ -18,6 +18,7 @@ import os
 import random
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,8 +64,8 @@ def read_video(
     Args:
         path: the video file.
         num_frames: keep this many frames spread evenly over the whole clip (by time, so a
-            long file is decoded once and never held whole); exclusive with ``max_frames``
-            and ``step``.
+            long file is decoded once and never held whole; fewer when the clip holds
+            fewer); exclusive with ``max_frames`` and ``step``.
         max_frames: keep at most this many frames from the start.
         step: keep every ``step``-th frame (the returned rate is divided by it).
         max_values: refuse to hold more than this many decoded values (``T*C*H*W``).
@@ -96,28 +97,10 @@ def read_video_uint8(
     for name, value in (("num_frames", num_frames), ("max_frames", max_frames), ("step", step)):
         if value is not None and value < 1:
             raise VideoDataError(f"{name} must be at least 1, got {value}")
-    try:
-        container = av.open(str(path))
-    except av.error.FFmpegError as e:
-        raise VideoDataError(
-            f"cannot open {path} as a video: {_reason(e)}; it is not a container FFmpeg reads "
-            f"(mp4, avi, mkv, webm, ...), or its header is damaged or cut off; {_FIX}"
-        ) from None
-    with container:
-        format_name = container.format.name
-        if format_name.endswith("_pipe") or format_name in _NOT_VIDEO_FORMATS:
-            raise VideoDataError(
-                f"{path} is not a video (FFmpeg reads it as '{format_name}': a still image or "
-                "text); caption an image as an image, or give a video file"
-            )
-        if not container.streams.video:
-            kinds = sorted({s.type for s in container.streams}) or ["nothing"]
-            raise VideoDataError(
-                f"{path} holds no video stream (only {', '.join(kinds)}); give a video file"
-            )
-        stream = container.streams.video[0]
+    with _opened(path) as (container, stream):
         fps = float(stream.average_rate or stream.guessed_rate or 0)
-        duration = container.duration / 1e6 if container.duration else 0.0
+        stated = _duration(container, stream)
+        duration = stated or (_measure(path, fps) if num_frames is not None else 0.0)
         targets = None
         if num_frames is not None and duration > 0:
             targets = [(i + 0.5) * duration / num_frames for i in range(num_frames)]
@@ -161,19 +144,15 @@ def read_video_uint8(
         stopped_early = (max_frames is not None and len(kept) >= max_frames) or (
             targets is not None and not targets
         )
-        if not stopped_early and duration > 0 and first is not None and last is not None:
+        if not stopped_early and stated > 0 and first is not None and last is not None:
             period = 1 / fps if fps else 0.0
-            shortfall = duration - (last - first + period)
-            if shortfall > max(2 * period, 0.05 * duration):
+            shortfall = stated - (last - first + period)
+            if shortfall > max(2 * period, 0.05 * stated):
                 raise VideoDataError(
-                    f"{path} is truncated: its header says {duration:.2f} s but frames stop "
+                    f"{path} is truncated: its header says {stated:.2f} s but frames stop "
                     f"at {last - first + period:.2f} s; {_FIX}"
                 )
-    if num_frames is not None and targets is None:  # duration unknown: choose among all
-        chosen = np.linspace(0, len(kept) - 1, min(num_frames, len(kept))).round().astype(int)
-        fps *= len(chosen) / len(kept)
-        kept = [kept[i] for i in chosen]
-    elif num_frames is not None:
+    if num_frames is not None and duration > 0:
         fps = len(kept) / duration
     frames = torch.from_numpy(np.stack(kept)).permute(0, 3, 1, 2).contiguous()  # (T, C, H, W)
     return frames, fps / step
@@ -183,25 +162,72 @@ def video_info(path: str | Path) -> dict[str, Any]:
     """What a video's header says, without decoding: ``width``, ``height``, ``fps``,
     ``frames`` (0 when not stated), ``duration`` (seconds; 0 when not stated), ``codec``,
     ``format``."""
+    path = _check_file(path)
+    with _opened(path) as (container, s):
+        return {
+            "width": s.width,
+            "height": s.height,
+            "fps": float(s.average_rate or s.guessed_rate or 0),
+            "frames": int(s.frames or 0),
+            "duration": _duration(container, s),
+            "codec": s.codec_context.name,
+            "format": container.format.name,
+        }
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[tuple[Any, Any]]:
+    """The open container and its first video stream, or a teaching error."""
     import av
 
-    path = _check_file(path)
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VideoDataError(f"{path} holds no video stream; give a video file")
-            s = container.streams.video[0]
-            return {
-                "width": s.width,
-                "height": s.height,
-                "fps": float(s.average_rate or s.guessed_rate or 0),
-                "frames": int(s.frames or 0),
-                "duration": container.duration / 1e6 if container.duration else 0.0,
-                "codec": s.codec_context.name,
-                "format": container.format.name,
-            }
+        container = av.open(str(path))
     except av.error.FFmpegError as e:
-        raise VideoDataError(f"cannot open {path} as a video: {_reason(e)}; {_FIX}") from None
+        raise VideoDataError(
+            f"cannot open {path} as a video: {_reason(e)}; it is not a container FFmpeg reads "
+            f"(mp4, avi, mkv, webm, ...), or its header is damaged or cut off; {_FIX}"
+        ) from None
+    with container:
+        format_name = container.format.name
+        if format_name.endswith("_pipe") or format_name in _NOT_VIDEO_FORMATS:
+            raise VideoDataError(
+                f"{path} is not a video (FFmpeg reads it as '{format_name}': a still image or "
+                "text); caption an image as an image, or give a video file"
+            )
+        if not container.streams.video:
+            kinds = sorted({s.type for s in container.streams}) or ["nothing"]
+            raise VideoDataError(
+                f"{path} holds no video stream (only {', '.join(kinds)}); give a video file"
+            )
+        yield container, container.streams.video[0]
+
+
+def _duration(container: Any, stream: Any) -> float:
+    """Seconds of the video stream as the header states them, or of the file when it holds
+    nothing else (a longer audio track is not video); 0 when unknown."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration and len(container.streams) == 1:
+        return container.duration / 1e6
+    return 0.0
+
+
+def _measure(path: Path, fps: float) -> float:
+    """Seconds of video, by decoding it once (frames are not converted, nor kept)."""
+    import av
+
+    first = last = None
+    with _opened(path) as (container, stream):
+        try:
+            for index, frame in enumerate(container.decode(stream)):
+                time = frame.time if frame.time is not None else index / (fps or 1)
+                first = time if first is None else first
+                last = time
+        except av.error.FFmpegError as e:
+            raise VideoDataError(f"{path} is damaged or truncated ({_reason(e)}); {_FIX}") from None
+    if first is None or last is None:
+        return 0.0
+    return last - first + (1 / fps if fps else 0.0)
 
 
 def _check_file(path: Any) -> Path:
