@@ -20,12 +20,12 @@ from suite.data.video_captions import (
     caption_clip_facts,
     events_correct,
     held_out_events,
+    manifest_facts,
 )
 from suite.data.video_scenes import (
     MOVE,
     VideoConfig,
     compose_clip,
-    manifest_facts,
     write_videos,
 )
 from suite.data.videos import ClipManifest, VideoDataError
@@ -125,7 +125,7 @@ def test_events_correct_scores_direction_object_and_order() -> None:
 
 
 def test_held_out_compositions_only_in_test() -> None:
-    cfg = VideoConfig(**SHAPES_ONLY)  # type: ignore[arg-type]
+    cfg = VideoConfig(sources=["shape"])
     held = held_out_events(cfg.names(), 0)
     assert len(held["event"]) == len(cfg.names()) and len(held["sequence"]) == 4
     held_all = set(held["event"]) | set(held["sequence"])
@@ -144,7 +144,7 @@ def test_held_out_compositions_only_in_test() -> None:
 
 def test_write_is_parallel_resumable_and_refuses_other_settings(tmp_path: Path) -> None:
     counts = {"train": 9, "dev": 2, "test": 3}
-    config = VideoConfig(**SHAPES_ONLY, counts=counts, shard_size=4)  # type: ignore[arg-type]
+    config = VideoConfig(sources=["shape"], counts=counts, shard_size=4)
     one, two = tmp_path / "one", tmp_path / "two"
     manifests = write_videos(one, config, jobs=1, log=lambda _: None)
     write_videos(two, config, jobs=2, log=lambda _: None)
@@ -153,15 +153,16 @@ def test_write_is_parallel_resumable_and_refuses_other_settings(tmp_path: Path) 
         assert text == (two / f"{split}.jsonl").read_text().replace(str(two), str(one))
         manifest = ClipManifest.from_jsonl(path)
         assert len(manifest) == counts[split]
-        for k in range(len(manifest)):
+        for k, item in enumerate(manifest):
             assert manifest.load(k).shape == (12, 3, 48, 48)
+            assert all(caption_clip_facts(c) == item.facts() for c in item.captions)
     frames = {k: v.copy() for k, v in np.load(one / "train" / "00001.npz").items()}
     (one / "train" / "00001.jsonl").unlink()  # as if killed before the part was written
     (one / "train" / "00001.npz").unlink()
     write_videos(one, config, jobs=1, log=lambda _: None)
     again = np.load(one / "train" / "00001.npz")
     assert all(np.array_equal(frames[k], again[k]) for k in frames)
-    changed = VideoConfig(**SHAPES_ONLY, counts=counts, shard_size=4, seed=3)  # type: ignore[arg-type]
+    changed = VideoConfig(sources=["shape"], counts=counts, shard_size=4, seed=3)
     with pytest.raises(VideoDataError, match="other settings"):
         write_videos(one, changed, log=lambda _: None)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from suite.data.scene_captions import SceneGroup, caption_facts, noun_phrase, scene_facts
 from suite.text import normalize_text
@@ -78,6 +79,14 @@ def clip_facts(groups: Sequence[SceneGroup], events: Sequence[ClipEvent]) -> set
     for (a, x), (b, y) in zip(named, named[1:], strict=False):
         facts |= {f"order {a} {x} {b} {y}", f"sequence {x} {y}"}
     return facts
+
+
+def manifest_facts(objects: Sequence[dict[str, Any]], events: Sequence[dict[str, Any]]) -> set[str]:
+    """Every fact of a clip from its manifest line's ``objects`` and ``events`` (what each of
+    its captions states)."""
+    groups = [SceneGroup(o["name"], o["kind"], o["colour"], o["size"], 1) for o in objects]
+    timed = [ClipEvent(e["object"], e["action"], e["start"], e["end"]) for e in events]
+    return clip_facts(groups, timed)
 
 
 def event_facts(facts: set[str]) -> set[str]:

@@ -300,18 +300,6 @@ def compose_clip(
     return frames, fields
 
 
-def clip_groups(objects: list[dict[str, Any]]) -> list[SceneGroup]:
-    """A manifest line's ``objects`` as :class:`SceneGroup` (for
-    :func:`~suite.data.video_captions.clip_facts`)."""
-    return [SceneGroup(o["name"], o["kind"], o["colour"], o["size"], 1) for o in objects]
-
-
-def manifest_facts(objects: list[dict[str, Any]], events: list[dict[str, Any]]) -> set[str]:
-    """Every fact of a manifest line's clip (what each of its captions states)."""
-    timed = [ClipEvent(e["object"], e["action"], e["start"], e["end"]) for e in events]
-    return clip_facts(clip_groups(objects), timed)
-
-
 # --- writing ----------------------------------------------------------------------------------
 
 

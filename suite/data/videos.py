@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from suite.data.video_captions import manifest_facts
 from suite.errors import UserError
 from suite.io import atomic_path
 
@@ -335,6 +336,11 @@ class ClipItem:
     objects: tuple[dict[str, Any], ...] = ()
     events: tuple[dict[str, Any], ...] = ()
     novel: tuple[str, ...] = ()
+
+    def facts(self) -> set[str]:
+        """The facts every caption of the clip states (see
+        :func:`~suite.data.video_captions.manifest_facts`)."""
+        return manifest_facts(self.objects, self.events)
 
 
 def load_clip(source: str | Path, member: str | None = None) -> Tensor:
