@@ -90,7 +90,7 @@ def read_video_uint8(
     max_values: int = MAX_VALUES,
 ) -> tuple[Tensor, float]:
     """:func:`read_video` without the conversion: frames ``uint8 (T, C, H, W)``."""
-    import av
+    av = _av()
 
     path = _check_file(path)
     if num_frames is not None and (max_frames is not None or step != 1):
@@ -179,7 +179,7 @@ def video_info(path: str | Path) -> dict[str, Any]:
 @contextmanager
 def _opened(path: Path) -> Iterator[tuple[Any, Any]]:
     """The open container and its first video stream, or a teaching error."""
-    import av
+    av = _av()
 
     try:
         container = av.open(str(path))
@@ -215,7 +215,7 @@ def _duration(container: Any, stream: Any) -> float:
 
 def _measure(path: Path, fps: float) -> float:
     """Seconds of video, by decoding it once (frames are not converted, nor kept)."""
-    import av
+    av = _av()
 
     first = last = None
     with _opened(path) as (container, stream):
@@ -244,6 +244,18 @@ def _check_file(path: Any) -> Path:
     return path
 
 
+def _av() -> Any:
+    """PyAV, imported when a video is first read or written."""
+    try:
+        import av
+    except ImportError:
+        raise VideoDataError(
+            "reading and writing video needs PyAV; install it with `pip install av` (make setup "
+            "installs it)"
+        ) from None
+    return av
+
+
 def _reason(error: Exception) -> str:
     return getattr(error, "strerror", None) or str(error)
 
@@ -261,7 +273,7 @@ def write_video(path: str | Path, frames: Tensor | np.ndarray, fps: float) -> Pa
             in [0, 1]) with C = 3.
         fps: frames per second.
     """
-    import av
+    av = _av()
 
     path = Path(path)
     if path.suffix not in _WRITERS:
