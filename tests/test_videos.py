@@ -113,6 +113,27 @@ def test_duration_not_stated_or_longer_audio(tmp_path: Path) -> None:
     assert len(read_video(raw)[0]) == 10 and len(read_video(raw, num_frames=5)[0]) == 5
 
 
+def test_size_change_mid_stream_keeps_the_first_size(tmp_path: Path) -> None:
+    import av
+
+    parts = []
+    for width, height in ((48, 32), (64, 48)):
+        path = tmp_path / f"{width}.h264"
+        with av.open(str(path), "w", format="h264") as container:
+            video = container.add_stream("libx264", rate=8)
+            video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+            for k in range(4):
+                image = np.full((height, width, 3), 60 * k, np.uint8)
+                container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            container.mux(video.encode())
+        parts.append(path.read_bytes())
+    joined = tmp_path / "joined.h264"
+    joined.write_bytes(b"".join(parts))  # a raw stream may change size mid-way
+    frames, _ = read_video(joined)
+    assert frames.shape == (8, 3, 32, 48)
+    assert frames[4:].mean() < frames[3].mean()  # the second part starts dark again
+
+
 def _bad_inputs(folder: Path) -> dict[str, Path]:
     good = write_video(folder / "good.mp4", moving_square(), fps=8)
     lossless = write_video(folder / "good.mkv", moving_square(), fps=8)

@@ -107,7 +107,7 @@ def read_video_uint8(
             targets = [(i + 0.5) * duration / num_frames for i in range(num_frames)]
         kept: list[np.ndarray] = []
         decoded, first, last = 0, None, None
-        values = 0
+        values, size = 0, None
         try:
             for frame in container.decode(stream):
                 time = frame.time if frame.time is not None else decoded / (fps or 1)
@@ -121,7 +121,9 @@ def read_video_uint8(
                 decoded += 1
                 if not keep:
                     continue
-                array = frame.to_ndarray(format="rgb24")  # (H, W, C)
+                # (H, W, C); a stream that changes size mid-way is scaled to its first size
+                size = size or {"width": frame.width, "height": frame.height}
+                array = frame.to_ndarray(format="rgb24", **size)
                 values += array.size
                 if values > max_values:
                     raise VideoDataError(
