@@ -29,9 +29,9 @@ from tests.test_ctc_lm import ctc_config, random_lm
 TEXTS = ("the cat sat", "a dog ran far", "open the door now", "red sky", "we go home")
 
 
-def write_manifest(folder: Path, texts=TEXTS, seed: int = 0, custom=None) -> Path:
-    """A cuts manifest of one 16 kHz WAV per text (tones and noise of 0.6-1.4 s) whose
-    supervisions carry ``custom`` (e.g. a source), plus one silent cut."""
+def write_manifest(folder: Path, texts=TEXTS, seed: int = 0, customs=(None,)) -> Path:
+    """A cuts manifest of one 16 kHz WAV per text (tones and noise of 0.6-1.4 s), plus one
+    silent cut; cut ``i``'s supervision carries ``customs[i % len(customs)]`` (e.g. a source)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     cuts = []
@@ -45,7 +45,7 @@ def write_manifest(folder: Path, texts=TEXTS, seed: int = 0, custom=None) -> Pat
         sf.write(path, audio.astype(np.float32), 16000)
         recording = Recording.from_file(path, recording_id=f"u{i}")
         supervision = SupervisionSegment(
-            f"u{i}", f"u{i}", 0.0, recording.duration, text=text, custom=custom
+            f"u{i}", f"u{i}", 0.0, recording.duration, text=text, custom=customs[i % len(customs)]
         )
         cuts.append(
             MonoCut(

@@ -116,6 +116,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     model = load_package(resolve(args.model), task="asr")
     manifest = Path(args.manifest)
     cuts = _open_manifest(manifest)
+    if args.streaming:
+        if args.context is not None:
+            raise UserError("--streaming scores the model's own streaming context; drop --context")
+        args.context = default_stream_context(model)  # a clear error for an offline model
+    cuts = _sample(cuts, args)
     if args.context is not None:  # equals streaming with this context, by construction
         default_stream_context(model)  # a clear error for a model not trained for streaming
         model.encoder.att_context = args.context
@@ -123,8 +128,6 @@ def _evaluate(args: argparse.Namespace) -> int:
         return _tune_lm(args, model, cuts)
     if args.write:
         raise UserError("--write stores what --tune-lm chose; pass --tune-lm with it")
-    if args.limit:
-        cuts = cuts.subset(first=args.limit)
     scores = evaluate_cuts(model, cuts, head=args.head, errors="skip", **decode_options(args))
     out = Path(args.results or manifest.with_name(manifest.name.split(".")[0] + ".results.jsonl"))
     write_results(scores, out)
@@ -134,11 +137,16 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"suite: error: none of the {len(scores.failed)} cuts could be read", file=sys.stderr)
         return 2
     if args.json:
+        import torch
+
         from suite.tasks.asr.evaluation import summary_with_groups
 
         context = list(args.context) if args.context is not None else None
         described = {"model": args.model, "manifest": str(manifest), "context": context}
         described["decoding"] = decode_options(args)
+        described["sample"] = {"limit": args.limit, "per_source": args.per_source}
+        described["sample"]["seed"] = args.seed
+        described["threads"] = torch.get_num_threads()
         print(json.dumps({**described, **summary_with_groups(scores)}))
         return 1 if scores.failed else 0
     print(
@@ -168,6 +176,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sample(cuts: Any, args: argparse.Namespace) -> Any:
+    """``--per-source`` (a seeded sample of each source, manifest order kept), then
+    ``--limit`` (the first N)."""
+    from lhotse import CutSet
+
+    from suite.tasks.asr.peers import sample_per_source
+
+    if args.per_source:
+        cuts = CutSet.from_cuts(sample_per_source(list(cuts), args.per_source, args.seed))
+    return cuts.subset(first=args.limit) if args.limit else cuts
+
+
 def _tune_lm(args: argparse.Namespace, model: Any, cuts: Any) -> int:
     """``suite evaluate --tune-lm``: the grid's WER table, the best point, and with
     ``--write`` that point stored as the package's decoding defaults."""
@@ -179,8 +199,6 @@ def _tune_lm(args: argparse.Namespace, model: Any, cuts: Any) -> int:
             "--tune-lm tries the values of --lm-weights and --length-bonuses; drop "
             "--lm-weight, --length-bonus and --decoding"
         )
-    if args.limit:
-        cuts = cuts.subset(first=args.limit)
     tuning = tune_lm(
         model,
         cuts,
@@ -388,6 +406,21 @@ def add_commands(commands: Any) -> None:
         help="print one JSON object (totals, and WER per voice group, engine and source)",
     )
     ev.add_argument("--limit", type=int, default=None, help="score only the first N cuts")
+    ev.add_argument(
+        "--per-source",
+        type=int,
+        default=None,
+        metavar="N",
+        help="score a seeded sample of at most N cuts per source (custom.source; a synthetic "
+        "manifest is one source), the sample `python -m suite.tasks.asr.peers` takes",
+    )
+    ev.add_argument("--seed", type=int, default=0, help="seed of the --per-source sample")
+    ev.add_argument(
+        "--streaming",
+        action="store_true",
+        help="score at the model's default streaming context (what `suite stream` uses; equal "
+        "to streaming by construction)",
+    )
     ev.add_argument(
         "--tune-lm",
         action="store_true",

@@ -176,25 +176,44 @@ def evaluate_cuts(
     return scores
 
 
-GROUP_KEYS = ("voice_seen_in_train", "engine_seen_in_train", "engine", "source")
+GROUP_KEYS = ("voice_seen_in_train", "engine_seen_in_train", "engine", "source", "kind")
+
+
+def held_out_kind(row: dict[str, Any]) -> str | None:
+    """What a synthetic test utterance holds out: ``held_out_engine`` (its synthesizer was
+    never heard in training), ``held_out_voice`` (a voice configuration never heard), ``seen``;
+    ``None`` for cuts that mark neither."""
+    if row.get("engine_seen_in_train") is False:
+        return "held_out_engine"
+    if "voice_seen_in_train" in row:
+        return "seen" if row["voice_seen_in_train"] else "held_out_voice"
+    return None
 
 
 def summary_with_groups(scores: Scores) -> dict[str, Any]:
-    """:meth:`Scores.summary` plus ``groups``: per :data:`GROUP_KEYS` field the cuts mark, each
-    value's ``wer``, ``cer`` and ``utterances`` (what ``suite evaluate --json`` prints)."""
+    """:meth:`Scores.summary` plus ``groups``: per :data:`GROUP_KEYS` field the cuts mark
+    (``kind`` is :func:`held_out_kind`), each value's ``wer``, ``cer``, ``utterances``, ``words``
+    and ``word_errors`` (what ``suite evaluate --json`` prints)."""
+    rows = [{**row, "kind": held_out_kind(row)} for row in scores.per_utterance]
+    rows = [{k: v for k, v in row.items() if v is not None} for row in rows]
+    marked = Scores(scores.wer, scores.cer, scores.num_utterances, per_utterance=rows)
     groups = {}
     for key in GROUP_KEYS:
-        found = by_group(scores, key)
+        found = by_group(marked, key)
         if found:
             groups[key] = {
                 str(value).lower() if isinstance(value, bool) else str(value): {
                     "wer": g.wer,
                     "cer": g.cer,
                     "utterances": g.num_utterances,
+                    "words": sum(r["words"] for r in g.per_utterance),
+                    "word_errors": sum(r["word_errors"] for r in g.per_utterance),
                 }
                 for value, g in sorted(found.items(), key=lambda kv: str(kv[0]))
             }
-    return {**scores.summary(), "groups": groups}
+    words = sum(r["words"] for r in rows)
+    totals = {"words": words, "word_errors": sum(r["word_errors"] for r in rows)}
+    return {**scores.summary(), **totals, "groups": groups}
 
 
 def _batches(cuts: list[Any], max_duration: float) -> list[list[Any]]:

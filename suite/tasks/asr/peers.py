@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-source", type=int, default=None, help="cuts per source (sample)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", help="per-utterance JSON lines")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object, as `suite evaluate --json`"
+    )
     args = parser.parse_args(argv)
     try:
         cuts = sample_per_source(
@@ -102,13 +105,23 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"suite: error: {e}", file=sys.stderr)
         return 2
+    if args.results:
+        write_results(scores, args.results)
+    if args.json:
+        import json
+
+        from suite.tasks.asr.evaluation import summary_with_groups
+
+        sample = {"limit": None, "per_source": args.per_source, "seed": args.seed}
+        described = {"model": PEER, "manifest": args.manifest, "sample": sample}
+        print(json.dumps({**described, **summary_with_groups(scores)}))
+        return 0
     print(
         f"{PEER}: WER {scores.wer:.2%}  CER {scores.cer:.2%}  ({scores.num_utterances} utterances)"
     )
     for source, g in sorted(by_group(scores, "source").items()):
         print(f"  {source}: WER {g.wer:.2%}  CER {g.cer:.2%}  ({g.num_utterances} utterances)")
     if args.results:
-        write_results(scores, args.results)
         print(f"per-utterance results: {args.results}")
     return 0
 
