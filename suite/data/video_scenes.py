@@ -11,7 +11,7 @@ third of the canvas over its phase, or appears or disappears in the middle of it
 other thing stands still. Things never overlap, and nothing leaves the canvas.
 
 Held-out compositions (:func:`~suite.data.video_captions.held_out_events`): one action per
-thing and four ordered pairs of actions are never shown in ``train`` or ``dev`` clips; every
+thing and three ordered pairs of actions are never shown in ``train`` or ``dev`` clips; every
 ``test`` clip shows at least one (listed in its ``novel`` field). Object images come from the
 sources' training splits for ``train`` and ``dev`` clips (dev keeps its own tenth of each
 class) and from their test splits for ``test`` clips, as for the image scenes.
