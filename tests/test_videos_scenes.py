@@ -172,11 +172,12 @@ def test_write_is_parallel_resumable_and_refuses_other_settings(tmp_path: Path) 
 def test_cli_writes_mp4_clips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "clips"
     cli(
-        f"data synth-videos --out {out} --count 20 --seed 2 --sources shape --format mp4 "
+        f"data synth-videos --out {out} --count 12 --seed 2 --sources shape --format mp4 "
         "--frames 8 --size 32 --jobs 1".split()
     )
     manifest = ClipManifest.from_jsonl(out / "train.jsonl")
-    assert len(manifest) == 17 and len(ClipManifest.from_jsonl(out / "test.jsonl")) == 2
+    assert len(manifest) == 11 and len(ClipManifest.from_jsonl(out / "test.jsonl")) == 1
+    assert not (out / "dev.jsonl").exists()  # 5% of 12 is no clip
     item = manifest[0]
     assert item.source.endswith(".mp4") and item.member is None and item.fps == 8.0
     frames = manifest.load(0)
