@@ -109,7 +109,9 @@ def test_write_makes_the_best_point_the_package_default(fused, tmp_path, capsys)
         "0,1.5",
     ]
     assert main([*args, "--json"]) == 0
-    best = json.loads(capsys.readouterr().out)["best"]
+    printed = capsys.readouterr()
+    best = json.loads(printed.out)["best"]
+    assert "edge of the grid" in printed.err  # two values per axis: the best is on an edge
     assert main([*args, "--write"]) == 0
     out = capsys.readouterr().out
     assert "| 0.5 |" in out and "| 2 |" in out and "best: LM weight" in out

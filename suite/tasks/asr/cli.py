@@ -226,6 +226,20 @@ def _tune_lm(args: argparse.Namespace, model: Any, cuts: Any) -> int:
             f"best: LM weight {best.lm_weight:g}, length bonus {best.length_bonus:g}: "
             f"WER {best.wer:.2%}  CER {best.cer:.2%}"
         )
+    edges = [
+        name
+        for name, value, grid in (
+            ("LM weight", best.lm_weight, args.lm_weights),
+            ("length bonus", best.length_bonus, args.length_bonuses),
+        )
+        if len(grid) > 1 and value in (min(grid), max(grid))
+    ]
+    if edges:
+        print(
+            f"suite: the best {' and '.join(edges)} lie on the edge of the grid; a wider grid "
+            "may find a better point",
+            file=sys.stderr,
+        )
     if args.write:
         package = write_decoding(resolve(args.model), tuning, Path(args.manifest).name)
         print(f"wrote these decoding defaults to {package}/config.yaml", file=sys.stderr)
