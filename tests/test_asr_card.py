@@ -124,3 +124,19 @@ def test_a_results_folder_without_results_is_refused(tmp_path):
     (tmp_path / RESULT_FILES["open"]).write_text("not json\n")
     with pytest.raises(UserError, match="not `suite evaluate --json`"):
         load_results(tmp_path)
+
+
+def test_a_synthetic_sample_holds_every_held_out_kind():
+    from lhotse.testing.dummies import dummy_cut, dummy_supervision
+
+    from suite.tasks.asr.peers import sample_per_source
+
+    cuts = []
+    for i in range(30):
+        supervision = dummy_supervision(i)
+        supervision.custom = dict(SYNTHETIC[0] if i < 24 else SYNTHETIC[1 + i % 2])
+        cuts.append(dummy_cut(i, supervisions=[supervision]))
+    sample = sample_per_source(cuts, 2, seed=0)
+    kinds = [c.supervisions[0].custom["voice_seen_in_train"] for c in sample]
+    assert len(sample) == 6 and kinds.count(True) == 2
+    assert {c.supervisions[0].custom["engine"] for c in sample} == {"espeak", "pico"}

@@ -425,8 +425,9 @@ def add_commands(commands: Any) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="score a seeded sample of at most N cuts per source (custom.source; a synthetic "
-        "manifest is one source), the sample `python -m suite.tasks.asr.peers` takes",
+        help="score a seeded sample of at most N cuts per source (custom.source; on a "
+        "synthetic test split, per held-out kind), the sample `python -m suite.tasks.asr.peers` "
+        "takes",
     )
     ev.add_argument("--seed", type=int, default=0, help="seed of the --per-source sample")
     ev.add_argument(

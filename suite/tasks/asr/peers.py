@@ -51,14 +51,18 @@ def recognize(decoder: Any, samples: np.ndarray) -> str:
 
 def sample_per_source(cuts: list[Any], per_source: int | None, seed: int) -> list[Any]:
     """At most ``per_source`` cuts of each ``custom.source`` (a seeded sample, manifest order
-    kept); all of them with ``per_source=None``."""
+    kept); all of them with ``per_source=None``. Synthetic test cuts, which mark no source, are
+    sampled per kind instead (:func:`~suite.tasks.asr.evaluation.held_out_kind`: voices seen in
+    training, held-out voices, held-out engine), so a sample holds every kind."""
     if per_source is None:
         return cuts
-    from suite.tasks.asr.evaluation import cut_row
+    from suite.tasks.asr.evaluation import cut_row, held_out_kind
 
     by_source: dict[str, list[int]] = {}
     for i, cut in enumerate(cuts):
-        by_source.setdefault(cut_row(cut).get("source", ""), []).append(i)
+        row = cut_row(cut)
+        key = row.get("source") or held_out_kind(row) or ""
+        by_source.setdefault(key, []).append(i)
     rng = random.Random(seed)
     keep: set[int] = set()
     for indices in by_source.values():
