@@ -1,4 +1,4 @@
-"""The ``caption`` task: images in, a sentence out.
+"""The ``caption`` task: images or audio in, a sentence out.
 
 Data are scene manifests (``data.corpus_dir`` + ``data.train``/``dev``/``test``) as
 ``suite data synth-scenes`` writes them (:mod:`suite.data.scenes`): each scene's image, its
@@ -14,6 +14,15 @@ its own. The BPE tokenizer is trained on the training captions (or copied from
 better), fact recall, BLEU-4, CIDEr and ROUGE-L (:mod:`suite.tasks.caption.evaluation`).
 Packages load as a :class:`Captioner`; ``suite caption IMG...`` and ``suite evaluate PKG
 MANIFEST`` use them.
+
+Audio captioning (after CoNeTTE) is the same task with an audio frontend (``fbank``): the
+splits are sound-scene manifests as ``suite data synth-sounds`` writes them
+(:mod:`suite.data.sounds`; :class:`~suite.tasks.caption.audio_data.SoundManifest`), batches are
+log-mel features computed in the loader, the encoders read ``(B, T, F)`` (``audio_convnext``,
+``conformer``, the encoder-free ``patch_audio``), and evaluation scores event recall and
+precision, count and order accuracy from each scene's metadata beside BLEU-4, CIDEr and
+ROUGE-L; attribute accuracy (the primary metric) is the share of scenes whose caption gets
+every event, count and the order right.
 """
 
 from __future__ import annotations
@@ -28,12 +37,27 @@ from suite import registry
 from suite.config import ModelConfig, Recipe, recipe_from_dict
 from suite.data.scenes import SceneManifest
 from suite.errors import UserError
-from suite.interfaces import Tokenizer
+from suite.interfaces import Batch, Tokenizer
 from suite.model import TaskModel, build_model, model_spec
 from suite.tasks.base import IndexSampler, Task
-from suite.tasks.caption.pipeline import Captioner
+from suite.tasks.caption.audio_data import SoundManifest, is_sound_manifest
+from suite.tasks.caption.pipeline import Captioner, CaptionSegment, ModalityError
 
-__all__ = ["CaptionTask", "Captioner"]
+__all__ = ["CaptionSegment", "CaptionTask", "Captioner", "ModalityError"]
+
+AUDIO_FRONTENDS = ("fbank",)
+PERCENT = (
+    "attribute_accuracy",
+    "fact_recall",
+    "event_recall",
+    "event_precision",
+    "order_accuracy",
+    "count_accuracy",
+)
+
+
+def _audio(config: ModelConfig) -> bool:
+    return config.frontend.get("name") in AUDIO_FRONTENDS
 
 
 @registry.register("task", "caption")
@@ -49,16 +73,28 @@ class CaptionTask(Task):
     amount = "images"
     eval_items = 500
 
-    def load_split(self, recipe: Recipe, split: str) -> SceneManifest | None:
+    def load_split(self, recipe: Recipe, split: str) -> SceneManifest | SoundManifest | None:
         path = recipe.data.single_manifest(split, self.name)
+        audio = _audio(recipe.model)
+        command = "synth-sounds" if audio else "synth-scenes"
         if not path.is_file():
             if split != "train":
                 return None
             raise UserError(
                 f"training scenes {path} do not exist; compose them with `suite data "
-                f"synth-scenes --out {path.parent}` or set data.corpus_dir=..."
+                f"{command} --out {path.parent}` or set data.corpus_dir=..."
             )
-        scenes = SceneManifest.from_jsonl(path)
+        if is_sound_manifest(path) != audio:
+            kind = "sound scenes" if not audio else "image scenes"
+            reads = "audio (fbank)" if audio else "images"
+            raise UserError(
+                f"{path} holds {kind}, but the recipe's frontend reads {reads}; point "
+                f"data.corpus_dir at the output of `suite data {command}` or change "
+                f"model.frontend.name"
+            )
+        scenes = SoundManifest.from_jsonl(path) if audio else SceneManifest.from_jsonl(path)
+        # The training-speed log counts seconds of audio (audio_sec_per_sec) for sound scenes.
+        self.amount = "audio_sec" if audio else "images"
         if split == "train":
             self._train = scenes
         return scenes
@@ -80,11 +116,15 @@ class CaptionTask(Task):
         return train_tokenizer(recipe.model.tokenizer, texts, directory)
 
     def dataset(self, recipe: Recipe, model: nn.Module, training: bool, seed: int) -> Any:
+        from suite.tasks.caption.audio_data import AudioCaptionDataset
         from suite.tasks.caption.dataset import CaptionDataset
 
         train = getattr(self, "_train", None) or self.load_split(recipe, "train")
-        # Its own frontend: images are prepared on the CPU, in the data loader's workers.
+        # Its own frontend: images and features are prepared on the CPU, in the data loader's
+        # workers.
         frontend = registry.create_from_spec("frontend", recipe.model.frontend)
+        if isinstance(train, SoundManifest):
+            return AudioCaptionDataset(train, frontend, model.tokenizer, training)
         return CaptionDataset(train, frontend, model.tokenizer, training)
 
     def sampler(
@@ -98,13 +138,18 @@ class CaptionTask(Task):
     ) -> IndexSampler:
         return IndexSampler(len(train), recipe.data.batch_size, seed, rank, world_size)
 
+    def batch_amount(self, batch: Batch, model: nn.Module) -> float:
+        if self.amount == "audio_sec":
+            return float(batch.lengths.sum()) * model.frontend.hop_ms / 1000
+        return float(len(batch))
+
     def build_model(self, config: ModelConfig, tokenizer: Tokenizer | None) -> TaskModel:
         if tokenizer is None:
             raise UserError("a caption model needs a tokenizer (model.tokenizer)")
-        if config.frontend.get("name") != "image":
+        if config.frontend.get("name") not in ("image", *AUDIO_FRONTENDS):
             raise UserError(
-                f"the caption task reads images: set model.frontend.name=image (got "
-                f"'{config.frontend.get('name')}')"
+                f"the caption task reads images (model.frontend.name=image) or audio "
+                f"(model.frontend.name=fbank), got '{config.frontend.get('name')}'"
             )
         return build_model(config, tokenizer)
 
@@ -125,8 +170,9 @@ class CaptionTask(Task):
         batch_size: int = 64,
         **options: Any,
     ) -> dict[str, float]:
-        """Attribute accuracy, fact recall, BLEU-4, CIDEr and ROUGE-L on a seeded sample of
-        at most ``max_items`` of ``items`` (all by default); ``options`` go to
+        """Attribute accuracy, fact recall (images) or event recall, precision, count and order
+        accuracy (sound scenes), BLEU-4, CIDEr and ROUGE-L on a seeded sample of at most
+        ``max_items`` of ``items`` (all by default); ``options`` go to
         :meth:`Captioner.caption` (``head=``, ``method=``, ``beam_size=``)."""
         return self.score(model, items, max_items, seed, batch_size, **options).metrics()
 
@@ -140,12 +186,27 @@ class CaptionTask(Task):
         **options: Any,
     ) -> Any:
         """:meth:`evaluate` with each scene's caption and missing facts
-        (:class:`~suite.tasks.caption.evaluation.CaptionScores`)."""
-        from suite.tasks.caption.evaluation import score_captions
+        (:class:`~suite.tasks.caption.evaluation.CaptionScores`, or
+        :class:`~suite.tasks.caption.evaluation.SoundCaptionScores` for sound scenes)."""
+        from suite.tasks.caption.evaluation import score_captions, score_sound_captions
 
         scenes = items.sample(max_items, seed) if max_items else items
         captioner = Captioner(model)
         hypotheses = []
+        if isinstance(scenes, SoundManifest):
+            if captioner.modality != "audio":
+                raise ModalityError("sound scenes need an audio captioner; this one reads images")
+            rate = model.frontend.sample_rate
+            for start in range(0, len(scenes), batch_size):
+                stop = min(start + batch_size, len(scenes))
+                audio = [scenes.load(i, rate) for i in range(start, stop)]
+                # A scene is one window, however long: it is scored as a whole.
+                hypotheses += captioner.caption(
+                    audio, sample_rate=rate, batch_size=batch_size, window=1e9, **options
+                )
+            return score_sound_captions(scenes, hypotheses)
+        if captioner.modality != "image":
+            raise ModalityError("image scenes need an image captioner; this one reads audio")
         for start in range(0, len(scenes), batch_size):
             images = [scenes.load(i) for i in range(start, min(start + batch_size, len(scenes)))]
             hypotheses += captioner.caption(images, batch_size=batch_size, **options)
@@ -162,8 +223,7 @@ class CaptionTask(Task):
 
     def format_metrics(self, metrics: dict[str, float]) -> str:
         return "  ".join(
-            f"{k} {v:.1%}" if k in ("attribute_accuracy", "fact_recall") else f"{k} {v:.3f}"
-            for k, v in metrics.items()
+            f"{k} {v:.1%}" if k in PERCENT else f"{k} {v:.3f}" for k, v in metrics.items()
         )
 
     def pipeline(self, model: nn.Module, name: str = "") -> Captioner:

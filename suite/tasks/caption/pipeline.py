@@ -1,4 +1,9 @@
-"""What :func:`suite.load` gives for a ``caption`` package: images in, captions out.
+"""What :func:`suite.load` gives for a ``caption`` package: images or audio in, captions out.
+
+The package's frontend says what the model reads: the ``image`` frontend images, an audio
+frontend (``fbank``) audio (:mod:`suite.tasks.caption.audio_pipeline`: files or arrays, long
+recordings window by window with timestamps). An input of the other modality is refused with
+one message naming it and the modality the model expects.
 
 Dims legend: B - batch, C/H/W - the frontend's channels and ``input_size``, T - encoder tokens.
 """
@@ -15,6 +20,34 @@ from torch import Tensor
 from suite.data.images import ImageDataError, read_image
 from suite.errors import UserError
 from suite.model import TaskModel
+from suite.tasks.caption.audio_pipeline import (
+    WINDOW,
+    CaptionSegment,
+    ModalityError,
+    caption_audio,
+)
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aiff", ".aif")
+
+
+def model_modality(model: TaskModel) -> str:
+    """``"audio"`` for a model whose frontend reads samples (it has a ``sample_rate``),
+    else ``"image"``."""
+    return "audio" if hasattr(model.frontend, "sample_rate") else "image"
+
+
+def _refuse_audio(item: Any, where: str, name: str) -> None:
+    """A :class:`ModalityError` for an audio file or a 1-D array given to image captioner."""
+    what = None
+    if isinstance(item, (str, Path)) and Path(item).suffix.lower() in AUDIO_SUFFIXES:
+        what = "an audio file"
+    elif isinstance(item, (np.ndarray, Tensor)) and item.ndim == 1:
+        what = f"a 1-D array of {item.shape[0]} values (audio samples?)"
+    if what:
+        raise ModalityError(
+            f"{where} is {what}, but {name} captions images: pass image files, PIL images "
+            "or (H, W[, C]) arrays, or load an audio captioner for audio"
+        )
 
 
 def _one_image(image: Any, where: str) -> Tensor:
@@ -60,11 +93,13 @@ def as_image_list(images: Any) -> list[Any]:
 
 
 class Captioner:
-    """Captions images with a ``caption`` package's model.
+    """Captions images or audio with a ``caption`` package's model (:attr:`modality`).
 
-    Images are paths, PIL images, ``(H, W[, C])`` arrays or ``(C, H, W)`` tensors (uint8, or
-    float in [0, 1]), or one ``(B, C, H, W)`` batch; grayscale and RGB are converted to the
-    model's channels and every image is resized to its ``input_size``.
+    Audio is a file path (wav, flac, ...) or an array of samples (with ``sample_rate``), or a
+    list of them; see :meth:`caption`. Images are paths, PIL images, ``(H, W[, C])`` arrays or
+    ``(C, H, W)`` tensors (uint8, or float in [0, 1]), or one ``(B, C, H, W)`` batch;
+    grayscale and RGB are converted to the model's channels and every image is resized to its
+    ``input_size``.
 
     Args:
         model: the loaded task model (image frontend, encoder, AED or LLM-adapter head).
@@ -73,6 +108,11 @@ class Captioner:
 
     def __init__(self, model: TaskModel, name: str = "") -> None:
         self.model, self.name = model, name
+        self.modality = model_modality(model)
+
+    @property
+    def _who(self) -> str:
+        return f"this {self.modality} captioner" + (f" ({self.name})" if self.name else "")
 
     @property
     def device(self) -> torch.device:
@@ -80,6 +120,8 @@ class Captioner:
 
     def prepare(self, images: Any) -> Tensor:
         """Normalized ``(B, C, H, W)`` on the model's device."""
+        if isinstance(images, (np.ndarray, Tensor)):
+            _refuse_audio(images, "the input array", self._who)
         items = as_image_list(images)
         if not items:
             raise UserError("no images given; pass a non-empty list")
@@ -87,6 +129,7 @@ class Captioner:
         tensors = []
         for i, image in enumerate(items):
             where = str(image) if isinstance(image, (str, Path)) else f"image {i}"
+            _refuse_audio(image, where, self._who)
             tensor = _one_image(image, where)
             try:
                 tensors.append(frontend.prepare(tensor))
@@ -102,21 +145,83 @@ class Captioner:
         method: str = "greedy",
         beam_size: int = 4,
         batch_size: int = 32,
+        sample_rate: int | None = None,
+        timestamps: bool = False,
+        window: float = WINDOW,
         **options: Any,
-    ) -> list[str]:
-        """One caption per image, in order.
+    ) -> list[Any]:
+        """One caption per image or recording, in order.
+
+        A recording longer than ``window`` seconds is captioned window by window: its caption
+        is the windows' captions joined by ``"; "``, or with ``timestamps=True`` the list of
+        its :class:`CaptionSegment` (``start``, ``end`` in seconds, ``text``); every recording
+        gives such a list then, one segment when it is short.
 
         Args:
-            images: see the class docstring.
+            images: images or audio (see the class docstring), as the model reads.
             head: which head decodes (default: the first).
             method: ``"greedy"`` or ``"beam"`` (batched, with the head's KV cache).
             beam_size: hypotheses kept per image by ``"beam"``.
-            batch_size: images encoded and decoded at once.
+            batch_size: images (or audio windows) encoded and decoded at once.
+            sample_rate: the rate of audio arrays (files carry their own); resampled to the
+                model's.
+            timestamps: audio only: return each recording's windows with their times.
+            window: audio only: seconds per captioned window.
             options: more of the head's decoding options (e.g. ``length_penalty``).
+
+        Raises:
+            ModalityError: an image given to an audio captioner, or audio to an image one.
         """
+        if self.modality == "audio":
+            segments = self.caption_windows(
+                images, sample_rate, window, head, method, beam_size, batch_size, **options
+            )
+            if timestamps:
+                return segments
+            return ["; ".join(s.text for s in windows) for windows in segments]
+        if timestamps:
+            raise UserError("timestamps=True is for audio captioners; this one reads images")
         return [
             h.text for h in self.hypotheses(images, head, method, beam_size, batch_size, **options)
         ]
+
+    @torch.inference_mode()
+    def caption_windows(
+        self,
+        audio: Any,
+        sample_rate: int | None = None,
+        window: float = WINDOW,
+        head: str | None = None,
+        method: str = "greedy",
+        beam_size: int = 4,
+        batch_size: int = 32,
+        **options: Any,
+    ) -> list[list[CaptionSegment]]:
+        """Each recording's :class:`CaptionSegment` list (see :meth:`caption`)."""
+        if self.modality != "audio":
+            raise ModalityError(f"{self._who} captions images, not audio; load an audio captioner")
+        self.model.eval()
+        name = self._head(head, options)
+        return caption_audio(
+            self.model,
+            audio,
+            sample_rate,
+            self._who,
+            window,
+            batch_size,
+            name,
+            method=method,
+            beam_size=beam_size,
+            **options,
+        )
+
+    def _head(self, head: str | None, options: dict[str, Any]) -> str:
+        name = head or next(iter(self.model.heads))
+        if name not in self.model.heads:
+            raise UserError(f"no head '{name}'; this model's heads: {', '.join(self.model.heads)}")
+        if "caption" in getattr(self.model.heads[name], "task_ids", {}):
+            options.setdefault("task", "caption")  # an AED head that also knows other tasks
+        return name
 
     @torch.inference_mode()
     def hypotheses(
@@ -128,15 +233,13 @@ class Captioner:
         batch_size: int = 32,
         **options: Any,
     ) -> list[Any]:
-        """As :meth:`caption`, with the heads' :class:`~suite.interfaces.Hypothesis` (tokens,
-        score)."""
+        """As :meth:`caption` for images, with the heads'
+        :class:`~suite.interfaces.Hypothesis` (tokens, score)."""
+        if self.modality != "image":
+            raise UserError(f"hypotheses() takes images; {self._who} reads audio (caption())")
         self.model.eval()
         x = self.prepare(images)  # (B, C, H, W)
-        name = head or next(iter(self.model.heads))
-        if name not in self.model.heads:
-            raise UserError(f"no head '{name}'; this model's heads: {', '.join(self.model.heads)}")
-        if "caption" in getattr(self.model.heads[name], "task_ids", {}):
-            options.setdefault("task", "caption")  # an AED head that also knows other tasks
+        name = self._head(head, options)
         out = []
         for start in range(0, x.shape[0], batch_size):
             chunk = x[start : start + batch_size]
@@ -148,7 +251,10 @@ class Captioner:
 
     def __repr__(self) -> str:
         heads = ", ".join(self.model.heads)
-        size = "x".join(map(str, self.model.frontend.input_size))
+        if self.modality == "audio":
+            size = f"{self.model.frontend.sample_rate} Hz audio"
+        else:
+            size = "x".join(map(str, self.model.frontend.input_size)) + " px"
         params = sum(p.numel() for p in self.model.parameters())
         where = self.name or "model"
-        return f"Captioner({where}: {size} px, heads {heads}, {params / 1e6:.1f}M parameters)"
+        return f"Captioner({where}: {size}, heads {heads}, {params / 1e6:.1f}M parameters)"

@@ -1,0 +1,226 @@
+"""Sound scenes as captioning data: the manifest ``suite data synth-sounds`` writes
+(:mod:`suite.data.sounds`) read as immutable :class:`SoundItem` rows, and batches of log-mel
+features with tokenized captions.
+
+Dims legend: B - batch, S - samples, T - feature frames, F - mel bins, U - caption tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from suite.audio import load_audio
+from suite.errors import UserError
+from suite.interfaces import Batch, Frontend, Tokenizer
+from suite.text import normalize_text
+
+
+def restore_commas(text: str) -> str:
+    """The commas of the sound-caption grammar put back into a normalized caption (the
+    tokenizers keep ``a-z ' space`` only): after a leading "while <sound>" and before a
+    "then" not led by "and", so that a model's caption reads like its references and
+    :func:`~suite.data.sounds.caption_facts` parses its background."""
+    from suite.data.sounds import CLASSES
+
+    if "," in text:
+        return text
+    if text.startswith("while "):
+        for phrase in sorted((c.phrase for c in CLASSES.values()), key=len, reverse=True):
+            if text[6:].startswith(phrase + " "):
+                text = f"while {phrase}, {text[7 + len(phrase) :]}"
+                break
+    return re.sub(r"(?<!\band) then ", ", then ", text)
+
+
+@dataclass(frozen=True)
+class SoundItem:
+    """One sound scene of a manifest.
+
+    Attributes:
+        id: unique within the manifest.
+        source: the scene's audio file.
+        duration: seconds.
+        caption: the first caption (a training target).
+        captions: every phrasing (references for BLEU/CIDEr/ROUGE).
+        groups: the foreground groups in order, ``{"class", "count"}`` each.
+        background: the background texture's class, or ``None``.
+        events: every occurrence (``class``, ``onset``, ``offset``, ...).
+        novel: the held-out class pairs the scene holds (test scenes).
+    """
+
+    id: str
+    source: str
+    duration: float = 0.0
+    caption: str = ""
+    captions: tuple[str, ...] = ()
+    groups: tuple[dict[str, Any], ...] = ()
+    background: str | None = None
+    events: tuple[dict[str, Any], ...] = ()
+    novel: tuple[str, ...] = ()
+
+    def fields(self) -> dict[str, Any]:
+        """What :func:`suite.data.sounds.score_caption` reads of a scene."""
+        return {"groups": list(self.groups), "background": self.background}
+
+
+def is_sound_manifest(path: str | Path) -> bool:
+    """Whether the first line of the ``.jsonl`` at ``path`` is a sound scene (it has
+    ``groups`` and ``events``) rather than an image scene."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    row = json.loads(line)
+                    return isinstance(row, dict) and "events" in row and "groups" in row
+    except ValueError:  # not JSON, not text (UnicodeDecodeError is one)
+        return False
+    return False
+
+
+class SoundManifest(Sequence[SoundItem]):
+    """An immutable list of :class:`SoundItem` read from a ``.jsonl`` manifest; audio is read
+    on :meth:`load`."""
+
+    def __init__(self, items: Iterable[SoundItem]) -> None:
+        self._items = tuple(items)
+        ids = [i.id for i in self._items]
+        if len(set(ids)) != len(ids):
+            raise UserError("sound scene ids must be unique within a manifest")
+
+    @classmethod
+    def from_jsonl(cls, path: str | Path) -> SoundManifest:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(
+                f"no sound scene manifest at {path}; write one with `suite data synth-sounds "
+                f"--out {path.parent}`"
+            )
+        names = set(SoundItem.__dataclass_fields__)
+        items = []
+        with open(path) as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    raw = json.loads(line)
+                    raw = {k: v for k, v in raw.items() if k in names}
+                    raw["captions"] = tuple(raw.get("captions") or [raw.get("caption", "")])
+                    raw["groups"] = tuple(raw.get("groups", ()))
+                    raw["events"] = tuple(raw.get("events", ()))
+                    raw["novel"] = tuple(raw.get("novel", ()))
+                    items.append(SoundItem(**raw))
+                except (ValueError, TypeError) as e:
+                    raise UserError(
+                        f"{path}:{number} is not a sound scene ({e}); a line holds id, source, "
+                        "duration, caption, captions, groups, background, events, novel (suite "
+                        "data synth-sounds)"
+                    ) from None
+        if not items:
+            raise UserError(f"sound scene manifest {path} holds no scenes")
+        return cls(items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return SoundManifest(self._items[index])
+        return self._items[index]
+
+    def __iter__(self) -> Iterator[SoundItem]:
+        return iter(self._items)
+
+    def __repr__(self) -> str:
+        return f"SoundManifest({len(self)} scenes)"
+
+    def load(self, index: int, sample_rate: int = 16000) -> np.ndarray:
+        """The scene's audio, ``(S,)`` float32 mono at ``sample_rate``."""
+        return load_audio(self._items[index].source, target_sample_rate=sample_rate)
+
+    def sample(self, count: int, seed: int = 0) -> SoundManifest:
+        """``count`` scenes drawn by ``seed`` (all when fewer), in manifest order."""
+        if count >= len(self):
+            return self
+        chosen = sorted(random.Random(seed).sample(range(len(self)), count))
+        return SoundManifest(self._items[i] for i in chosen)
+
+
+def features(waves: Sequence[np.ndarray], frontend: Frontend) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mono waveforms at the frontend's rate -> features ``(B, T, F)`` and frame lengths, on
+    the frontend's device."""
+    device = next(iter(frontend.buffers()), torch.empty(0)).device
+    lengths = torch.tensor([len(w) for w in waves], dtype=torch.long, device=device)
+    audio = torch.zeros(len(waves), int(lengths.max()), device=device)  # (B, S)
+    for row, w in enumerate(waves):
+        samples = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
+        audio[row, : len(w)] = samples.to(device)
+    with torch.no_grad():
+        return frontend(audio, lengths)
+
+
+def audio_caption_batch(
+    scenes: SoundManifest,
+    indices: Sequence[int],
+    frontend: Frontend,
+    tokenizer: Tokenizer,
+    seed: int | None = None,
+) -> Batch:
+    """The scenes at ``indices``: log-mel ``inputs (B, T, F)`` with frame ``lengths``,
+    ``targets (B, U)`` padded with 0 and ``target_lengths``, ``texts`` and ``ids``. Each
+    target is one of the scene's phrasings drawn from ``seed`` (the first when ``None``),
+    normalized as the tokenizer reads text (no commas: :func:`restore_commas` puts them back
+    into the model's captions)."""
+    rng = random.Random(seed) if seed is not None else None
+    texts = []
+    for i in indices:
+        captions = scenes[i].captions or (scenes[i].caption,)
+        texts.append(captions[rng.randrange(len(captions))] if rng else captions[0])
+    texts = [normalize_text(text) for text in texts]
+    ids = [tokenizer.encode(text) for text in texts]
+    U = max((len(x) for x in ids), default=0)
+    targets = torch.zeros(len(ids), U, dtype=torch.long)
+    for row, x in enumerate(ids):
+        targets[row, : len(x)] = torch.tensor(x, dtype=torch.long)
+    x, lengths = features([scenes.load(i, frontend.sample_rate) for i in indices], frontend)
+    return Batch(
+        inputs=x,
+        lengths=lengths,
+        targets=targets,
+        target_lengths=torch.tensor([len(t) for t in ids], dtype=torch.long),
+        texts=texts,
+        ids=[scenes[i].id for i in indices],
+        prompts=["caption"] * len(ids),
+    )
+
+
+class AudioCaptionDataset:
+    """``dataset[(indices, seed)]`` (or ``dataset[indices]``) is an
+    :func:`audio_caption_batch`; in training each batch draws its phrasings from its seed.
+
+    Args:
+        scenes: the split's sound scenes.
+        frontend: the model's audio frontend (features are computed in the loader).
+        tokenizer: the model's tokenizer.
+        training: draw a random phrasing per scene (else the first caption).
+    """
+
+    def __init__(
+        self, scenes: SoundManifest, frontend: Frontend, tokenizer: Tokenizer, training: bool
+    ) -> None:
+        self.scenes, self.frontend, self.tokenizer = scenes, frontend, tokenizer
+        self.training = training
+
+    def __getitem__(self, item: Any) -> Batch:
+        indices, seed = item if isinstance(item, tuple) else (item, 0)
+        return audio_caption_batch(
+            self.scenes, indices, self.frontend, self.tokenizer, seed if self.training else None
+        )
