@@ -82,6 +82,10 @@ def test_the_table_holds_what_evaluate_measured(evaluated):
     streaming = results["open_streaming"]["groups"]["kind"]["seen"]["wer"]
     assert seen[3:5] == [f"{greedy:.2%}", f"{streaming:.2%}"]
     assert results["open_streaming"]["context"] == [4, 1]
+    ratio = streaming / kinds["seen"]["wer"] if kinds["seen"]["wer"] else None
+    assert seen[5] == (f"{ratio:.2f}" if ratio is not None else "-")
+    results["open_streaming"]["groups"]["kind"]["seen"]["utterances"] = 1  # another sample
+    assert "| n/a (other cuts) |" in results_table(results).splitlines()[2]
     cathy = rows["recorded speech: cathy"].split(" | ")
     assert cathy[2] == f"{results['real']['groups']['source']['cathy']['wer']:.2%}"
     assert cathy[3] == "-" and cathy[6] == "-"  # not measured: no greedy run, no peer
@@ -105,7 +109,7 @@ def test_the_card_credits_the_data_and_keeps_the_lm_sections(evaluated, tmp_path
         },
     }
     card = model_card(package, load_results(results_dir), "open-asr", summary)
-    assert card.startswith("# open-asr\n") and "[None, [4, 1]]" in card
+    assert card.startswith("# open-asr\n") and "contexts full, (4, 1) (left" in card
     for credit in ("CC0 1.0", "CC BY-SA 4.0", "CC BY 4.0", "CC BY 3.0", "MIT", "dict-jargon"):
         assert credit in card, credit
     assert card.count("## Language model") == 1  # attach-lm's section is carried over

@@ -143,6 +143,8 @@ def _pct(group: dict | None) -> str:
 def _ratio(streaming: dict | None, full: dict | None) -> str:
     if streaming is None or full is None:
         return "-"
+    if (streaming["utterances"], streaming.get("words")) != (full["utterances"], full.get("words")):
+        return "n/a (other cuts)"  # runs on different samples do not compare
     if full["wer"] == 0:
         return "-" if streaming["wer"] else "1.00"
     return f"{streaming['wer'] / full['wer']:.2f}"
@@ -341,8 +343,10 @@ def model_card(
         f"{info['parameters'] / 1e6:.1f}M parameters, with a CTC head over a {vocab}-piece BPE "
         f"vocabulary,{lm_text}. {info['megabytes']:.1f} MB. "
         + (
-            f"Trained with the attention contexts {contexts} (`null` is full context), so the "
-            "same weights transcribe offline and stream."
+            "Trained with the attention contexts "
+            + ", ".join("full" if c is None else str(tuple(c)) for c in contexts)
+            + " (left, right in encoder frames), so the same weights transcribe offline and "
+            "stream."
             if contexts
             else ""
         ),
