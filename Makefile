@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The pinned stack that installs fast on our machines; pyproject.toml states ranges.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0
 
-.PHONY: setup system-deps test test-all lint format demo data
+.PHONY: setup system-deps test test-all lint format demo data codec-bench-deps
 
 setup: $(STAMP) system-deps
 
@@ -36,6 +36,13 @@ demo: setup
 	@$(PY) -c 'import ttspico' 2>/dev/null || $(PY) -m pip install -q ttspico || \
 		echo "SVOX Pico (ttspico) did not install; the demo skips its held-out-engine group"
 	$(PY) -m suite.demo
+
+# `suite bench codec` compares with Opus and Codec2 through ffmpeg (Debian's build has libopus
+# and libcodec2) and scores with pesq and pystoi; `make test` needs none of them.
+codec-bench-deps: setup
+	@command -v ffmpeg >/dev/null 2>&1 || { echo "installing ffmpeg with apt"; \
+		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg; }
+	$(PY) -m pip install -q -e '.[codec-bench]' $(TORCH_PINS)
 
 # Open-domain training text (README "Data"): installs the Debian packages of prose that
 # `suite data text` reads (documentation, dictionaries, public-domain Bibles, fortunes), then
