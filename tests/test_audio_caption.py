@@ -3,7 +3,8 @@ trainer on real (procedural) sound scenes made here and its loss falls; its pack
 files and arrays alike, refuses images with one message naming the input and the modality it
 reads, and captions long audio window by window with timestamps; scoring reads event recall,
 precision, counts and order from the scene metadata; ``suite caption`` and ``suite evaluate``
-run on it; the other two recipes (encoder-free, Conformer) build and take a training step."""
+run on it; the other recipes (encoder-free, Conformer, LLM adapter) build, learn one batch
+and caption."""
 
 from __future__ import annotations
 
@@ -257,10 +258,16 @@ def test_a_recipe_whose_frontend_does_not_match_its_manifest_is_refused(sounds, 
 
 
 @pytest.mark.parametrize(
-    "name", ["sounds_caption_patch_aed_cpu.yaml", "sounds_caption_conformer_aed_cpu.yaml"]
+    "name",
+    [
+        "sounds_caption_patch_aed_cpu.yaml",
+        "sounds_caption_conformer_aed_cpu.yaml",
+        "sounds_caption_convnext_llm_cpu.yaml",
+    ],
 )
-def test_the_encoder_free_and_conformer_recipes_build_and_learn(name, sounds, package):
-    """One batch, a few optimizer steps on it: the loss falls (the package's tokenizer)."""
+def test_the_other_recipes_build_learn_and_caption(name, sounds, package):
+    """One batch, a few optimizer steps on it: the loss falls (the package's tokenizer), and
+    the model captions a recording."""
     recipe = tiny_recipe(name, sounds, package / "unused", 1)
     task = CaptionTask()
     scenes = task.load_split(recipe, "train")
@@ -277,3 +284,5 @@ def test_the_encoder_free_and_conformer_recipes_build_and_learn(name, sounds, pa
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0]
+    [caption] = Captioner(model).caption([scenes[0].source])
+    assert isinstance(caption, str)
