@@ -125,6 +125,7 @@ def test_write_makes_the_best_point_the_package_default(fused, tmp_path, capsys)
     card = (fused / "README.md").read_text()
     assert card.startswith("# tiny") and card.count(TUNING_CARD_SECTION) == 1
     assert card.count("## Language model") == 1
+    assert f"lm_weight={best['lm_weight']}, length_bonus={best['length_bonus']}" in card
 
     audio = [
         np.asarray(sf.read(p)[0], dtype=np.float32)

@@ -261,6 +261,11 @@ def write_decoding(package: str | Path, tuning: Tuning, manifest: str) -> Path:
     card = card_path.read_text() if card_path.is_file() else f"# {package.name}\n"
     earlier = rf"\n{TUNING_CARD_SECTION}\n.*?(?=\n## |\Z)"
     card = re.sub(earlier, "", card, flags=re.S).rstrip("\n") + "\n"
+    settings = (  # as `suite models attach-lm` wrote them into its section
+        f"lm_weight={best.lm_weight}, length_bonus={best.length_bonus}, "
+        f"beam_size={tuning.beam_size}"
+    )
+    card = re.sub(r"lm_weight=[-\d.e]+, length_bonus=[-\d.e]+, beam_size=\d+", settings, card)
     card += (
         f"\n{TUNING_CARD_SECTION}\n\nLM weight and length bonus of the `{tuning.head}` head's "
         f"beam search (beam {tuning.beam_size}), WER on `{manifest}` "
