@@ -6,10 +6,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import os
 import struct
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -22,7 +27,7 @@ from suite.config import ModelConfig
 from suite.features import Fbank
 from suite.heads.ctc import CtcHead
 from suite.model import TaskModel, build_model, save_package
-from suite.serve import StreamServer, run_server
+from suite.serve import StreamServer, configure_serving_process, run_server
 from suite.tasks.asr import Transcriber
 from suite.tokenizers import CharTokenizer
 
@@ -220,6 +225,85 @@ def test_abrupt_disconnect_frees_its_stream_and_others_go_on(model):
         return good
 
     check_stream(run(main()), offline(model, pcm))
+
+
+def test_a_vanished_client_leaves_nothing_behind(model):
+    pcm = tones(2.0, seed=8)
+
+    async def main():
+        server = StreamServer(model)
+        async with serving(server) as (url, http):
+            reader, writer = await raw_websocket(url)
+            for begin in range(0, 8000, 1600):
+                writer.write(masked_frame(0x2, pcm[begin : begin + 1600].tobytes()))
+            for _ in range(100):  # until the server has stepped its audio
+                streams = list(server.batcher._streams.values())
+                if streams and streams[0].batch is not None:
+                    break
+                await asyncio.sleep(0.05)
+            (client,), (entry,) = server._clients, streams
+            held = entry.batch.states if entry.states is None else entry.states
+            kept = [weakref.ref(x) for x in (client, client.outbox, entry, held[1], held[2])]
+            del client, entry, streams, held
+            writer.transport.abort()  # no close frame: the network went away
+            good = await stream(http, url, pcm)  # others go on, and steps run
+            for _ in range(50):
+                if not server._clients:
+                    break
+                await asyncio.sleep(0.05)
+            gc.collect()
+            # Its connection, outbox, stream, encoder and decoder states are all gone.
+            assert [ref() for ref in kept] == [None] * len(kept)
+            assert server._clients == [] and server._by_stream == {}
+            assert server.batcher.streams == []
+        return good
+
+    check_stream(run(main()), offline(model, pcm))
+
+
+def _anon_mb_after_trim() -> float:
+    """Resident anonymous memory after glibc handed its free heap pages back, in MB."""
+    gc.collect()
+    ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return int(status["RssAnon"].split()[0]) / 1024
+
+
+def _convolve_new_shapes(channels: int) -> None:
+    """A subsampling-like stack (the encoder's) over 20 batch shapes seen nowhere else."""
+    torch.manual_seed(0)
+    convs = torch.nn.Sequential(
+        torch.nn.Conv2d(1, channels, 3, stride=2),
+        torch.nn.Conv2d(channels, channels, 3, stride=2, groups=channels),
+        torch.nn.Conv2d(channels, channels, 1),
+    )
+    with torch.inference_mode():
+        for batch in range(1, 5):
+            for frames in range(9, 19, 2):
+                convs(torch.randn(batch, 1, frames, 24))
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/status").exists() or not hasattr(ctypes.CDLL(None), "malloc_trim"),
+    reason="reads RssAnon after glibc's malloc_trim",
+)
+def test_serving_process_keeps_no_memory_per_new_shape():
+    enabled = torch.backends.mkldnn.enabled
+    try:
+        cached = 0.0
+        if enabled and torch.backends.mkldnn.is_available():  # what the settings remove
+            before = _anon_mb_after_trim()
+            _convolve_new_shapes(channels=13)
+            cached = _anon_mb_after_trim() - before
+        configure_serving_process()
+        assert not torch.backends.mkldnn.enabled
+        before = _anon_mb_after_trim()
+        _convolve_new_shapes(channels=11)
+        kept = _anon_mb_after_trim() - before
+    finally:
+        torch.backends.mkldnn.enabled = enabled
+    assert kept < 0.5, f"{kept:.1f} MB kept after 20 new shapes"
+    assert cached == 0.0 or cached > 1.5 + kept  # oneDNN's kernel cache: ~0.15 MB a shape
 
 
 def test_limits_on_streams_backlog_and_origin(model):

@@ -1,9 +1,9 @@
 """``suite bench serve``: a soak test of ``suite serve`` under idle, active and vanishing clients.
 
 The server runs in a child process as ``suite serve`` runs it (the package loaded the same way,
-its default streaming context, a free port on 127.0.0.1 only), with a short idle timeout so that
-idle clients are closed and come back many times. This process is the clients, all on one
-event loop, for ``warmup + seconds`` seconds:
+its default streaming context, the same process settings, a free port on 127.0.0.1 only), with
+a short idle timeout so that idle clients are closed and come back many times. This process is
+the clients, all on one event loop, for ``warmup + seconds`` seconds:
 
 - ``idle`` clients connect and never send; closed for idleness (1008), each connects again at
   once, and closed to make room for a newer connection (1013, "try again later"), a second later
@@ -120,9 +120,10 @@ def _server(package: str, idle_timeout: float) -> None:
     import torch
 
     from suite.model import load_package, resolve
-    from suite.serve import StreamServer, run_server
+    from suite.serve import StreamServer, configure_serving_process, run_server
     from suite.tasks.asr.pipeline import default_stream_context
 
+    configure_serving_process()  # as `suite serve` does
     model = load_package(resolve(package), task="asr")  # as `suite serve` loads it
     context = default_stream_context(model)
     server = StreamServer(model, att_context=context, idle_timeout=idle_timeout)

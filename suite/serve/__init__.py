@@ -6,6 +6,6 @@ of a single :class:`~suite.streaming.StreamBatcher`, so all clients share one ba
 sends back partial and final text. :mod:`suite.serve.server` documents the protocol.
 """
 
-from suite.serve.server import StreamServer, run_server, serve
+from suite.serve.server import StreamServer, configure_serving_process, run_server, serve
 
-__all__ = ["StreamServer", "run_server", "serve"]
+__all__ = ["StreamServer", "configure_serving_process", "run_server", "serve"]
