@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes/caption"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():  # module-wide: the trained package below runs first and is the costly part
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -46,7 +46,7 @@ def _one_thread():
 def sounds(tmp_path_factory) -> Path:
     """Procedural sound scenes of 2-3 s (no ESC-10, no speech: runs everywhere)."""
     out = tmp_path_factory.mktemp("sounds")
-    counts = {"train": 24, "dev": 4, "test": 6}
+    counts = {"train": 24, "dev": 2, "test": 6}
     config = SoundConfig(
         esc10=False, speech=False, min_seconds=2.0, max_seconds=3.0, counts=counts, shard_size=50
     )
