@@ -307,6 +307,7 @@ def seanet_codec(
     quantizer_dropout: float = 0.5,
     bitrate_stages: list[int] | None = None,
     dead_threshold: float = 0.05,
+    quantizer_warmup: int = 0,
     discriminator_channels: int = 16,
     adversarial_start: int = 1000,
     loss_weights: dict[str, float] | None = None,
@@ -327,6 +328,8 @@ def seanet_codec(
         quantizer_dropout: the probability a training sample drops later stages.
         bitrate_stages: stage counts dropout draws from (default: every count).
         dead_threshold: the fraction of the mean EMA count under which an entry restarts.
+        quantizer_warmup: training steps the latent passes unquantized (and pooled) before
+            k-means starts the codebooks from the trained encoder's outputs.
         discriminator_channels: width of the MS-STFT and multi-period discriminators
             (0: none, reconstruction losses only).
         adversarial_start: steps before the adversarial and feature-matching terms.
@@ -346,6 +349,7 @@ def seanet_codec(
         codebook_dim=codebook_dim,
         l2_normalize=l2_normalize,
         dead_threshold=dead_threshold,
+        init_after=quantizer_warmup,
     )
     discriminators: list[nn.Module] = []
     if discriminator_channels > 0:

@@ -17,6 +17,20 @@ What differs from the papers:
   reconstruction loss.
 - Codebooks are EMA-updated (EnCodec) also in the factorized l2-normalized space, where DAC
   learns them by gradient; entries are normalized when looked up.
+- Each codebook lives in standardized coordinates: its input minus its per-channel mean,
+  divided by its RMS (the affine reparameterization of Huh et al., "Straightening Out the
+  Straight-Through Estimator", 2023, with statistics instead of learned parameters): in training
+  the batch's own (BatchNorm's rule: a running average lags an encoder that keeps drifting by
+  its whole memory), in evaluation running averages of them. A freshly
+  initialized SEANet's latent is a near-constant offset with a spread of about 0.01, and Adam
+  moves every weight by about ``lr`` per step in the gradient's sign, so the whole cloud drifts
+  by more than its own spread within a few steps: a codebook fixed in latent coordinates is
+  left behind and one entry (the cloud's nearest) takes every frame. Standardized, the codebook
+  moves with the cloud, and the commitment loss is measured in units of the cloud's spread, so
+  the encoder cannot make it vanish by shrinking the latent.
+- K-means can wait for a warm-up (``init_after`` training steps of :class:`ResidualVQ`), during
+  which the latent passes unquantized and is pooled; the codebooks then start, stage by stage,
+  from the trained encoder's outputs instead of a random encoder's.
 """
 
 from __future__ import annotations
@@ -102,6 +116,10 @@ def draw_stages(
 # Decay of the entries' use statistics that decide restarts (the codebook's own EMA, ``decay``,
 # is slower: it averages the entries' positions).
 USAGE_DECAY = 0.9
+# Decay of the running mean and RMS that standardize a codebook's input outside training (as
+# BatchNorm's running statistics; training standardizes by the batch's own, so a drifting encoder
+# is never behind): about the last 10 batches.
+STATS_DECAY = 0.9
 
 
 class VectorQuantizer(nn.Module):
@@ -113,7 +131,8 @@ class VectorQuantizer(nn.Module):
         codebook_dim: d, the width codes live in; a value below ``dim`` adds learned input and
             output projections (DAC's factorized codes). ``None`` keeps ``dim``.
         l2_normalize: compare l2-normalized inputs and entries (cosine similarity; DAC).
-        decay: EMA decay of the entries and their counts.
+        decay: EMA decay of the entries and their counts (after the first updates, whose
+            decay is ``(1 + n) / (10 + n)`` for the ``n``-th, when that is lower).
         kmeans_iters: k-means iterations on the first training batch (0: random samples).
         dead_threshold: an entry whose recent use (an EMA of its counts with decay
             :data:`USAGE_DECAY`, about the last 10 batches) falls below this fraction of the
@@ -121,6 +140,8 @@ class VectorQuantizer(nn.Module):
             so it means the same for any batch and codebook size; recent, so a codebook the
             encoder's early steps left behind (all inputs on a few entries) recovers within
             tens of steps rather than hundreds.
+        standardize: keep the codebook in coordinates standardized by the input's running
+            per-channel mean and overall RMS (see the module docstring).
         epsilon: Laplace smoothing of the counts.
     """
 
@@ -133,6 +154,7 @@ class VectorQuantizer(nn.Module):
         decay: float = 0.99,
         kmeans_iters: int = 10,
         dead_threshold: float = 0.05,
+        standardize: bool = True,
         epsilon: float = 1e-5,
     ) -> None:
         super().__init__()
@@ -140,6 +162,7 @@ class VectorQuantizer(nn.Module):
         self.codebook_size, self.code_dim, self.l2 = codebook_size, code_dim, l2_normalize
         self.decay, self.kmeans_iters = decay, kmeans_iters
         self.dead_threshold, self.epsilon = dead_threshold, epsilon
+        self.standardize = standardize
         factorized = code_dim != dim
         self.in_proj = nn.Linear(dim, code_dim) if factorized else nn.Identity()
         self.out_proj = nn.Linear(code_dim, dim) if factorized else nn.Identity()
@@ -148,15 +171,44 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("cluster_size", torch.ones(codebook_size))
         self.register_buffer("usage", torch.ones(codebook_size))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))  # EMA steps since start
+        # Running statistics of the input in code space: per-channel mean (d,), overall RMS ().
+        self.register_buffer("center", torch.zeros(code_dim))
+        self.register_buffer("scale", torch.ones(()))
 
     def codebook(self) -> Tensor:
         """The entries ``(K, d)`` as looked up (normalized under ``l2_normalize``)."""
         return F.normalize(self.embed, dim=-1) if self.l2 else self.embed
 
-    def project(self, x: Tensor) -> Tensor:
-        """Inputs ``(..., D)`` into code space ``(..., d)``."""
-        z = self.in_proj(x)
+    def _standardized(self, u: Tensor, stats: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """``u (..., d)`` standardized by ``stats`` (mean, RMS; default the running ones)."""
+        center, scale = stats or (self.center, self.scale)
+        z = (u - center) / scale if self.standardize else u
         return F.normalize(z, dim=-1) if self.l2 else z
+
+    def project(self, x: Tensor) -> Tensor:
+        """Inputs ``(..., D)`` into the codebook's coordinates ``(..., d)``."""
+        return self._standardized(self.in_proj(x))
+
+    def _output(self, entries: Tensor, stats: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """Entries ``(..., d)`` in the codebook's coordinates -> input space ``(..., D)``."""
+        if self.standardize and not self.l2:  # l2 codes are directions: out_proj reads them
+            center, scale = stats or (self.center, self.scale)
+            entries = center + scale * entries
+        return self.out_proj(entries)
+
+    @torch.no_grad()
+    def _track(self, u: Tensor, decay: float) -> tuple[Tensor, Tensor]:
+        """The mean ``(d,)`` and RMS ``()`` of ``u (N, d)`` (over every rank); moves the
+        running ones toward them (``decay=0``: sets them)."""
+        count = _all_reduce(u.new_full((), u.shape[0]).float())
+        mean = _all_reduce(u.float().sum(0)) / count
+        var = _all_reduce((u.float() - mean).pow(2).sum()) / (count * u.shape[1])
+        scale = var.sqrt().clamp(min=1e-6)
+        # New tensors, not in place: an earlier forward's graph still divides by the old ones.
+        self.center = torch.lerp(self.center, mean, 1 - decay)
+        self.scale = torch.lerp(self.scale, scale, 1 - decay)
+        return mean, scale
 
     def nearest(self, z: Tensor) -> Tensor:
         """Indices ``(N,)`` of the nearest entries to ``z (N, d)`` (fp32 distances)."""
@@ -169,7 +221,23 @@ class VectorQuantizer(nn.Module):
 
     def lookup(self, codes: Tensor) -> Tensor:
         """Entries of ``codes (...)`` in input space ``(..., D)``."""
-        return self.out_proj(F.embedding(codes, self.codebook()))
+        return self._output(F.embedding(codes, self.codebook()))
+
+    @torch.no_grad()
+    def initialize(self, batches: list[Tensor]) -> list[Tensor]:
+        """Start from the inputs of several training batches, ``[(N_i, D), ...]``: each
+        standardized by its own statistics, as training does, then k-means on them all; the
+        running statistics start at their mean. Returns each batch's codewords ``(N_i, D)``
+        (what the next residual stage subtracts)."""
+        us = [self.in_proj(x) for x in batches]
+        stats = [self._track(u, 0.0) if self.standardize else None for u in us]
+        if self.standardize:  # running statistics: the batches' average
+            self.center = torch.stack([m for m, _ in stats]).mean(0)
+            self.scale = torch.stack([s for _, s in stats]).mean(0)
+        zs = [self._standardized(u, st) for u, st in zip(us, stats, strict=True)]
+        self._init(torch.cat(zs))
+        book = self.codebook()
+        return [self._output(book[self.nearest(z)], st) for z, st in zip(zs, stats, strict=True)]
 
     @torch.no_grad()
     def _init(self, z: Tensor) -> None:
@@ -180,6 +248,7 @@ class VectorQuantizer(nn.Module):
         self.cluster_size.fill_(share)
         self.usage.fill_(share)
         self.initialized.fill_(True)
+        self.updates.zero_()
 
     @torch.no_grad()
     def _update(self, z: Tensor, codes: Tensor) -> float:
@@ -189,17 +258,30 @@ class VectorQuantizer(nn.Module):
         embed_sum = torch.zeros_like(self.embed).index_add_(0, codes, z.float())
         _all_reduce(onehot_sum)
         _all_reduce(embed_sum)
-        self.cluster_size.lerp_(onehot_sum, 1 - self.decay)
+        # A short memory at first (TensorFlow's ExponentialMovingAverage with num_updates):
+        # the encoder moves fastest in its first steps, and a 100-step average of where its
+        # outputs were would hold the entries there.
+        steps = int(self.updates)
+        decay = min(self.decay, (1 + steps) / (10 + steps))
+        self.updates += 1
+        self.cluster_size.lerp_(onehot_sum, 1 - decay)
         self.usage.lerp_(onehot_sum, 1 - USAGE_DECAY)
-        self.embed_sum.lerp_(embed_sum, 1 - self.decay)
+        self.embed_sum.lerp_(embed_sum, 1 - decay)
         n = self.cluster_size.sum()
         smoothed = (self.cluster_size + self.epsilon) / (n + self.codebook_size * self.epsilon) * n
         self.embed.copy_(self.embed_sum / smoothed[:, None])
         dead = self.usage < self.dead_threshold * self.usage.mean()
         fraction = float(dead.float().mean())
         if dead.any():
-            pick = torch.randint(0, z.shape[0], (int(dead.sum()),), device=z.device)
-            fresh = _broadcast(z[pick].float().contiguous())  # every rank restarts alike
+            count = int(dead.sum())
+            if count <= z.shape[0]:  # distinct inputs: duplicates would split one input's use
+                pick = torch.randperm(z.shape[0], device=z.device)[:count]
+            else:
+                pick = torch.randint(0, z.shape[0], (count,), device=z.device)
+            fresh = z[pick].float()
+            if count > z.shape[0]:  # drawn twice: apart by a little, so both can win inputs
+                fresh = fresh + 0.01 * fresh.std() * torch.randn_like(fresh)
+            fresh = _broadcast(fresh.contiguous())  # every rank restarts alike
             # A restarted entry starts at the mean use: ~28 batches to be picked before it
             # counts as dead again.
             size = self.cluster_size.mean()
@@ -214,10 +296,17 @@ class VectorQuantizer(nn.Module):
 
         Returns ``(hard (B, T, D), codes (B, T), commitment (B, T), stats)``: ``hard`` is the
         codewords in input space (gradient only to ``out_proj``), ``commitment`` the per-frame
-        squared distance of the projected input to its codeword (gradient to the input and
+        squared distance of the standardized input to its codeword (gradient to the input and
         ``in_proj``), ``stats`` the batch's ``perplexity`` and ``dead`` fraction in training.
         """
-        z = self.project(x)  # (B, T, d)
+        u = self.in_proj(x)  # (B, T, d)
+        batch_stats = None  # training: the batch's own mean and RMS (BatchNorm's rule)
+        if self.training and self.standardize:
+            seen = u[mask] if mask is not None else u.reshape(-1, u.shape[-1])  # (N, d)
+            if seen.shape[0] > 1:
+                decay = STATS_DECAY if bool(self.initialized) else 0.0
+                batch_stats = self._track(seen.detach(), decay)
+        z = self._standardized(u, batch_stats)  # (B, T, d)
         valid = z[mask] if mask is not None else z.reshape(-1, z.shape[-1])  # (N, d)
         if self.training and not bool(self.initialized) and valid.shape[0] > 0:
             self._init(valid.detach())
@@ -231,7 +320,7 @@ class VectorQuantizer(nn.Module):
             stats["dead"] = self._update(valid.detach(), used)
         codeword = F.embedding(codes, self.codebook()).detach()  # (B, T, d)
         commitment = (z - codeword).pow(2).mean(-1)  # (B, T)
-        return self.out_proj(codeword), codes, commitment, stats
+        return self._output(codeword, batch_stats), codes, commitment, stats
 
 
 class ResidualVQ(nn.Module):
@@ -247,8 +336,14 @@ class ResidualVQ(nn.Module):
         codebook_size: K entries per stage.
         quantizer_dropout: probability that a sample drops its later stages.
         bitrate_stages: the stage counts dropout draws from (default ``1..Q``).
+        init_after: training steps (forward calls) that pass the input through unquantized
+            while pooling it (the last ``pool_size`` vectors); the next step starts every
+            codebook from the pool, stage by stage (k-means on the residual the earlier stages
+            leave). 0: each stage starts from its first training batch. The pool is not saved:
+            a run resumed inside the warm-up starts from what it pools after resuming.
+        pool_size: vectors kept for that start (default ``8 * codebook_size``).
         **vq: options of every :class:`VectorQuantizer` (``codebook_dim``, ``l2_normalize``,
-            ``decay``, ``kmeans_iters``, ``dead_threshold``).
+            ``decay``, ``kmeans_iters``, ``dead_threshold``, ``standardize``).
     """
 
     def __init__(
@@ -258,11 +353,17 @@ class ResidualVQ(nn.Module):
         codebook_size: int = 1024,
         quantizer_dropout: float = 0.5,
         bitrate_stages: list[int] | None = None,
+        init_after: int = 0,
+        pool_size: int | None = None,
         **vq: object,
     ) -> None:
         super().__init__()
         self.num_quantizers, self.codebook_size = num_quantizers, codebook_size
         self.quantizer_dropout = quantizer_dropout
+        self.init_after, self.pool_size = init_after, pool_size or 8 * codebook_size
+        self._pool: list[Tensor] = []
+        # Training forward calls so far (saved, so a resumed run knows its warm-up is over).
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         stages = sorted(set(bitrate_stages or range(1, num_quantizers + 1)))
         if not stages or stages[0] < 1 or stages[-1] > num_quantizers:
             raise ValueError(f"bitrate_stages must lie in [1, {num_quantizers}], got {stages}")
@@ -277,11 +378,35 @@ class ResidualVQ(nn.Module):
             batch, self.num_quantizers, self.bitrate_stages, self.quantizer_dropout, device
         )
 
+    @property
+    def warming_up(self) -> bool:
+        """Whether training steps still pass the input through unquantized."""
+        return int(self.steps) < self.init_after
+
+    @torch.no_grad()
+    def _remember(self, x: Tensor) -> None:
+        """Pool one batch's valid vectors ``x (N, D)``; the oldest batches leave beyond
+        ``pool_size`` vectors."""
+        self._pool.append(x.detach().float())
+        while len(self._pool) > 1 and sum(len(b) for b in self._pool[1:]) >= self.pool_size:
+            self._pool.pop(0)
+
+    def _start(self, x: Tensor) -> None:
+        """Every codebook from the pooled batches plus ``x (N, D)``, stage by stage (each batch
+        kept apart: a codebook standardizes every batch by its own statistics)."""
+        self._remember(x)
+        residuals, self._pool = self._pool, []
+        for layer in self.layers:
+            codewords = layer.initialize(residuals)
+            residuals = [r - c for r, c in zip(residuals, codewords, strict=True)]
+
     def forward(
         self, x: Tensor, mask: Tensor | None = None, num_quantizers: Tensor | None = None
     ) -> QuantizerOutput:
         """Quantize ``x (B, T, D)``; ``mask (B, T)`` marks valid frames; ``num_quantizers (B,)``
-        stages per sample (default: drawn by :meth:`draw_stages` in training, all otherwise)."""
+        stages per sample (default: drawn by :meth:`draw_stages` in training, all otherwise).
+        In the warm-up (``init_after``) the output is ``x`` itself, codes are zeros and the
+        commitment is 0."""
         b, t, _ = x.shape
         if num_quantizers is None:
             if self.training:
@@ -291,6 +416,16 @@ class ResidualVQ(nn.Module):
                     (b,), self.num_quantizers, dtype=torch.long, device=x.device
                 )
         valid = mask if mask is not None else torch.ones(b, t, dtype=torch.bool, device=x.device)
+        if self.training:
+            self.steps += 1
+            if self.init_after > 0 and not bool(self.layers[0].initialized):
+                if int(self.steps) <= self.init_after:
+                    self._remember(x[valid])
+                    codes = torch.zeros(
+                        b, self.num_quantizers, t, dtype=torch.long, device=x.device
+                    )
+                    return QuantizerOutput(x, codes, x.new_zeros(()), num_quantizers, {})
+                self._start(x[valid].detach())
         residual, total = x, torch.zeros_like(x)
         codes, commit, weight, stats = [], x.new_zeros(()), x.new_zeros(()), {}
         for i, layer in enumerate(self.layers):
@@ -342,6 +477,7 @@ class GroupResidualVQ(nn.Module):
         groups: G.
         quantizer_dropout: as :class:`ResidualVQ`.
         bitrate_stages: total stage counts dropout draws from (multiples of ``groups``).
+        init_after: warm-up steps before the codebooks start (as :class:`ResidualVQ`).
         **vq: options of every codebook.
     """
 
@@ -353,6 +489,7 @@ class GroupResidualVQ(nn.Module):
         groups: int = 2,
         quantizer_dropout: float = 0.5,
         bitrate_stages: list[int] | None = None,
+        init_after: int = 0,
         **vq: object,
     ) -> None:
         super().__init__()
@@ -368,7 +505,7 @@ class GroupResidualVQ(nn.Module):
         self.num_quantizers, self.codebook_size, self.groups = num_quantizers, codebook_size, groups
         self.bitrate_stages, self.quantizer_dropout = sorted(set(stages)), quantizer_dropout
         self.rvqs = nn.ModuleList(
-            ResidualVQ(dim // groups, per, codebook_size, quantizer_dropout, None, **vq)
+            ResidualVQ(dim // groups, per, codebook_size, quantizer_dropout, None, init_after, **vq)
             for _ in range(groups)
         )
 

@@ -114,13 +114,16 @@ def test_quantizer_dropout_gives_every_bitrate(name):
     x = _data()
     seen = set()
     for _ in range(30):
-        out = quantizer(x)
-        seen |= set(out.num_quantizers.tolist())
-        # A sample's dropped stages contribute nothing to its output.
-        for b, q in enumerate(out.num_quantizers.tolist()):
-            value = quantizer.decode(out.codes[b : b + 1, :q])
-            assert torch.allclose(out.quantized[b : b + 1], value, atol=1e-5)
+        seen |= set(quantizer(x).num_quantizers.tolist())
     assert seen == set(quantizer.bitrate_stages)
+    # A sample's dropped stages contribute nothing to its output. (Compared in evaluation: a
+    # training forward standardizes by the batch's statistics, decoding by the running ones.)
+    quantizer.eval()
+    stages = torch.tensor(quantizer.bitrate_stages[:4] * 4)[:4]
+    out = quantizer(x, num_quantizers=stages)
+    for b, q in enumerate(stages.tolist()):
+        value = quantizer.decode(out.codes[b : b + 1, :q])
+        assert torch.allclose(out.quantized[b : b + 1], value, atol=1e-5)
 
 
 def test_kmeans_finds_separated_clusters():
@@ -136,3 +139,64 @@ def test_group_residual_vq_refuses_bitrates_that_split_a_group():
         quantizer.encode(_data(), 3)
     with pytest.raises(ValueError, match="divisible by groups"):
         GroupResidualVQ(DIM, 3, 32, groups=2)
+
+
+def _perplexity(codes: torch.Tensor, k: int) -> float:
+    p = torch.bincount(codes.flatten(), minlength=k).float()
+    p = p / p.sum()
+    return float(torch.exp(-(p * torch.log(p + 1e-10)).sum()))
+
+
+@pytest.mark.parametrize("standardize", [True, False])
+def test_the_codebook_follows_a_latent_that_drifts_by_more_than_its_spread(standardize):
+    # A fresh encoder's latent: a small cloud (spread about 0.01) that Adam's first steps move
+    # as a whole, here by 0.1 per step. A codebook in latent coordinates is left behind and one
+    # entry takes every frame; standardized, it moves with the cloud and keeps its clusters.
+    torch.manual_seed(0)
+    vq = VectorQuantizer(DIM, 32, standardize=standardize).train()
+    base = 0.003 * _data()
+    for step in range(30):
+        _, codes, commitment, stats = vq(base + 0.1 * step)
+    if standardize:
+        assert stats["perplexity"] > 6  # the 8 clusters stay apart
+        assert float(commitment.mean()) < 0.1  # in units of the cloud's spread
+    else:
+        assert stats["perplexity"] < 2  # the collapse this option prevents
+
+
+def test_standardized_codes_decode_to_the_inputs_scale():
+    torch.manual_seed(0)
+    quantizer = ResidualVQ(DIM, 4, 32).train()
+    x = 5.0 + 0.01 * _data()  # far from the origin, small spread
+    for _ in range(5):
+        quantizer(x, num_quantizers=torch.full((4,), 4))
+    quantizer.eval()
+    error = (quantizer.decode(quantizer.encode(x)) - x).pow(2).mean()
+    assert float(error) < 0.2 * float((x - x.mean((0, 1))).pow(2).mean())
+
+
+def test_warm_up_passes_the_latent_through_then_starts_from_the_pool():
+    torch.manual_seed(0)
+    quantizer = ResidualVQ(DIM, 3, 32, init_after=3, pool_size=4096, quantizer_dropout=0.0)
+    quantizer.train()
+    batches = list(_data(n=2048).chunk(4, dim=1))  # four training batches of one data set
+    for x in batches[:3]:
+        out = quantizer(x)
+        assert torch.equal(out.quantized, x) and float(out.commitment) == 0.0
+        assert not any(bool(layer.initialized) for layer in quantizer.layers)
+    assert quantizer.warming_up is False
+    out = quantizer(batches[3])  # the fourth step starts every stage from all four batches
+    assert all(bool(layer.initialized) for layer in quantizer.layers)
+    # The running mean started at the pooled batches' (then one step toward the fourth's).
+    pooled = torch.stack([b.reshape(-1, DIM).mean(0) for b in batches]).mean(0)
+    expected = torch.lerp(pooled, batches[3].reshape(-1, DIM).mean(0), 0.1)
+    assert torch.allclose(quantizer.layers[0].center, expected, atol=1e-4)
+    # Every batch is coded well, not only the current one.
+    quantizer.eval()
+    for x in batches:
+        codes = quantizer.encode(x)
+        assert _perplexity(codes[:, 0], 32) > 4
+        assert float((quantizer.decode(codes) - x).pow(2).mean()) < 0.25 * float(x.var())
+    # Later stages quantize a non-zero residual (more vectors than entries in the pool).
+    assert float(quantizer.layers[1].scale) > 1e-3
+    assert out.stats["q2_perplexity"] > 4
