@@ -9,7 +9,10 @@ signal at 16 kHz. Measured with ``THREADS`` threads:
 - offline encode + decode RTFx (audio seconds / compute seconds) of the whole signal at 0.5,
   1.5, 3 and 6 kbps, for the RVQ model and its group-residual twin (2 groups);
 - streaming: one stream fed 20 ms chunks (one code frame each) through ``encode_step`` then
-  ``decode_step``; the per-chunk compute latency p50 / p95 in ms.
+  ``decode_step``; the per-chunk compute latency p50 / p95 in ms;
+- quality (:mod:`suite.bench.codec_quality`): a trained package beside Opus and Codec2 on
+  held-out speech (PESQ wide-band, STOI, mel distance, SI-SDR); systems whose tools are missing
+  are skipped with a line saying what to install.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 import torch
 
 from suite import registry
-from suite.bench import print_header, report
+from suite.bench import codec_quality, print_header, report
 
 SECONDS, SAMPLE_RATE, THREADS = 10.0, 16000, 2
 BITRATES = (0.5, 1.5, 3.0, 6.0)
@@ -120,10 +123,14 @@ def _markdown(result: dict) -> None:
             f"{r['chunk_ms_p50']:.2f} | {r['chunk_ms_p95']:.2f} |"
         )
     print()
+    if "quality" in result:
+        codec_quality.markdown(result["quality"])
 
 
 def main(json_output: bool = False) -> None:
-    report(measure(), json_output, _markdown)
+    result = measure()
+    result["quality"] = codec_quality.measure_quality()
+    report(result, json_output, _markdown)
 
 
 if __name__ == "__main__":
