@@ -200,3 +200,16 @@ def test_warm_up_passes_the_latent_through_then_starts_from_the_pool():
     # Later stages quantize a non-zero residual (more vectors than entries in the pool).
     assert float(quantizer.layers[1].scale) > 1e-3
     assert out.stats["q2_perplexity"] > 4
+
+
+def test_group_residual_vq_warms_up_every_group_then_starts_them():
+    torch.manual_seed(0)
+    quantizer = GroupResidualVQ(DIM, 4, 32, groups=2, init_after=2, pool_size=4096).train()
+    batches = list(_data(n=2048).chunk(4, dim=1))
+    for x in batches[:2]:
+        out = quantizer(x)
+        assert torch.equal(out.quantized, x) and float(out.commitment) == 0.0
+    out = quantizer(batches[2])
+    layers = [layer for rvq in quantizer.rvqs for layer in rvq.layers]
+    assert all(bool(layer.initialized) for layer in layers)
+    assert out.stats["g0_q0_perplexity"] > 4 and out.stats["g1_q0_perplexity"] > 4
