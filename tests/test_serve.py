@@ -261,6 +261,30 @@ def test_a_vanished_client_leaves_nothing_behind(model):
     check_stream(run(main()), offline(model, pcm))
 
 
+def test_a_server_behind_runs_passes_of_bounded_audio(model):
+    pcm = tones(2.0, seed=9)
+
+    async def main():
+        server = StreamServer(model, max_step_seconds=0.25)
+        run_pass, pieces = server.batcher._run, []
+
+        def recording(streams, audio, final):
+            pieces.extend(len(a) for a in audio)
+            return run_pass(streams, audio, final)
+
+        server.batcher._run = recording
+        async with serving(server) as (url, http), http.ws_connect(url + "ws") as ws:
+            for begin in range(0, len(pcm), SR // 2):  # 2 s at once: the model falls behind
+                await ws.send_bytes(pcm[begin : begin + SR // 2].tobytes())
+            await ws.send_json({"type": "end"})
+            messages = [m.json() async for m in ws if m.type == aiohttp.WSMsgType.TEXT]
+        return messages, pieces
+
+    messages, pieces = run(main())
+    assert messages[-1] == {"type": "final", "text": offline(model, pcm)}
+    assert max(pieces) == SR // 4 and len(pieces) >= 8  # 2 s in passes of 0.25 s
+
+
 def _anon_mb_after_trim() -> float:
     """Resident anonymous memory after glibc handed its free heap pages back, in MB."""
     gc.collect()

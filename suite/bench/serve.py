@@ -18,13 +18,17 @@ When the time is up no new sentence starts; the sentences under way finish, then
 leaves and the server is asked how many streams are still open. Measured: finals received, and
 how many equal the offline transcript of the same int16 audio (``Transcriber.transcribe`` with
 the encoder set to the served context, computed once per sentence); busy refusals of active
-clients; other endings of an active stream (none are expected); streams left open; the server's
-RSS at the start of the measured load (after the warm-up) and at its end, each the median of the
-readings (one a second) over ``RSS_WINDOW`` seconds, since one reading swings by a fifth with
-what the step under way holds; its growth; its floor after each of those windows (RSS right
-after the server was asked to hand its free heap pages back, ``malloc_trim``: what it really
-keeps, which a leak would raise); and p50 / p95 latency of the final text after the last frame
-(``end`` is sent with it). The JSON adds every reading of RSS and of the heap in use.
+clients; other endings of an active stream (none are expected; a final that takes over
+``FINAL_TIMEOUT`` counts as one); streams left open; the server's RSS at the start of the
+measured load and at its end, each the median of the readings (one a second) over
+``RSS_WINDOW`` seconds, since one reading swings by a fifth with what the step under way holds;
+its growth, end over start; its floor after each of those windows (RSS right after the server
+was asked to hand its free heap pages back, ``malloc_trim``: what it really keeps, which a leak
+would raise); and p50 / p95 latency of the final text after the last frame (``end`` is sent
+with it). The baseline is taken after ``warmup`` seconds of the same load (the model loaded,
+every kind of client connected, the first sentences finished, idle clients timed out), so the
+growth is what the server gains while it goes on serving, not what starting costs. The JSON
+adds every reading of RSS and of the heap in use.
 
 The child answers each line on its stdin with one JSON line of its figures and exits when stdin
 closes, so it cannot outlive the benchmark.
@@ -225,7 +229,11 @@ async def _sentence(http, url: str, pcm: np.ndarray, expected: str, tally: _Tall
             if not reader.done():
                 await ws.send_json({"type": "end"})
         sent = time.monotonic()
-        code, messages, final_at = await asyncio.wait_for(reader, timeout=FINAL_TIMEOUT)
+        try:
+            code, messages, final_at = await asyncio.wait_for(reader, timeout=FINAL_TIMEOUT)
+        except asyncio.TimeoutError:  # counted, so that one late final does not end the run
+            tally.failures.append(f"no final within {FINAL_TIMEOUT:g} s of the last frame")
+            return True
     errors = [m.get("message", "") for m in messages if m.get("type") == "error"]
     if code == 1013:
         if any("to make room" in e for e in errors):
