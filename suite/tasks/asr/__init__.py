@@ -72,15 +72,19 @@ class AsrTask(Task):
 
     def tokenizer(self, recipe: Recipe, train: CutSet, directory: Path) -> Tokenizer:
         """The one already in ``directory`` (a resumed run), else a copy of
-        ``train.init_from``'s (its output layer needs those ids), else one trained on the
-        texts of ``train``, every source of a mix once (deterministic: the same texts give
-        the same vocabulary)."""
+        ``train.init_from``'s when its heads are copied too (their output layers need those
+        ids), else the recipe's: its ``model_file``, or one trained on the texts of ``train``,
+        every source of a mix once (deterministic: the same texts give the same vocabulary).
+        A run that copies only ``[frontend, encoder]`` puts a new head on them, so it takes
+        the recipe's vocabulary (e.g. an LM's, to fuse with it)."""
         from suite.model import resolve
         from suite.tokenizers import load_tokenizer, train_tokenizer
 
         if directory.is_dir():
             return load_tokenizer(directory)
-        if recipe.train.init_from is not None:
+        include = recipe.train.init_include
+        copies_heads = include is None or any(p.split(".")[0] == "heads" for p in include)
+        if recipe.train.init_from is not None and copies_heads:
             tokenizer = load_tokenizer(resolve(recipe.train.init_from) / "tokenizer")
             tokenizer.save(directory)
             return tokenizer
