@@ -4,16 +4,13 @@ them; the caption task reads them)."""
 
 from __future__ import annotations
 
-import json
-import random
-from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
 from suite.data.images import ImageDataError, ImageItem, ImageManifest, load_item
+from suite.data.manifest_files import JsonlManifest
 from suite.data.scene_captions import SceneGroup, scene_facts
 
 
@@ -50,59 +47,22 @@ class SceneItem:
         return ImageItem(self.id, self.source, member=self.member, label=self.caption)
 
 
-class SceneManifest(Sequence[SceneItem]):
+class SceneManifest(JsonlManifest[SceneItem]):
     """An immutable list of :class:`SceneItem` read from a ``.jsonl`` manifest; images decode
     on :meth:`load`. ``images()`` gives the same scenes as an
     :class:`~suite.data.images.ImageManifest` (labels are the first captions)."""
 
-    def __init__(self, items: Iterable[SceneItem]) -> None:
-        self._items = tuple(items)
-        ids = [i.id for i in self._items]
-        if len(set(ids)) != len(ids):
-            raise ImageDataError("scene ids must be unique within a manifest")
+    item_type = SceneItem
+    error = ImageDataError
+    noun, plural, command = "scene", "scenes", "synth-scenes"
 
     @classmethod
-    def from_jsonl(cls, path: str | Path) -> SceneManifest:
-        path = Path(path)
-        if not path.is_file():
-            raise ImageDataError(
-                f"no scene manifest at {path}; write one with `suite data synth-scenes --out "
-                f"{path.parent}`"
-            )
-        items = []
-        with open(path) as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    raw = json.loads(line)
-                    raw["captions"] = tuple(raw.get("captions") or [raw.get("caption", "")])
-                    raw["objects"] = tuple(raw.get("objects", ()))
-                    raw["relations"] = tuple(tuple(r) for r in raw.get("relations", ()))
-                    raw["novel"] = tuple(raw.get("novel", ()))
-                    items.append(SceneItem(**raw))
-                except (ValueError, TypeError) as e:
-                    raise ImageDataError(
-                        f"{path}:{number} is not a scene ({e}); a line holds id, source, member, "
-                        "caption, captions, objects, relations, novel (suite data synth-scenes)"
-                    ) from None
-        if not items:
-            raise ImageDataError(f"scene manifest {path} holds no scenes")
-        return cls(items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __getitem__(self, index):  # type: ignore[override]
-        if isinstance(index, slice):
-            return SceneManifest(self._items[index])
-        return self._items[index]
-
-    def __iter__(self) -> Iterator[SceneItem]:
-        return iter(self._items)
-
-    def __repr__(self) -> str:
-        return f"SceneManifest({len(self)} scenes)"
+    def _item(cls, raw: Any) -> SceneItem:
+        raw["captions"] = tuple(raw.get("captions") or [raw.get("caption", "")])
+        raw["objects"] = tuple(raw.get("objects", ()))
+        raw["relations"] = tuple(tuple(r) for r in raw.get("relations", ()))
+        raw["novel"] = tuple(raw.get("novel", ()))
+        return SceneItem(**raw)
 
     def images(self) -> ImageManifest:
         return ImageManifest(i.image_item() for i in self._items)
@@ -110,10 +70,3 @@ class SceneManifest(Sequence[SceneItem]):
     def load(self, index: int) -> Tensor:
         """The scene's image, ``uint8 (3, S, S)``."""
         return load_item(self._items[index].image_item())
-
-    def sample(self, count: int, seed: int = 0) -> SceneManifest:
-        """``count`` scenes drawn by ``seed`` (all when fewer), in manifest order."""
-        if count >= len(self):
-            return self
-        chosen = sorted(random.Random(seed).sample(range(len(self)), count))
-        return SceneManifest(self._items[i] for i in chosen)

@@ -47,6 +47,7 @@ import io
 import json
 import random
 import zipfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -504,6 +505,49 @@ def write_scenes(
     return manifests
 
 
+def add_composition_arguments(
+    cli: Any, *, formats: Sequence[str], shard_size: int, unit: str
+) -> None:
+    """Add the options ``synth-scenes`` and ``synth-videos`` share (seeds, sources, storage,
+    sharding, workers, source folders) to the sub-command parser ``cli``;
+    :func:`composition_settings` turns them into config fields.
+
+    Args:
+        cli: the sub-command's ``argparse`` parser.
+        formats: the ``--format`` choices, the default first.
+        shard_size: the default ``--shard-size``.
+        unit: what a shard holds, in the help ("scenes").
+    """
+    cli.add_argument("--seed", type=int, default=0)
+    cli.add_argument(
+        "--composition-seed", type=int, default=0, help="which compositions are held out"
+    )
+    cli.add_argument(
+        "--sources",
+        default=",".join(KINDS),
+        help=f"comma-separated kinds of things: {', '.join(KINDS)} (default: all)",
+    )
+    cli.add_argument("--format", choices=list(formats), default=formats[0])
+    cli.add_argument("--shard-size", type=int, default=shard_size, help=f"{unit} per shard")
+    cli.add_argument("--jobs", type=int, default=None, help="worker processes (default: cores)")
+    cli.add_argument("--cifar10-dir", default=str(CIFAR10_DIR))
+    cli.add_argument("--fashion-mnist-dir", default=str(FASHION_MNIST_DIR))
+
+
+def composition_settings(args: Any) -> dict[str, Any]:
+    """The config fields (of :class:`SceneConfig` or ``VideoConfig``) that the options of
+    :func:`add_composition_arguments` set, from parsed ``args``."""
+    return {
+        "seed": args.seed,
+        "composition_seed": args.composition_seed,
+        "sources": [s for s in args.sources.split(",") if s],
+        "shard_size": args.shard_size,
+        "format": args.format,
+        "cifar10_dir": args.cifar10_dir,
+        "fashion_mnist_dir": args.fashion_mnist_dir,
+    }
+
+
 def add_command(data_commands: Any) -> None:
     """Add ``suite data synth-scenes`` to the ``suite data`` sub-command parser."""
     import os
@@ -517,32 +561,13 @@ def add_command(data_commands: Any) -> None:
     cli.add_argument("--dev", type=int, default=500, help="dev scenes (seen compositions)")
     cli.add_argument("--test", type=int, default=1000, help="test scenes (held-out compositions)")
     cli.add_argument("--size", type=int, default=64, help="canvas side in pixels")
-    cli.add_argument("--seed", type=int, default=0)
-    cli.add_argument(
-        "--composition-seed", type=int, default=0, help="which compositions are held out"
-    )
-    cli.add_argument(
-        "--sources",
-        default=",".join(KINDS),
-        help=f"comma-separated kinds of things: {', '.join(KINDS)} (default: all)",
-    )
-    cli.add_argument("--format", choices=["zip", "folder"], default="zip")
-    cli.add_argument("--shard-size", type=int, default=1000, help="scenes per shard")
-    cli.add_argument("--jobs", type=int, default=None, help="worker processes (default: cores)")
-    cli.add_argument("--cifar10-dir", default=str(CIFAR10_DIR))
-    cli.add_argument("--fashion-mnist-dir", default=str(FASHION_MNIST_DIR))
+    add_composition_arguments(cli, formats=("zip", "folder"), shard_size=1000, unit="scenes")
 
     def run(args: Any) -> None:
         config = SceneConfig(
             size=args.size,
-            seed=args.seed,
-            composition_seed=args.composition_seed,
-            sources=[s for s in args.sources.split(",") if s],
-            shard_size=args.shard_size,
-            format=args.format,
             counts={"train": args.train, "dev": args.dev, "test": args.test},
-            cifar10_dir=args.cifar10_dir,
-            fashion_mnist_dir=args.fashion_mnist_dir,
+            **composition_settings(args),
         )
         write_scenes(args.out, config, jobs=args.jobs or os.cpu_count() or 1)
 

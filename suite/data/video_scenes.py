@@ -39,7 +39,15 @@ import numpy as np
 
 from suite.data.images import CIFAR10_DIR, FASHION_MNIST_DIR
 from suite.data.scene_captions import COLOURS, SHAPES, SceneGroup, kind_of
-from suite.data.scenes import KINDS, SIZES, SceneConfig, _object_patch, _pool
+from suite.data.scenes import (
+    KINDS,
+    SIZES,
+    SceneConfig,
+    _object_patch,
+    _pool,
+    add_composition_arguments,
+    composition_settings,
+)
 from suite.data.shards import SPLITS, check_settings, write_shards
 from suite.data.video_captions import (
     ACTIONS,
@@ -377,20 +385,7 @@ def add_command(data_commands: Any) -> None:
     cli.add_argument("--size", type=int, default=48, help="canvas side in pixels")
     cli.add_argument("--frames", type=int, default=12, help="frames per clip")
     cli.add_argument("--fps", type=float, default=8.0, help="frames per second")
-    cli.add_argument("--seed", type=int, default=0)
-    cli.add_argument(
-        "--composition-seed", type=int, default=0, help="which compositions are held out"
-    )
-    cli.add_argument(
-        "--sources",
-        default=",".join(KINDS),
-        help=f"comma-separated kinds of things: {', '.join(KINDS)} (default: all)",
-    )
-    cli.add_argument("--format", choices=["npz", "mp4"], default="npz")
-    cli.add_argument("--shard-size", type=int, default=500, help="clips per shard")
-    cli.add_argument("--jobs", type=int, default=None, help="worker processes (default: cores)")
-    cli.add_argument("--cifar10-dir", default=str(CIFAR10_DIR))
-    cli.add_argument("--fashion-mnist-dir", default=str(FASHION_MNIST_DIR))
+    add_composition_arguments(cli, formats=("npz", "mp4"), shard_size=500, unit="clips")
 
     def run(args: Any) -> None:
         counts = {"train": args.train, "dev": args.dev, "test": args.test}
@@ -401,14 +396,8 @@ def add_command(data_commands: Any) -> None:
             size=args.size,
             frames=args.frames,
             fps=args.fps,
-            seed=args.seed,
-            composition_seed=args.composition_seed,
-            sources=[s for s in args.sources.split(",") if s],
-            shard_size=args.shard_size,
-            format=args.format,
             counts=counts,
-            cifar10_dir=args.cifar10_dir,
-            fashion_mnist_dir=args.fashion_mnist_dir,
+            **composition_settings(args),
         )
         write_videos(args.out, config, jobs=args.jobs or os.cpu_count() or 1)
 

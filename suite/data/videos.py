@@ -13,11 +13,9 @@ Dims legend: T - frames, C - channels (3, RGB), H, W - frame height and width in
 
 from __future__ import annotations
 
-import json
 import os
-import random
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from suite.data.manifest_files import JsonlManifest
 from suite.data.video_captions import manifest_facts
 from suite.errors import UserError
 from suite.io import atomic_path
@@ -387,66 +386,22 @@ def _npz(path: str) -> Any:
     return _NPZ[key]
 
 
-class ClipManifest(Sequence[ClipItem]):
+class ClipManifest(JsonlManifest[ClipItem]):
     """An immutable list of :class:`ClipItem` read from a ``.jsonl`` manifest; frames decode
     on :meth:`load`."""
 
-    def __init__(self, items: Iterable[ClipItem]) -> None:
-        self._items = tuple(items)
-        ids = [i.id for i in self._items]
-        if len(set(ids)) != len(ids):
-            raise VideoDataError("clip ids must be unique within a manifest")
+    item_type = ClipItem
+    error = VideoDataError
+    noun, plural, command = "clip", "clips", "synth-videos"
 
     @classmethod
-    def from_jsonl(cls, path: str | Path) -> ClipManifest:
-        path = Path(path)
-        if not path.is_file():
-            raise VideoDataError(
-                f"no clip manifest at {path}; write one with `suite data synth-videos --out "
-                f"{path.parent}`"
-            )
-        items = []
-        with open(path) as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    raw = json.loads(line)
-                    for name in ("captions", "objects", "events", "novel"):
-                        raw[name] = tuple(raw.get(name) or ())
-                    raw["captions"] = raw["captions"] or (raw.get("caption", ""),)
-                    items.append(ClipItem(**raw))
-                except (ValueError, TypeError) as e:
-                    raise VideoDataError(
-                        f"{path}:{number} is not a clip ({e}); a line holds id, source, member, "
-                        "fps, caption, captions, objects, events, novel (suite data synth-videos)"
-                    ) from None
-        if not items:
-            raise VideoDataError(f"clip manifest {path} holds no clips")
-        return cls(items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __getitem__(self, index):  # type: ignore[override]
-        if isinstance(index, slice):
-            return ClipManifest(self._items[index])
-        return self._items[index]
-
-    def __iter__(self) -> Iterator[ClipItem]:
-        return iter(self._items)
-
-    def __repr__(self) -> str:
-        return f"ClipManifest({len(self)} clips)"
+    def _item(cls, raw: Any) -> ClipItem:
+        for name in ("captions", "objects", "events", "novel"):
+            raw[name] = tuple(raw.get(name) or ())
+        raw["captions"] = raw["captions"] or (raw.get("caption", ""),)
+        return ClipItem(**raw)
 
     def load(self, index: int) -> Tensor:
         """The clip's frames, ``uint8 (T, C, H, W)``."""
         item = self._items[index]
         return load_clip(item.source, item.member)
-
-    def sample(self, count: int, seed: int = 0) -> ClipManifest:
-        """``count`` clips drawn by ``seed`` (all when fewer), in manifest order."""
-        if count >= len(self):
-            return self
-        chosen = sorted(random.Random(seed).sample(range(len(self)), count))
-        return ClipManifest(self._items[i] for i in chosen)

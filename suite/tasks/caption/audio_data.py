@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import random
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from suite.audio import load_audio
+from suite.data.manifest_files import JsonlManifest
 from suite.errors import UserError
 from suite.interfaces import Batch, Frontend, Tokenizer
 from suite.text import normalize_text
@@ -86,72 +87,27 @@ def is_sound_manifest(path: str | Path) -> bool:
     return False
 
 
-class SoundManifest(Sequence[SoundItem]):
+class SoundManifest(JsonlManifest[SoundItem]):
     """An immutable list of :class:`SoundItem` read from a ``.jsonl`` manifest; audio is read
     on :meth:`load`."""
 
-    def __init__(self, items: Iterable[SoundItem]) -> None:
-        self._items = tuple(items)
-        ids = [i.id for i in self._items]
-        if len(set(ids)) != len(ids):
-            raise UserError("sound scene ids must be unique within a manifest")
+    item_type = SoundItem
+    error = UserError
+    noun, plural, command = "sound scene", "scenes", "synth-sounds"
 
     @classmethod
-    def from_jsonl(cls, path: str | Path) -> SoundManifest:
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(
-                f"no sound scene manifest at {path}; write one with `suite data synth-sounds "
-                f"--out {path.parent}`"
-            )
+    def _item(cls, raw: Any) -> SoundItem:
         names = set(SoundItem.__dataclass_fields__)
-        items = []
-        with open(path) as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    raw = json.loads(line)
-                    raw = {k: v for k, v in raw.items() if k in names}
-                    raw["captions"] = tuple(raw.get("captions") or [raw.get("caption", "")])
-                    raw["groups"] = tuple(raw.get("groups", ()))
-                    raw["events"] = tuple(raw.get("events", ()))
-                    raw["novel"] = tuple(raw.get("novel", ()))
-                    items.append(SoundItem(**raw))
-                except (ValueError, TypeError) as e:
-                    raise UserError(
-                        f"{path}:{number} is not a sound scene ({e}); a line holds id, source, "
-                        "duration, caption, captions, groups, background, events, novel (suite "
-                        "data synth-sounds)"
-                    ) from None
-        if not items:
-            raise UserError(f"sound scene manifest {path} holds no scenes")
-        return cls(items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __getitem__(self, index):  # type: ignore[override]
-        if isinstance(index, slice):
-            return SoundManifest(self._items[index])
-        return self._items[index]
-
-    def __iter__(self) -> Iterator[SoundItem]:
-        return iter(self._items)
-
-    def __repr__(self) -> str:
-        return f"SoundManifest({len(self)} scenes)"
+        raw = {k: v for k, v in raw.items() if k in names}
+        raw["captions"] = tuple(raw.get("captions") or [raw.get("caption", "")])
+        raw["groups"] = tuple(raw.get("groups", ()))
+        raw["events"] = tuple(raw.get("events", ()))
+        raw["novel"] = tuple(raw.get("novel", ()))
+        return SoundItem(**raw)
 
     def load(self, index: int, sample_rate: int = 16000) -> np.ndarray:
         """The scene's audio, ``(S,)`` float32 mono at ``sample_rate``."""
         return load_audio(self._items[index].source, target_sample_rate=sample_rate)
-
-    def sample(self, count: int, seed: int = 0) -> SoundManifest:
-        """``count`` scenes drawn by ``seed`` (all when fewer), in manifest order."""
-        if count >= len(self):
-            return self
-        chosen = sorted(random.Random(seed).sample(range(len(self)), count))
-        return SoundManifest(self._items[i] for i in chosen)
 
 
 def features(waves: Sequence[np.ndarray], frontend: Frontend) -> tuple[torch.Tensor, torch.Tensor]:
