@@ -77,7 +77,7 @@ def test_overrides_do_not_mutate_the_input():
         ("data.augment.speed_perturb=0.9", "'data.augment.speed_perturb' expects a list"),
         ("train.lr.x=1", "'train.lr' is 0.001, not a mapping"),
         ("train.lr", "is not of the form key.sub=value"),
-        ("model.encoder.name=transformerz", "registered encoders: conformer"),
+        ("model.encoder.name=transformerz", "registered encoders: audio_convnext, conformer"),
         ("model.encoder.preset=huge", "encoder 'conformer' has no preset 'huge'; presets:"),
         ("model.encoder.d_modle=8", "takes no option 'd_modle'; valid options:"),
         ("model.heads.ctc.name=cct", "unknown head 'cct'"),
