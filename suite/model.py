@@ -128,10 +128,13 @@ def build_model(config: ModelConfig, tokenizer: Tokenizer | None = None) -> Task
 def encoder_inputs(frontend: Frontend) -> dict[str, Any]:
     """What an encoder is told of its input by the frontend before it: the feature width of
     audio (``input_dim``), or the image size and channels of images (timm's ``img_size``,
-    ``in_chans``)."""
+    ``in_chans``), and of videos also the most frames a clip holds (``num_frames``)."""
     if hasattr(frontend, "input_dim"):
         return {"input_dim": frontend.input_dim}
-    return {"img_size": list(frontend.input_size), "in_chans": frontend.channels}
+    images = {"img_size": list(frontend.input_size), "in_chans": frontend.channels}
+    if isinstance(getattr(frontend, "num_frames", None), int):  # not the fbank's method
+        return {**images, "num_frames": frontend.num_frames}
+    return images
 
 
 def model_spec(model: TaskModel) -> dict[str, Any]:
