@@ -1,4 +1,4 @@
-"""The ``caption`` task: images or audio in, a sentence out.
+"""The ``caption`` task: images, audio or videos in, a sentence out.
 
 Data are scene manifests (``data.corpus_dir`` + ``data.train``/``dev``/``test``) as
 ``suite data synth-scenes`` writes them (:mod:`suite.data.scenes`): each scene's image, its
@@ -23,6 +23,13 @@ log-mel features computed in the loader, the encoders read ``(B, T, F)`` (``audi
 precision, count and order accuracy from each scene's metadata beside BLEU-4, CIDEr and
 ROUGE-L; attribute accuracy (the primary metric) is the share of scenes whose caption gets
 every event, count and the order right.
+
+Video captioning is the same task with the ``video`` frontend: the splits are clip manifests
+as ``suite data synth-videos`` writes them (:class:`~suite.data.videos.ClipManifest`), batches
+are normalized frames ``(B, N, C, H, W)`` (:mod:`suite.tasks.caption.video_data`) for a video
+encoder (the encoder-free ``patch_video``), and evaluation scores object, motion-direction and
+event accuracy from each clip's metadata beside attribute accuracy (every fact stated, the
+primary metric), fact recall, BLEU-4, CIDEr and ROUGE-L.
 """
 
 from __future__ import annotations
@@ -36,12 +43,14 @@ from torch import nn
 from suite import registry
 from suite.config import ModelConfig, Recipe, recipe_from_dict
 from suite.data.scenes import SceneManifest
+from suite.data.videos import ClipManifest
 from suite.errors import UserError
 from suite.interfaces import Batch, Tokenizer
 from suite.model import TaskModel, build_model, model_spec
 from suite.tasks.base import IndexSampler, Task
 from suite.tasks.caption.audio_data import SoundManifest, is_sound_manifest
 from suite.tasks.caption.pipeline import Captioner, CaptionSegment, ModalityError
+from suite.tasks.caption.video_data import is_clip_manifest
 
 __all__ = ["CaptionSegment", "CaptionTask", "Captioner", "ModalityError"]
 
@@ -53,11 +62,26 @@ PERCENT = (
     "event_precision",
     "order_accuracy",
     "count_accuracy",
+    "object_accuracy",
+    "motion_accuracy",
+    "event_accuracy",
 )
+# What each modality's splits hold, the command that writes them and what the frontend reads.
+_SPLITS = {
+    "image": ("image scenes", "synth-scenes", "images"),
+    "audio": ("sound scenes", "synth-sounds", "audio (fbank)"),
+    "video": ("clips", "synth-videos", "videos (video)"),
+}
 
 
-def _audio(config: ModelConfig) -> bool:
-    return config.frontend.get("name") in AUDIO_FRONTENDS
+def _modality(config: ModelConfig) -> str:
+    """What the recipe's frontend reads: ``"audio"``, ``"video"`` or ``"image"``."""
+    name = config.frontend.get("name")
+    return "audio" if name in AUDIO_FRONTENDS else "video" if name == "video" else "image"
+
+
+def _manifest_modality(path: Path) -> str:
+    return "audio" if is_sound_manifest(path) else "video" if is_clip_manifest(path) else "image"
 
 
 @registry.register("task", "caption")
@@ -73,10 +97,12 @@ class CaptionTask(Task):
     amount = "images"
     eval_items = 500
 
-    def load_split(self, recipe: Recipe, split: str) -> SceneManifest | SoundManifest | None:
+    def load_split(
+        self, recipe: Recipe, split: str
+    ) -> SceneManifest | SoundManifest | ClipManifest | None:
         path = recipe.data.single_manifest(split, self.name)
-        audio = _audio(recipe.model)
-        command = "synth-sounds" if audio else "synth-scenes"
+        modality = _modality(recipe.model)
+        command = _SPLITS[modality][1]
         if not path.is_file():
             if split != "train":
                 return None
@@ -84,17 +110,17 @@ class CaptionTask(Task):
                 f"training scenes {path} do not exist; compose them with `suite data "
                 f"{command} --out {path.parent}` or set data.corpus_dir=..."
             )
-        if is_sound_manifest(path) != audio:
-            kind = "sound scenes" if not audio else "image scenes"
-            reads = "audio (fbank)" if audio else "images"
+        holds = _manifest_modality(path)
+        if holds != modality:
             raise UserError(
-                f"{path} holds {kind}, but the recipe's frontend reads {reads}; point "
-                f"data.corpus_dir at the output of `suite data {command}` or change "
-                f"model.frontend.name"
+                f"{path} holds {_SPLITS[holds][0]}, but the recipe's frontend reads "
+                f"{_SPLITS[modality][2]}; point data.corpus_dir at the output of `suite data "
+                f"{command}` or change model.frontend.name"
             )
-        scenes = SoundManifest.from_jsonl(path) if audio else SceneManifest.from_jsonl(path)
+        reader = {"audio": SoundManifest, "video": ClipManifest, "image": SceneManifest}[modality]
+        scenes = reader.from_jsonl(path)
         # The training-speed log counts seconds of audio (audio_sec_per_sec) for sound scenes.
-        self.amount = "audio_sec" if audio else "images"
+        self.amount = {"audio": "audio_sec", "video": "clips", "image": "images"}[modality]
         if split == "train":
             self._train = scenes
         return scenes
@@ -118,6 +144,7 @@ class CaptionTask(Task):
     def dataset(self, recipe: Recipe, model: nn.Module, training: bool, seed: int) -> Any:
         from suite.tasks.caption.audio_data import AudioCaptionDataset
         from suite.tasks.caption.dataset import CaptionDataset
+        from suite.tasks.caption.video_data import VideoCaptionDataset
 
         train = getattr(self, "_train", None) or self.load_split(recipe, "train")
         # Its own frontend: images and features are prepared on the CPU, in the data loader's
@@ -125,6 +152,8 @@ class CaptionTask(Task):
         frontend = registry.create_from_spec("frontend", recipe.model.frontend)
         if isinstance(train, SoundManifest):
             return AudioCaptionDataset(train, frontend, model.tokenizer, training)
+        if isinstance(train, ClipManifest):
+            return VideoCaptionDataset(train, frontend, model.tokenizer, training)
         return CaptionDataset(train, frontend, model.tokenizer, training)
 
     def sampler(
@@ -146,10 +175,11 @@ class CaptionTask(Task):
     def build_model(self, config: ModelConfig, tokenizer: Tokenizer | None) -> TaskModel:
         if tokenizer is None:
             raise UserError("a caption model needs a tokenizer (model.tokenizer)")
-        if config.frontend.get("name") not in ("image", *AUDIO_FRONTENDS):
+        if config.frontend.get("name") not in ("image", "video", *AUDIO_FRONTENDS):
             raise UserError(
-                f"the caption task reads images (model.frontend.name=image) or audio "
-                f"(model.frontend.name=fbank), got '{config.frontend.get('name')}'"
+                f"the caption task reads images (model.frontend.name=image), audio "
+                f"(model.frontend.name=fbank) or videos (model.frontend.name=video), got "
+                f"'{config.frontend.get('name')}'"
             )
         return build_model(config, tokenizer)
 
@@ -170,8 +200,9 @@ class CaptionTask(Task):
         batch_size: int = 64,
         **options: Any,
     ) -> dict[str, float]:
-        """Attribute accuracy, fact recall (images) or event recall, precision, count and order
-        accuracy (sound scenes), BLEU-4, CIDEr and ROUGE-L on a seeded sample of at most
+        """Attribute accuracy, fact recall (images), event recall, precision, count and order
+        accuracy (sound scenes) or object, motion and event accuracy (clips), BLEU-4, CIDEr and
+        ROUGE-L on a seeded sample of at most
         ``max_items`` of ``items`` (all by default); ``options`` go to
         :meth:`Captioner.caption` (``head=``, ``method=``, ``beam_size=``)."""
         return self.score(model, items, max_items, seed, batch_size, **options).metrics()
@@ -187,15 +218,31 @@ class CaptionTask(Task):
     ) -> Any:
         """:meth:`evaluate` with each scene's caption and missing facts
         (:class:`~suite.tasks.caption.evaluation.CaptionScores`, or
-        :class:`~suite.tasks.caption.evaluation.SoundCaptionScores` for sound scenes)."""
-        from suite.tasks.caption.evaluation import score_captions, score_sound_captions
+        :class:`~suite.tasks.caption.evaluation.SoundCaptionScores` for sound scenes,
+        :class:`~suite.tasks.caption.evaluation.VideoCaptionScores` for clips)."""
+        from suite.tasks.caption.evaluation import (
+            score_captions,
+            score_sound_captions,
+            score_video_captions,
+        )
 
         scenes = items.sample(max_items, seed) if max_items else items
         captioner = Captioner(model)
         hypotheses = []
+        if isinstance(scenes, ClipManifest):
+            if captioner.modality != "video":
+                raise ModalityError(
+                    f"clips need a video captioner; this one reads {captioner.modality}"
+                )
+            for start in range(0, len(scenes), batch_size):
+                clips = [scenes.load(i) for i in range(start, min(start + batch_size, len(scenes)))]
+                hypotheses += captioner.caption(clips, batch_size=batch_size, **options)
+            return score_video_captions(scenes, hypotheses)
         if isinstance(scenes, SoundManifest):
             if captioner.modality != "audio":
-                raise ModalityError("sound scenes need an audio captioner; this one reads images")
+                raise ModalityError(
+                    f"sound scenes need an audio captioner; this one reads {captioner.modality}"
+                )
             rate = model.frontend.sample_rate
             for start in range(0, len(scenes), batch_size):
                 stop = min(start + batch_size, len(scenes))
@@ -206,7 +253,9 @@ class CaptionTask(Task):
                 )
             return score_sound_captions(scenes, hypotheses)
         if captioner.modality != "image":
-            raise ModalityError("image scenes need an image captioner; this one reads audio")
+            raise ModalityError(
+                f"image scenes need an image captioner; this one reads {captioner.modality}"
+            )
         for start in range(0, len(scenes), batch_size):
             images = [scenes.load(i) for i in range(start, min(start + batch_size, len(scenes)))]
             hypotheses += captioner.caption(images, batch_size=batch_size, **options)

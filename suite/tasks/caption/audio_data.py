@@ -8,7 +8,6 @@ Dims legend: B - batch, S - samples, T - feature frames, F - mel bins, U - capti
 from __future__ import annotations
 
 import json
-import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from suite.audio import load_audio
 from suite.data.manifest_files import JsonlManifest
 from suite.errors import UserError
 from suite.interfaces import Batch, Frontend, Tokenizer
-from suite.text import normalize_text
+from suite.tasks.caption.dataset import caption_targets
 
 
 def restore_commas(text: str) -> str:
@@ -135,26 +134,18 @@ def audio_caption_batch(
     target is one of the scene's phrasings drawn from ``seed`` (the first when ``None``),
     normalized as the tokenizer reads text (no commas: :func:`restore_commas` puts them back
     into the model's captions)."""
-    rng = random.Random(seed) if seed is not None else None
-    texts = []
-    for i in indices:
-        captions = scenes[i].captions or (scenes[i].caption,)
-        texts.append(captions[rng.randrange(len(captions))] if rng else captions[0])
-    texts = [normalize_text(text) for text in texts]
-    ids = [tokenizer.encode(text) for text in texts]
-    U = max((len(x) for x in ids), default=0)
-    targets = torch.zeros(len(ids), U, dtype=torch.long)
-    for row, x in enumerate(ids):
-        targets[row, : len(x)] = torch.tensor(x, dtype=torch.long)
+    texts, targets, target_lengths = caption_targets(
+        scenes, indices, tokenizer, seed, normalize=True
+    )
     x, lengths = features([scenes.load(i, frontend.sample_rate) for i in indices], frontend)
     return Batch(
         inputs=x,
         lengths=lengths,
         targets=targets,
-        target_lengths=torch.tensor([len(t) for t in ids], dtype=torch.long),
+        target_lengths=target_lengths,
         texts=texts,
         ids=[scenes[i].id for i in indices],
-        prompts=["caption"] * len(ids),
+        prompts=["caption"] * len(texts),
     )
 
 

@@ -25,6 +25,7 @@ from suite.tasks.caption.audio_data import features, restore_commas
 
 WINDOW = 10.0  # seconds
 MIN_SECONDS = 0.1
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aiff", ".aif")
 
 
 class CaptionSegment(NamedTuple):
@@ -54,7 +55,16 @@ def as_audio_list(inputs: Any) -> list[Any]:
 
 def refuse_image(item: Any, where: str, name: str) -> None:
     """Raise a :class:`ModalityError` when ``item`` is an image (a path with an image suffix,
-    a PIL image, an array of 3 dims or of uint8) given to the audio captioner ``name``."""
+    a PIL image, an array of 3 dims or of uint8) or a video (a video file, frames of 4 dims)
+    given to the audio captioner ``name``."""
+    from suite.tasks.caption.video_pipeline import VIDEO_FIX, describe_video
+
+    video = describe_video(item)
+    if video:
+        raise ModalityError(
+            f"{where} is {video}, but {name} captions audio: pass audio files (wav, flac, ...) "
+            f"or arrays of samples with sample_rate=..., {VIDEO_FIX}"
+        )
     what = None
     if isinstance(item, (str, Path)) and Path(item).suffix.lower() in IMAGE_SUFFIXES:
         what = "an image file"

@@ -1,4 +1,4 @@
-"""The ``caption`` task's CLI verbs: ``suite caption FILE...`` (images or audio, as the
+"""The ``caption`` task's CLI verbs: ``suite caption FILE...`` (images, audio or videos, as the
 package reads), and what ``suite evaluate`` does with a caption package."""
 
 from __future__ import annotations
@@ -59,6 +59,34 @@ def _caption(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _results_path(args: argparse.Namespace, manifest: Path) -> Path:
+    return Path(args.results or manifest.with_name(manifest.name.split(".")[0] + ".results.jsonl"))
+
+
+def _evaluate_clips(args: argparse.Namespace, model: Any, manifest: Path) -> int:
+    from suite.data.videos import ClipManifest
+    from suite.tasks.caption import CaptionTask
+    from suite.tasks.caption.evaluation import write_rows
+
+    clips = ClipManifest.from_jsonl(manifest)
+    scores = CaptionTask().score(model, clips, **_options(args))
+    out = _results_path(args, manifest)
+    write_rows(scores, out)
+    print(
+        f"BLEU-4 {scores.bleu4:.3f}  CIDEr {scores.cider:.3f}  ROUGE-L {scores.rouge_l:.3f}  "
+        f"object accuracy {scores.object_accuracy:.1%}  motion accuracy "
+        f"{scores.motion_accuracy:.1%}  event accuracy {scores.event_accuracy:.1%}  "
+        f"attribute accuracy {scores.attribute_accuracy:.1%}  fact recall "
+        f"{scores.fact_recall:.1%}  ({len(clips)} clips)"
+    )
+    novel = [row for row in scores.rows if row["novel"]]
+    if novel and len(novel) < len(clips):
+        right = sum(row["events"] for row in novel)
+        print(f"  held-out compositions: event accuracy {right / len(novel):.1%}")
+    print(f"per-clip captions: {out}")
+    return 0
+
+
 def _evaluate_sounds(args: argparse.Namespace, model: Any, manifest: Path) -> int:
     from suite.tasks.caption import CaptionTask
     from suite.tasks.caption.audio_data import SoundManifest
@@ -94,9 +122,17 @@ def evaluate(args: argparse.Namespace) -> int:
     from suite.tasks.caption.audio_data import is_sound_manifest
     from suite.tasks.caption.evaluation import write_rows
     from suite.tasks.caption.pipeline import AUDIO_SUFFIXES
+    from suite.tasks.caption.video_data import is_clip_manifest
+    from suite.tasks.caption.video_pipeline import ONLY_VIDEO_SUFFIXES
 
     model = load_package(resolve(args.model), task="caption")
     manifest = Path(args.manifest)
+    if manifest.suffix.lower() in ONLY_VIDEO_SUFFIXES:
+        raise UserError(
+            f"{manifest} is a video, not a manifest; `suite evaluate` scores a clip manifest "
+            f"(.jsonl from `suite data synth-videos`) - to caption videos, run `suite caption "
+            f"{manifest} --model {args.model}`"
+        )
     if manifest.suffix.lower() in AUDIO_SUFFIXES:
         raise UserError(
             f"{manifest} is audio, not a manifest; `suite evaluate` scores a sound scene "
@@ -111,6 +147,8 @@ def evaluate(args: argparse.Namespace) -> int:
         )
     if manifest.is_file() and is_sound_manifest(manifest):
         return _evaluate_sounds(args, model, manifest)
+    if manifest.is_file() and is_clip_manifest(manifest):
+        return _evaluate_clips(args, model, manifest)
     scenes = SceneManifest.from_jsonl(manifest)
     scores = CaptionTask().score(model, scenes, **_options(args))
     out = Path(args.results or manifest.with_name(manifest.name.split(".")[0] + ".results.jsonl"))
@@ -132,12 +170,15 @@ def add_commands(commands: Any) -> None:
     """Add ``suite caption`` to the ``suite`` sub-command parser."""
     cap = commands.add_parser(
         "caption",
-        help="caption images or audio, as the model reads (a file that cannot be read is "
+        help="caption images, audio or videos, as the model reads (a file that cannot be read is "
         "reported on stderr, the others are still captioned; exit 1 if any); a recording "
         "longer than --window prints one line per window: start, end (seconds), caption",
     )
     cap.add_argument(
-        "images", nargs="+", help="image files (PNG, JPEG, ...) or audio files (WAV, FLAC, ...)"
+        "images",
+        nargs="+",
+        help="image files (PNG, JPEG, ...), audio files (WAV, FLAC, ...) or video files "
+        "(MP4, AVI, MKV, ...)",
     )
     cap.add_argument("--model", default=DEFAULT_MODEL, help="a caption package or shipped name")
     cap.add_argument("--decoding", choices=["greedy", "beam"], default=None)

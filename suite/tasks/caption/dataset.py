@@ -15,6 +15,7 @@ from torch import Tensor
 from suite.data.scenes import SceneManifest
 from suite.frontends.image import ImageFrontend
 from suite.interfaces import Batch, Tokenizer
+from suite.text import normalize_text
 
 
 def image_tensor(images: Sequence[Tensor], frontend: ImageFrontend) -> Tensor:
@@ -34,26 +35,43 @@ def caption_batch(
     ``targets (B, U)`` padded with 0 and ``target_lengths``, ``texts`` and ``ids``. Each
     target is one of the scene's phrasings drawn from ``seed`` (its first caption when
     ``None``), so training sees every way of saying a scene."""
+    texts, targets, target_lengths = caption_targets(scenes, indices, tokenizer, seed)
+    x = image_tensor([scenes.load(i) for i in indices], frontend)  # (B, C, H, W)
+    return Batch(
+        inputs=x,
+        lengths=torch.full((len(texts),), x.shape[-2], dtype=torch.long),
+        targets=targets,
+        target_lengths=target_lengths,
+        texts=texts,
+        ids=[scenes[i].id for i in indices],
+        prompts=["caption"] * len(texts),
+    )
+
+
+def caption_targets(
+    items: Sequence[Any],
+    indices: Sequence[int],
+    tokenizer: Tokenizer,
+    seed: int | None = None,
+    normalize: bool = False,
+) -> tuple[list[str], Tensor, Tensor]:
+    """The caption targets of ``items`` (rows with ``captions`` and ``caption``) at
+    ``indices``: the texts, ``targets (B, U)`` padded with 0 and ``target_lengths (B,)``. Each
+    text is one of the item's phrasings drawn from ``seed`` (its first when ``None``),
+    normalized as the tokenizer reads text when ``normalize``."""
     rng = random.Random(seed) if seed is not None else None
     texts = []
     for i in indices:
-        captions = scenes[i].captions or (scenes[i].caption,)
+        captions = items[i].captions or (items[i].caption,)
         texts.append(captions[rng.randrange(len(captions))] if rng else captions[0])
+    if normalize:
+        texts = [normalize_text(text) for text in texts]
     ids = [tokenizer.encode(text) for text in texts]
     U = max((len(x) for x in ids), default=0)
     targets = torch.zeros(len(ids), U, dtype=torch.long)
     for row, x in enumerate(ids):
         targets[row, : len(x)] = torch.tensor(x, dtype=torch.long)
-    x = image_tensor([scenes.load(i) for i in indices], frontend)  # (B, C, H, W)
-    return Batch(
-        inputs=x,
-        lengths=torch.full((len(ids),), x.shape[-2], dtype=torch.long),
-        targets=targets,
-        target_lengths=torch.tensor([len(t) for t in ids], dtype=torch.long),
-        texts=texts,
-        ids=[scenes[i].id for i in indices],
-        prompts=["caption"] * len(ids),
-    )
+    return texts, targets, torch.tensor([len(t) for t in ids], dtype=torch.long)
 
 
 class CaptionDataset:

@@ -9,6 +9,14 @@ Sound scenes (:mod:`suite.data.sounds`) are scored from their metadata with
 and precision (the classes it names that are in the scene), count accuracy, order accuracy
 (over the scenes with two foreground groups, the only ones with an order to get wrong) and
 attribute accuracy (scenes whose every event, count, background and the order are right).
+
+Composed clips (:mod:`suite.data.video_scenes`) are scored from their metadata with the clip
+grammar's :func:`~suite.data.video_captions.caption_clip_facts`: object accuracy (clips whose
+caption names exactly the clip's things), motion accuracy (over the clips where something
+moves, the only ones with a direction to get wrong: the caption's moving things and their
+directions are the clip's), event accuracy (every event, thing and action, in order and none
+extra: :func:`~suite.data.video_captions.events_correct`), attribute accuracy (every fact of
+the clip stated) and fact recall.
 """
 
 from __future__ import annotations
@@ -174,7 +182,101 @@ def score_sound_captions(scenes: Sequence[Any], hypotheses: Sequence[str]) -> So
     )
 
 
-def write_rows(scores: CaptionScores | SoundCaptionScores, path: str | Path) -> Path:
+VIDEO_METRICS = (
+    "bleu4",
+    "cider",
+    "rouge_l",
+    "attribute_accuracy",
+    "fact_recall",
+    "object_accuracy",
+    "motion_accuracy",
+    "event_accuracy",
+)
+
+
+@dataclass
+class VideoCaptionScores:
+    """Corpus scores of clip captions and each clip's row.
+
+    Attributes:
+        bleu4, cider, rouge_l: the COCO caption metrics against all reference phrasings.
+        attribute_accuracy: clips whose every fact (things, colours, sizes, events, order) the
+            caption states.
+        fact_recall: the clips' facts stated, over all facts.
+        object_accuracy: clips whose caption names exactly the clip's things.
+        motion_accuracy: over clips where something moves, those whose caption states exactly
+            the clip's motions (thing and direction); 1.0 when none moves.
+        event_accuracy: clips whose caption states every event, in order, and none extra.
+        rows: per clip: ``id``, ``hypothesis``, ``reference``, ``missing`` facts, ``objects``,
+            ``motion`` (``None`` for a clip without one), ``events``, ``novel``.
+    """
+
+    bleu4: float
+    cider: float
+    rouge_l: float
+    attribute_accuracy: float
+    fact_recall: float
+    object_accuracy: float
+    motion_accuracy: float
+    event_accuracy: float
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, float]:
+        return {name: float(getattr(self, name)) for name in VIDEO_METRICS}
+
+
+def _kind(facts: set[str], prefix: str) -> set[str]:
+    return {f for f in facts if f.startswith(prefix)}
+
+
+def _motions(facts: set[str]) -> set[str]:
+    """The ``event THING moves_DIRECTION`` facts."""
+    return {f for f in _kind(facts, "event ") if f.rsplit(" ", 1)[1].startswith("moves_")}
+
+
+def score_video_captions(clips: Sequence[Any], hypotheses: Sequence[str]) -> VideoCaptionScores:
+    """Score one caption per clip (:class:`~suite.data.videos.ClipItem`) of ``clips``, in
+    order."""
+    from suite.data.video_captions import caption_clip_facts, events_correct
+
+    if len(hypotheses) != len(clips):
+        raise ValueError(f"got {len(hypotheses)} captions for {len(clips)} clips")
+    rows, found, total = [], 0, 0
+    for item, hypothesis in zip(clips, hypotheses, strict=True):
+        facts, said = item.facts(), caption_clip_facts(hypothesis)
+        missing = sorted(facts - said)
+        moves = _motions(facts)
+        found += len(facts) - len(missing)
+        total += len(facts)
+        rows.append(
+            {
+                "id": item.id,
+                "hypothesis": hypothesis,
+                "reference": item.caption,
+                "missing": missing,
+                "objects": _kind(said, "object ") == _kind(facts, "object "),
+                "motion": _motions(said) == moves if moves else None,
+                "events": events_correct(hypothesis, facts),
+                "novel": list(item.novel),
+            }
+        )
+    n = max(len(rows), 1)
+    moving = [row["motion"] for row in rows if row["motion"] is not None]
+    text = text_scores(hypotheses, [item.captions or (item.caption,) for item in clips])
+    return VideoCaptionScores(
+        **text,
+        attribute_accuracy=sum(not row["missing"] for row in rows) / n,
+        fact_recall=found / max(total, 1),
+        object_accuracy=sum(row["objects"] for row in rows) / n,
+        motion_accuracy=sum(moving) / len(moving) if moving else 1.0,
+        event_accuracy=sum(row["events"] for row in rows) / n,
+        rows=rows,
+    )
+
+
+def write_rows(
+    scores: CaptionScores | SoundCaptionScores | VideoCaptionScores, path: str | Path
+) -> Path:
     """Each scene's row as JSON Lines at ``path`` (atomically)."""
     atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in scores.rows))
     return Path(path)

@@ -1,9 +1,11 @@
-"""What :func:`suite.load` gives for a ``caption`` package: images or audio in, captions out.
+"""What :func:`suite.load` gives for a ``caption`` package: images, audio or videos in,
+captions out.
 
 The package's frontend says what the model reads: the ``image`` frontend images, an audio
 frontend (``fbank``) audio (:mod:`suite.tasks.caption.audio_pipeline`: files or arrays, long
-recordings window by window with timestamps). An input of the other modality is refused with
-one message naming it and the modality the model expects.
+recordings window by window with timestamps), the ``video`` frontend clips
+(:mod:`suite.tasks.caption.video_pipeline`: video files or frame arrays). An input of another
+modality is refused with one message naming it and the modality the model expects.
 
 Dims legend: B - batch, C/H/W - the frontend's channels and ``input_size``, T - encoder tokens.
 """
@@ -19,34 +21,42 @@ from torch import Tensor
 
 from suite.data.images import ImageDataError, read_image
 from suite.errors import UserError
+from suite.frontends.video import VideoFrontend
 from suite.model import TaskModel
 from suite.tasks.caption.audio_pipeline import (
+    AUDIO_SUFFIXES,
     WINDOW,
     CaptionSegment,
     ModalityError,
     caption_audio,
 )
+from suite.tasks.caption.video_pipeline import VIDEO_FIX, caption_videos, describe_video
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aiff", ".aif")
+__all__ = ["AUDIO_SUFFIXES", "CaptionSegment", "Captioner", "ModalityError", "model_modality"]
 
 
 def model_modality(model: TaskModel) -> str:
-    """``"audio"`` for a model whose frontend reads samples (it has a ``sample_rate``),
-    else ``"image"``."""
+    """``"video"`` for a model whose frontend reads clips (the ``video`` frontend),
+    ``"audio"`` for one that reads samples (it has a ``sample_rate``), else ``"image"``."""
+    if isinstance(model.frontend, VideoFrontend):
+        return "video"
     return "audio" if hasattr(model.frontend, "sample_rate") else "image"
 
 
-def _refuse_audio(item: Any, where: str, name: str) -> None:
-    """A :class:`ModalityError` for an audio file or a 1-D array given to image captioner."""
+def _refuse_audio(item: Any, where: str, name: str, batched: bool = False) -> None:
+    """A :class:`ModalityError` for an audio file or a 1-D array, or a video (a video file,
+    frames of 4 dims; of 5 when ``batched``), given to the image captioner ``name``."""
     what = None
     if isinstance(item, (str, Path)) and Path(item).suffix.lower() in AUDIO_SUFFIXES:
         what = "an audio file"
     elif isinstance(item, (np.ndarray, Tensor)) and item.ndim == 1:
         what = f"a 1-D array of {item.shape[0]} values (audio samples?)"
-    if what:
+    video = describe_video(item, batched)
+    if what or video:
+        fix = VIDEO_FIX if video else "or load an audio captioner for audio"
         raise ModalityError(
-            f"{where} is {what}, but {name} captions images: pass image files, PIL images "
-            "or (H, W[, C]) arrays, or load an audio captioner for audio"
+            f"{where} is {what or video}, but {name} captions images: pass image files, PIL "
+            f"images or (H, W[, C]) arrays, {fix}"
         )
 
 
@@ -93,16 +103,19 @@ def as_image_list(images: Any) -> list[Any]:
 
 
 class Captioner:
-    """Captions images or audio with a ``caption`` package's model (:attr:`modality`).
+    """Captions images, audio or videos with a ``caption`` package's model (:attr:`modality`).
 
     Audio is a file path (wav, flac, ...) or an array of samples (with ``sample_rate``), or a
-    list of them; see :meth:`caption`. Images are paths, PIL images, ``(H, W[, C])`` arrays or
-    ``(C, H, W)`` tensors (uint8, or float in [0, 1]), or one ``(B, C, H, W)`` batch;
-    grayscale and RGB are converted to the model's channels and every image is resized to its
-    ``input_size``.
+    list of them; see :meth:`caption`. Videos are file paths (mp4, avi, mkv, ...) or frames,
+    ``(T, H, W, C)`` arrays or ``(T, C, H, W)`` tensors (uint8, or float in [0, 1]), or one
+    ``(B, T, ...)`` batch, or a list of them (:mod:`~suite.tasks.caption.video_pipeline`).
+    Images are paths, PIL images, ``(H, W[, C])`` arrays or ``(C, H, W)`` tensors (uint8, or
+    float in [0, 1]), or one ``(B, C, H, W)`` batch; grayscale and RGB are converted to the
+    model's channels and every image (or frame) is resized to its ``input_size``.
 
     Args:
-        model: the loaded task model (image frontend, encoder, AED or LLM-adapter head).
+        model: the loaded task model (image, audio or video frontend, encoder, AED or
+            LLM-adapter head).
         name: where it was loaded from (shown in messages).
     """
 
@@ -121,7 +134,7 @@ class Captioner:
     def prepare(self, images: Any) -> Tensor:
         """Normalized ``(B, C, H, W)`` on the model's device."""
         if isinstance(images, (np.ndarray, Tensor)):
-            _refuse_audio(images, "the input array", self._who)
+            _refuse_audio(images, "the input array", self._who, batched=True)
         items = as_image_list(images)
         if not items:
             raise UserError("no images given; pass a non-empty list")
@@ -150,7 +163,7 @@ class Captioner:
         window: float = WINDOW,
         **options: Any,
     ) -> list[Any]:
-        """One caption per image or recording, in order.
+        """One caption per image, recording or video, in order.
 
         A recording longer than ``window`` seconds is captioned window by window: its caption
         is the windows' captions joined by ``"; "``, or with ``timestamps=True`` the list of
@@ -158,11 +171,11 @@ class Captioner:
         gives such a list then, one segment when it is short.
 
         Args:
-            images: images or audio (see the class docstring), as the model reads.
+            images: images, audio or videos (see the class docstring), as the model reads.
             head: which head decodes (default: the first).
             method: ``"greedy"`` or ``"beam"`` (batched, with the head's KV cache).
             beam_size: hypotheses kept per image by ``"beam"``.
-            batch_size: images (or audio windows) encoded and decoded at once.
+            batch_size: images (or audio windows, or videos) encoded and decoded at once.
             sample_rate: the rate of audio arrays (files carry their own); resampled to the
                 model's.
             timestamps: audio only: return each recording's windows with their times.
@@ -170,8 +183,25 @@ class Captioner:
             options: more of the head's decoding options (e.g. ``length_penalty``).
 
         Raises:
-            ModalityError: an image given to an audio captioner, or audio to an image one.
+            ModalityError: an input of another modality than the model reads (an image given
+                to an audio captioner, a video to an image one, ...).
+            VideoDataError: a video file that is missing, empty, damaged or not a video.
         """
+        if self.modality == "video":
+            if timestamps:
+                raise UserError("timestamps=True is for audio captioners; this one reads videos")
+            self.model.eval()
+            name = self._head(head, options)
+            return caption_videos(
+                self.model,
+                images,
+                self._who,
+                batch_size,
+                name,
+                method=method,
+                beam_size=beam_size,
+                **options,
+            )
         if self.modality == "audio":
             segments = self.caption_windows(
                 images, sample_rate, window, head, method, beam_size, batch_size, **options
@@ -199,7 +229,9 @@ class Captioner:
     ) -> list[list[CaptionSegment]]:
         """Each recording's :class:`CaptionSegment` list (see :meth:`caption`)."""
         if self.modality != "audio":
-            raise ModalityError(f"{self._who} captions images, not audio; load an audio captioner")
+            raise ModalityError(
+                f"{self._who} captions {self.modality}s, not audio; load an audio captioner"
+            )
         self.model.eval()
         name = self._head(head, options)
         return caption_audio(
@@ -236,7 +268,9 @@ class Captioner:
         """As :meth:`caption` for images, with the heads'
         :class:`~suite.interfaces.Hypothesis` (tokens, score)."""
         if self.modality != "image":
-            raise UserError(f"hypotheses() takes images; {self._who} reads audio (caption())")
+            raise UserError(
+                f"hypotheses() takes images; {self._who} reads {self.modality} (caption())"
+            )
         self.model.eval()
         x = self.prepare(images)  # (B, C, H, W)
         name = self._head(head, options)
@@ -253,6 +287,9 @@ class Captioner:
         heads = ", ".join(self.model.heads)
         if self.modality == "audio":
             size = f"{self.model.frontend.sample_rate} Hz audio"
+        elif self.modality == "video":
+            frames = self.model.frontend.num_frames
+            size = "x".join(map(str, self.model.frontend.input_size)) + f" px, {frames} frames"
         else:
             size = "x".join(map(str, self.model.frontend.input_size)) + " px"
         params = sum(p.numel() for p in self.model.parameters())
