@@ -82,12 +82,15 @@ def _models(args: argparse.Namespace) -> None:
     import suite
 
     if args.models_command == "attach-lm":
+        import torch
+
         from suite.model import resolve
         from suite.tasks.asr import attach_lm
         from suite.tasks.asr.cli import decode_options
 
         given = decode_options(args)
-        out = attach_lm(resolve(args.model), args.lm, args.out, args.head, **given)
+        dtype = None if args.weights_dtype == "float32" else getattr(torch, args.weights_dtype)
+        out = attach_lm(resolve(args.model), args.lm, args.out, args.head, dtype, **given)
         print(f"wrote {out}: its CTC head decodes with {args.lm} ({args.out}/README.md)")
         return
     for name, task in suite.list_models().items():
@@ -282,6 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
     attach.add_argument("lm", help="an lm package from `suite train` (same tokenizer)")
     attach.add_argument("--out", required=True, help="the new package folder")
     attach.add_argument("--head", default=None, help="the CTC head (default: the first)")
+    attach.add_argument(
+        "--weights-dtype",
+        choices=("float32", "float16", "bfloat16"),
+        default="float32",
+        help="store the parameters in this dtype (float16: half the size; loading casts back)",
+    )
     add_beam_options(attach)
     models.set_defaults(func=_models)
 

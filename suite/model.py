@@ -153,6 +153,7 @@ def save_package(
     state: dict[str, Tensor] | None = None,
     card: str | None = None,
     task: str = "asr",
+    weights_dtype: torch.dtype | None = None,
 ) -> Path:
     """Write ``model`` as a package folder of ``task`` (each file atomically).
 
@@ -162,11 +163,21 @@ def save_package(
         state: weights to save instead of ``model.state_dict()`` (e.g. an EMA copy).
         card: the model card's markdown; an existing card is kept when ``None``.
         task: the registered task whose package this is; it says what ``config.yaml`` holds.
+        weights_dtype: store the floating-point parameters in this dtype (``torch.float16`` or
+            ``torch.bfloat16``: half the file); buffers (filterbanks, windows, statistics) stay
+            as they are. Loading casts them back to the model's dtype. ``None``: as they are.
     """
     spec = registry.create("task", task)
     config = {"task": task, **spec.package_config(model)}
     tokenizer = getattr(model, "tokenizer", None)
-    return write_package(directory, config, state or model.state_dict(), tokenizer, card)
+    weights = state or model.state_dict()
+    if weights_dtype is not None:
+        params = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+        weights = {
+            k: v.to(weights_dtype) if k in params and v.is_floating_point() else v
+            for k, v in weights.items()
+        }
+    return write_package(directory, config, weights, tokenizer, card)
 
 
 def resolve(name_or_path: str | Path) -> Path:

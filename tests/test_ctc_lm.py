@@ -200,6 +200,37 @@ def test_attach_lm_writes_a_package_that_loads_alone_and_decodes_with_it(tmp_pat
     assert card.count("## Language model") == 1 and "lm2" in card and card.startswith("# asr")
 
 
+def test_attach_lm_stores_float16_parameters_that_load_as_float32_and_decode_alike(tmp_path):
+    from safetensors import safe_open
+
+    from suite.cli import main
+
+    tokenizer = CharTokenizer()
+    torch.manual_seed(0)
+    save_package(build_model(ctc_config(), tokenizer), tmp_path / "asr", card="# asr\n")
+    save_lm_package(random_lm(tokenizer.vocab_size), tokenizer, tmp_path / "lm")
+    attach_lm(tmp_path / "asr", tmp_path / "lm", tmp_path / "fp32", lm_weight=1.0, beam_size=4)
+    argv = ["models", "attach-lm", str(tmp_path / "asr"), str(tmp_path / "lm")]
+    main([*argv, "--out", str(tmp_path / "half"), "--lm-weight", "1.0", "--beam-size", "4",
+          "--weights-dtype", "float16"])  # fmt: skip
+    full, half = load_package(tmp_path / "fp32"), load_package(tmp_path / "half")
+    params = dict(half.named_parameters())
+    with safe_open(str(tmp_path / "half/model.safetensors"), "pt") as f:
+        stored = {k: f.get_slice(k).get_dtype() for k in f.keys()}
+    assert {stored[k] for k in params} == {"F16"}  # every parameter, the LM's too
+    assert {stored[k] for k in stored if k not in params} <= {"F32", "I64", "BOOL"}  # buffers
+    size = (tmp_path / "half/model.safetensors").stat().st_size
+    assert size < 0.6 * (tmp_path / "fp32/model.safetensors").stat().st_size
+    for k, v in full.state_dict().items():  # float32 again, within float16's rounding
+        assert half.state_dict()[k].dtype == v.dtype, k
+        torch.testing.assert_close(half.state_dict()[k], v, atol=1e-3, rtol=1e-3)
+    g = torch.Generator().manual_seed(3)
+    audio = [torch.randn(n, generator=g).numpy() * 0.1 for n in (12000, 7000)]
+    assert suite.load(tmp_path / "half").transcribe(audio, sample_rate=16000) == suite.load(
+        tmp_path / "fp32"
+    ).transcribe(audio, sample_rate=16000)
+
+
 def test_attach_lm_refuses_another_tokenizer_and_non_ctc_heads(tmp_path):
     tokenizer = CharTokenizer()
     save_package(build_model(ctc_config(), tokenizer), tmp_path / "asr", card="# asr\n")

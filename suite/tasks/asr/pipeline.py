@@ -469,6 +469,7 @@ def attach_lm(
     lm_dir: str | Path,
     out_dir: str | Path,
     head: str | None = None,
+    weights_dtype: torch.dtype | None = None,
     **options: Any,
 ) -> Path:
     """Write a copy of a model package whose CTC head decodes with an LM (shallow fusion).
@@ -482,6 +483,8 @@ def attach_lm(
         lm_dir: an LM package written by ``suite train-lm`` over the model's tokenizer.
         out_dir: the new package folder (may be ``model_dir`` itself).
         head: the CTC head to give the LM (default: the first CTC head).
+        weights_dtype: the dtype the new package stores its parameters in (see
+            :func:`~suite.model.save_package`); ``None`` keeps float32.
         **options: the head's decoding defaults, e.g. ``lm_weight=1.0, length_bonus=2.5``.
     """
     model = load_package(model_dir, task="asr")
@@ -509,4 +512,4 @@ def attach_lm(
         f"(frozen, inside this package) by shallow fusion in the prefix beam search ({settings}); "
         f'written by `suite models attach-lm`. `method="greedy"` decodes without it.\n'
     )
-    return save_package(fused.eval(), out_dir, card=card)
+    return save_package(fused.eval(), out_dir, card=card, weights_dtype=weights_dtype)
