@@ -310,10 +310,13 @@ def test_a_recipe_whose_frontend_does_not_match_its_clips_is_refused(clips):
         CaptionTask().load_split(recipe, "train")
 
 
-def test_the_recipe_builds_learns_a_batch_and_captions(clips, captioner):
-    """The recipe's own sizes (48 px, 216 tubelets, 6 decoder layers): a few steps on one
-    batch lower its loss, and the model captions a clip."""
-    recipe = load_recipe(RECIPE, [f"data.corpus_dir={clips}"])
+@pytest.mark.parametrize(
+    "name", ["videos_caption_patch_aed_cpu.yaml", "videos_caption_patch_llm_cpu.yaml"]
+)
+def test_the_recipes_build_learn_a_batch_and_caption(name, clips, captioner):
+    """Each recipe's own sizes (48 px, 216 tubelets; the AED or LLM-adapter head): a few steps
+    on one batch lower its loss, and the model captions a clip."""
+    recipe = load_recipe(RECIPE.with_name(name), [f"data.corpus_dir={clips}"])
     task = CaptionTask()
     items = task.load_split(recipe, "train")
     tokenizer = captioner.model.tokenizer
@@ -323,7 +326,7 @@ def test_the_recipe_builds_learns_a_batch_and_captions(clips, captioner):
     assert batch.inputs.shape == (4, 12, 3, 48, 48)  # 32 px clips resized to the recipe's 48
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []
-    for _ in range(4):
+    for _ in range(6):
         loss = model.loss(batch)["loss"]
         optimizer.zero_grad()
         loss.backward()
