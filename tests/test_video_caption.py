@@ -27,6 +27,7 @@ from suite.model import build_model
 from suite.tasks.caption import Captioner, CaptionTask, ModalityError
 from suite.tasks.caption.evaluation import score_video_captions
 from suite.tasks.caption.video_data import video_caption_batch
+from suite.tokenizers import CharTokenizer
 from suite.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,8 +131,6 @@ def test_the_frontend_keeps_frames_spread_over_the_clip_and_pads_short_ones():
     config.frontend = {"name": "video", "num_frames": 6, "input_size": 24}
     config.encoder = {"name": "patch_video", "tubelet": 3, "patch_size": 8, "embed_dim": 16}
     config.heads = {"aed": {**config.heads["aed"], "d_model": 16, "num_layers": 1}}
-    from suite.tokenizers import CharTokenizer
-
     model = build_model(config, CharTokenizer())
     assert model.encoder.input_size == (6, 3, 24, 24)
 
