@@ -304,6 +304,7 @@ def seanet_codec(
     groups: int = 1,
     codebook_dim: int | None = None,
     l2_normalize: bool = False,
+    whiten: bool = False,
     quantizer_dropout: float = 0.5,
     bitrate_stages: list[int] | None = None,
     dead_threshold: float = 0.05,
@@ -325,6 +326,8 @@ def seanet_codec(
         groups: group-residual VQ's groups (1: plain RVQ).
         codebook_dim: factorized code width (DAC; default: the latent width).
         l2_normalize: l2-normalized codes (DAC).
+        whiten: codebooks in whitened coordinates (every direction of the input at unit
+            variance; see :mod:`suite.codecs.quantize`).
         quantizer_dropout: the probability a training sample drops later stages.
         bitrate_stages: stage counts dropout draws from (default: every count).
         dead_threshold: the fraction of the mean EMA count under which an entry restarts.
@@ -348,6 +351,7 @@ def seanet_codec(
         bitrate_stages=bitrate_stages,
         codebook_dim=codebook_dim,
         l2_normalize=l2_normalize,
+        whiten=whiten,
         dead_threshold=dead_threshold,
         init_after=quantizer_warmup,
     )

@@ -28,6 +28,16 @@ What differs from the papers:
   left behind and one entry (the cloud's nearest) takes every frame. Standardized, the codebook
   moves with the cloud, and the commitment loss is measured in units of the cloud's spread, so
   the encoder cannot make it vanish by shrinking the latent.
+- ``whiten`` standardizes by the inverse square root of the covariance (ZCA) instead of one
+  RMS, so every direction of the input has unit variance. A fresh encoder's latent piles onto
+  one direction (80% of its variance, 97% six steps later); by one RMS the other directions
+  shrink toward a point and a few entries take every frame, whitened they stay spread.
+- Full-width EMA codes collapse on such a latent even when it holds still: an entry that
+  averages many inputs lies nearer the cloud's centre, so nearer to every new input than the
+  entries k-means put on single inputs, and the EMA pulls what it wins further in (64-d codes:
+  ~600 entries in use, then ~30 at the next batch). 8-dimensional l2-normalized codes (DAC's
+  ``codebook_dim`` and ``l2_normalize``) have no centre to win from; with ``whiten`` they keep
+  hundreds of 1024 entries in use (``recipes/codec/README.md``).
 - K-means can wait for a warm-up (``init_after`` training steps of :class:`ResidualVQ`), during
   which the latent passes unquantized and is pooled; the codebooks then start, stage by stage,
   from the trained encoder's outputs instead of a random encoder's.
@@ -122,6 +132,25 @@ USAGE_DECAY = 0.9
 STATS_DECAY = 0.9
 
 
+def _apply(u: Tensor, transform: Tensor) -> Tensor:
+    """``u (..., d)`` times a scalar or a symmetric ``(d, d)`` transform."""
+    return u * transform if transform.ndim == 0 else u @ transform
+
+
+# Eigenvalues below this fraction of the mean are floored there before whitening: directions the
+# input never varies in (a residual's numerical zeros) are not blown up to unit variance.
+WHITEN_FLOOR = 1e-3
+
+
+def _whitening(covariance: Tensor) -> tuple[Tensor, Tensor]:
+    """The inverse square root and the square root ``(d, d)`` of a covariance (ZCA)."""
+    values, vectors = torch.linalg.eigh(covariance.double())
+    values = values.clamp(min=WHITEN_FLOOR * float(values.mean().clamp(min=1e-30)))
+    root = (vectors * values.sqrt()) @ vectors.t()
+    inverse = (vectors * values.rsqrt()) @ vectors.t()
+    return inverse.to(covariance.dtype), root.to(covariance.dtype)
+
+
 class VectorQuantizer(nn.Module):
     """One codebook of ``codebook_size`` entries, updated by exponential moving averages.
 
@@ -142,6 +171,9 @@ class VectorQuantizer(nn.Module):
             tens of steps rather than hundreds.
         standardize: keep the codebook in coordinates standardized by the input's running
             per-channel mean and overall RMS (see the module docstring).
+        whiten: standardize by the inverse square root of the input's covariance instead of
+            one RMS, so every direction has unit variance (see the module docstring). Needs
+            ``standardize``.
         epsilon: Laplace smoothing of the counts.
     """
 
@@ -155,14 +187,17 @@ class VectorQuantizer(nn.Module):
         kmeans_iters: int = 10,
         dead_threshold: float = 0.05,
         standardize: bool = True,
+        whiten: bool = False,
         epsilon: float = 1e-5,
     ) -> None:
         super().__init__()
+        if whiten and not standardize:
+            raise ValueError("whiten=True needs standardize=True (whitening standardizes)")
         code_dim = codebook_dim or dim
         self.codebook_size, self.code_dim, self.l2 = codebook_size, code_dim, l2_normalize
         self.decay, self.kmeans_iters = decay, kmeans_iters
         self.dead_threshold, self.epsilon = dead_threshold, epsilon
-        self.standardize = standardize
+        self.standardize, self.whiten = standardize, whiten
         factorized = code_dim != dim
         self.in_proj = nn.Linear(dim, code_dim) if factorized else nn.Identity()
         self.out_proj = nn.Linear(code_dim, dim) if factorized else nn.Identity()
@@ -175,40 +210,56 @@ class VectorQuantizer(nn.Module):
         # Running statistics of the input in code space: per-channel mean (d,), overall RMS ().
         self.register_buffer("center", torch.zeros(code_dim))
         self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("covariance", torch.eye(code_dim))  # (d, d), used under ``whiten``
 
     def codebook(self) -> Tensor:
         """The entries ``(K, d)`` as looked up (normalized under ``l2_normalize``)."""
         return F.normalize(self.embed, dim=-1) if self.l2 else self.embed
 
-    def _standardized(self, u: Tensor, stats: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        """``u (..., d)`` standardized by ``stats`` (mean, RMS; default the running ones)."""
-        center, scale = stats or (self.center, self.scale)
-        z = (u - center) / scale if self.standardize else u
-        return F.normalize(z, dim=-1) if self.l2 else z
+    def _running(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The running statistics as ``(mean (d,), to codes, from codes)``."""
+        if self.whiten:
+            return (self.center, *_whitening(self.covariance))
+        return self.center, 1 / self.scale, self.scale
+
+    def _standardized(self, u: Tensor, stats: tuple[Tensor, ...] | None = None) -> Tensor:
+        """``u (..., d)`` standardized by ``stats`` (see :meth:`_track`; default the running
+        ones)."""
+        if self.standardize:
+            center, forward, _ = stats or self._running()
+            u = _apply(u - center, forward)
+        return F.normalize(u, dim=-1) if self.l2 else u
 
     def project(self, x: Tensor) -> Tensor:
         """Inputs ``(..., D)`` into the codebook's coordinates ``(..., d)``."""
         return self._standardized(self.in_proj(x))
 
-    def _output(self, entries: Tensor, stats: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def _output(self, entries: Tensor, stats: tuple[Tensor, ...] | None = None) -> Tensor:
         """Entries ``(..., d)`` in the codebook's coordinates -> input space ``(..., D)``."""
         if self.standardize and not self.l2:  # l2 codes are directions: out_proj reads them
-            center, scale = stats or (self.center, self.scale)
-            entries = center + scale * entries
+            center, _, inverse = stats or self._running()
+            entries = center + _apply(entries, inverse)
         return self.out_proj(entries)
 
     @torch.no_grad()
-    def _track(self, u: Tensor, decay: float) -> tuple[Tensor, Tensor]:
-        """The mean ``(d,)`` and RMS ``()`` of ``u (N, d)`` (over every rank); moves the
-        running ones toward them (``decay=0``: sets them)."""
+    def _track(self, u: Tensor, decay: float) -> tuple[Tensor, Tensor, Tensor]:
+        """The statistics of ``u (N, d)`` (over every rank) as ``(mean (d,), to codes, from
+        codes)``: the transforms are ``1 / RMS`` and ``RMS`` (scalars), or under ``whiten`` the
+        covariance's inverse square root and square root ``(d, d)``. Moves the running ones
+        toward them (``decay=0``: sets them)."""
         count = _all_reduce(u.new_full((), u.shape[0]).float())
         mean = _all_reduce(u.float().sum(0)) / count
-        var = _all_reduce((u.float() - mean).pow(2).sum()) / (count * u.shape[1])
-        scale = var.sqrt().clamp(min=1e-6)
-        # New tensors, not in place: an earlier forward's graph still divides by the old ones.
+        centered = u.float() - mean
+        # New tensors, not in place: an earlier forward's graph still reads the old ones.
         self.center = torch.lerp(self.center, mean, 1 - decay)
+        if self.whiten:
+            covariance = _all_reduce(centered.t() @ centered) / count  # (d, d)
+            self.covariance = torch.lerp(self.covariance, covariance, 1 - decay)
+            return (mean, *_whitening(covariance))
+        var = _all_reduce(centered.pow(2).sum()) / (count * u.shape[1])
+        scale = var.sqrt().clamp(min=1e-6)
         self.scale = torch.lerp(self.scale, scale, 1 - decay)
-        return mean, scale
+        return mean, 1 / scale, scale
 
     def nearest(self, z: Tensor) -> Tensor:
         """Indices ``(N,)`` of the nearest entries to ``z (N, d)`` (fp32 distances)."""
@@ -232,8 +283,11 @@ class VectorQuantizer(nn.Module):
         us = [self.in_proj(x) for x in batches]
         stats = [self._track(u, 0.0) if self.standardize else None for u in us]
         if self.standardize:  # running statistics: the batches' average
-            self.center = torch.stack([m for m, _ in stats]).mean(0)
-            self.scale = torch.stack([s for _, s in stats]).mean(0)
+            self.center = torch.stack([st[0] for st in stats]).mean(0)
+            if self.whiten:  # each batch's covariance is its transform's inverse squared
+                self.covariance = torch.stack([st[2] @ st[2] for st in stats]).mean(0)
+            else:
+                self.scale = torch.stack([st[2] for st in stats]).mean(0)
         zs = [self._standardized(u, st) for u, st in zip(us, stats, strict=True)]
         self._init(torch.cat(zs))
         book = self.codebook()

@@ -3,8 +3,12 @@ by EMA and restart dead entries, and quantizer dropout gives every bitrate from 
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 
 from suite.codecs.quantize import GroupResidualVQ, ResidualVQ, VectorQuantizer, kmeans
 
@@ -22,6 +26,10 @@ def _data(n: int = 512, seed: int = 0) -> torch.Tensor:
 QUANTIZERS = {
     "rvq": lambda: ResidualVQ(DIM, 4, 32),
     "rvq-factorized-l2": lambda: ResidualVQ(DIM, 4, 32, codebook_dim=4, l2_normalize=True),
+    "rvq-factorized-l2-whitened": lambda: ResidualVQ(
+        DIM, 4, 32, codebook_dim=4, l2_normalize=True, whiten=True
+    ),
+    "rvq-whitened": lambda: ResidualVQ(DIM, 4, 32, whiten=True),
     "grvq": lambda: GroupResidualVQ(DIM, 4, 32, groups=2),
 }
 
@@ -54,9 +62,7 @@ def test_codebooks_learn_and_more_stages_reconstruct_better(name):
     x = _data()
     # EMA moves the codebooks; the factorized projections learn from the reconstruction loss,
     # as a decoder's loss trains them in a codec.
-    optimizer = (
-        torch.optim.Adam(quantizer.parameters(), lr=3e-2) if name == "rvq-factorized-l2" else None
-    )
+    optimizer = torch.optim.Adam(quantizer.parameters(), lr=3e-2) if "factorized" in name else None
     for _ in range(60):
         out = quantizer(x, num_quantizers=torch.full((4,), quantizer.num_quantizers))
         if optimizer is not None:
@@ -213,3 +219,55 @@ def test_group_residual_vq_warms_up_every_group_then_starts_them():
     layers = [layer for rvq in quantizer.rvqs for layer in rvq.layers]
     assert all(bool(layer.initialized) for layer in layers)
     assert out.stats["g0_q0_perplexity"] > 4 and out.stats["g1_q0_perplexity"] > 4
+
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes" / "codec").glob("*.yaml"))
+
+
+def _fresh_encoder_latent(step: int, dim: int, n: int = 800) -> torch.Tensor:
+    """``(1, n, dim)``: what a freshly initialized SEANet hands its quantizer in its first Adam
+    steps (measured on speech, the ``small`` preset): an offset with a small spread, most of the
+    variance on one direction that takes more of it every step (80% to 99%), the whole growing
+    by 15% per step, and a new batch every step."""
+    g = torch.Generator().manual_seed(1)
+    basis = torch.linalg.qr(torch.randn(dim, dim, generator=g))[0]
+    offset = 0.07 * torch.randn(dim, generator=g)
+    share = 1 - 0.2 * 0.85**step  # of the variance on the first direction
+    spread = torch.full((dim,), math.sqrt((1 - share) / (dim - 1)))
+    spread[0] = math.sqrt(share)
+    x = 0.1 * spread * torch.randn(n, dim, generator=torch.Generator().manual_seed(100 + step))
+    return (1.15**step * (offset + x @ basis.t()))[None]
+
+
+def _usage(vq: VectorQuantizer, dim: int, steps: int = 30) -> list[float]:
+    """Stage perplexity over the frames of each training batch of that latent."""
+    torch.manual_seed(0)
+    vq.train()
+    with torch.no_grad():
+        return [vq(_fresh_encoder_latent(step, dim))[3]["perplexity"] for step in range(steps)]
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_the_recipes_codebooks_stay_in_use_on_a_fresh_encoders_latent(recipe):
+    # Each recipe's codebook options, at the latent width one codebook of its `small` preset
+    # sees (64, split among the groups), keep hundreds of its 1024 entries in use per batch of
+    # 800 frames: low-dimensional l2-normalized codes leave no entry nearer to every input than
+    # the rest, and whitening keeps a latent that piles onto one direction spread over them.
+    codec = yaml.safe_load(recipe.read_text())["model"]["codec"]
+    keys = ("codebook_dim", "l2_normalize", "whiten", "dead_threshold")
+    options = {k: codec[k] for k in keys if k in codec}
+    dim = 64 // codec.get("groups", 1)
+    usage = _usage(VectorQuantizer(dim, 1024, **options), dim)
+    assert min(usage[1:]) > 300, [round(u) for u in usage]
+
+
+def test_full_width_codebooks_collapse_on_a_fresh_encoders_latent():
+    # The failure the recipes' options avoid: 64-dimensional EMA codes (standardized by one
+    # RMS) fall from ~600 entries in use to ~30 at the next batch, as in real training runs
+    # (the entries k-means put on single inputs lose every frame to the few that average many,
+    # which lie nearer the cloud's centre); 8-dimensional l2 codes without whitening follow the
+    # latent onto its one direction.
+    dim = 64
+    assert max(_usage(VectorQuantizer(dim, 1024), dim)[1:10]) < 80
+    narrow = _usage(VectorQuantizer(dim, 1024, codebook_dim=8, l2_normalize=True), dim)
+    assert min(narrow[20:]) < 100
