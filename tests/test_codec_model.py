@@ -5,13 +5,17 @@ parameter, the discriminators only after the recipe's warm-up."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 
 from suite import registry
 from suite.interfaces import Batch, StreamingCodec, check_codes
 
 SR = 16000
+RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "codec"
 # (name, options): every registered codec, plus the quantizer variants of seanet.
 CODECS = [(name, {}) for name in registry.list_codecs()] + [
     ("seanet", {"groups": 2}),
@@ -158,3 +162,47 @@ def test_the_generator_does_not_train_the_discriminators_and_vice_versa():
     # ... and the discriminators' loss alone does not reach the codec.
     only_disc = grads(gen, mel=0.0, stft=0.0, commitment=0.0)
     assert all(g is None or not g.abs().sum() for g in only_disc)
+
+
+def _speechlike(step: int, batch: int = 8, samples: int = 8000) -> torch.Tensor:
+    """``(batch, samples)``: harmonic tones gliding in pitch, switched on and off with noise
+    between, at levels from -34 to -10 dBFS; a new batch per step."""
+    g = torch.Generator().manual_seed(step)
+    t = torch.arange(samples) / SR
+    f0 = 100 + 200 * torch.rand(batch, 1, generator=g)
+    phase = 2 * torch.pi * f0 * (1 + 0.5 * torch.rand(batch, 1, generator=g) * t) * t
+    voiced = sum(torch.sin(k * phase) / k for k in range(1, 6))
+    on = (torch.sin(2 * torch.pi * (2 + 4 * torch.rand(batch, 1, generator=g)) * t) > 0).float()
+    noise = torch.randn(batch, samples, generator=g)
+    level = 0.02 + 0.3 * torch.rand(batch, 1, generator=g)
+    return level * (0.3 * on * voiced + 0.1 * (1 - on) * noise)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_training_with_the_recipes_quantizer_keeps_the_first_codebook_in_use(recipe):
+    # The tiny codec with each recipe's quantizer options, trained as the trainer does (AdamW,
+    # the recipes' betas, a 5-step warm-up to 3e-4, clipping): its first codebook keeps a
+    # quarter of its 64 entries in use per batch of 200 frames while the mel loss falls. With
+    # the options the recipes had before (64-dimensional EMA codes) it falls to 2-3 entries
+    # within 20 steps on the same signals.
+    spec = yaml.safe_load(recipe.read_text())["model"]["codec"]
+    keys = ("groups", "codebook_dim", "l2_normalize", "whiten", "dead_threshold")
+    codec = _codec("seanet", {k: spec[k] for k in keys if k in spec}, discriminator_channels=0)
+    codec.train()
+    optimizer = torch.optim.AdamW(codec.parameters(), lr=3e-4, betas=(0.8, 0.99))
+    key = "g0_q0_perplexity" if spec.get("groups", 1) > 1 else "q0_perplexity"
+    usage, mel = [], []
+    for step in range(30):
+        for group in optimizer.param_groups:
+            group["lr"] = 3e-4 * min(1.0, (step + 1) / 5)
+        audio = _speechlike(step)
+        terms = codec.loss(Batch(inputs=audio, lengths=torch.full((8,), 8000), ids=[""] * 8))
+        optimizer.zero_grad()
+        terms["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(codec.parameters(), 10.0)
+        optimizer.step()
+        usage.append(float(terms[key]))
+        mel.append(float(terms["mel"]))
+    assert sorted(usage[10:])[10] > 16, [round(u) for u in usage]  # the median of steps 10-29
+    assert sum(mel[-5:]) < sum(mel[:5])
