@@ -78,8 +78,9 @@ def utterances(texts: list[str], tokenizer, dim: int = 16, frames: int = 12) -> 
 class FrameEncoder(torch.nn.Module):
     """A per-frame MLP standing in for an encoder (no context: the head must do the work)."""
 
-    def __init__(self, dim: int = 16, out: int = 24) -> None:
+    def __init__(self, dim: int = 16, out: int = 24, seed: int = 0) -> None:
         super().__init__()
+        torch.manual_seed(seed)  # its weights must not depend on the tests that ran before
         self.net = torch.nn.Sequential(torch.nn.Linear(dim, out), torch.nn.Tanh())
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from suite.demo import demo_utterances
+from suite.demo import open_demo_utterances
 from suite.model import resolve
 from suite.tasks.asr.evaluation import score
 
@@ -32,9 +32,10 @@ LEAD, TAIL = 0.5, 1.0  # seconds of silence around the sentence
 
 @pytest.fixture(scope="module")
 def sentence(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, float]:
-    """A sentence never used in training, in a training voice, as a 16-bit PCM mono wav."""
-    text, audio, _voice, seen = demo_utterances(1)[0]
-    assert seen
+    """An open-domain sentence never used in training, in a held-out espeak-ng voice, as a
+    16-bit PCM mono wav."""
+    held_out = [u for u in open_demo_utterances(6, real=0) if u.group == "held-out voice"]
+    text, audio = held_out[0].text, held_out[0].audio
     audio = np.concatenate([np.zeros(int(LEAD * SR)), audio, np.zeros(int(TAIL * SR))])
     path = tmp_path_factory.mktemp("speech") / "sentence.wav"
     sf.write(path, audio, SR, subtype="PCM_16")  # what Chromium's fake capture device reads
