@@ -4,8 +4,9 @@ Importing this package registers the built-in codecs (``seanet``: a causal SEANe
 residual or group-residual quantizer).
 """
 
+from suite.codecs.group_quantize import GroupResidualVQ
 from suite.codecs.model import CodecState, LossWeights, NeuralCodec, seanet_codec
-from suite.codecs.quantize import GroupResidualVQ, QuantizerOutput, ResidualVQ, VectorQuantizer
+from suite.codecs.quantize import QuantizerOutput, ResidualVQ, VectorQuantizer
 
 __all__ = [
     "CodecState",

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from suite import registry
+from suite.codecs.group_quantize import GroupResidualVQ
 from suite.codecs.losses import (
     MultiPeriodDiscriminator,
     MultiResolutionSTFTLoss,
@@ -33,7 +34,7 @@ from suite.codecs.losses import (
     feature_matching_loss,
     generator_loss,
 )
-from suite.codecs.quantize import GroupResidualVQ, ResidualVQ
+from suite.codecs.quantize import ResidualVQ
 from suite.codecs.seanet import SEANetDecoder, SEANetEncoder, State
 from suite.interfaces import Batch, StreamingCodec, check_codes
 

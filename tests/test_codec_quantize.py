@@ -10,7 +10,8 @@ import pytest
 import torch
 import yaml
 
-from suite.codecs.quantize import GroupResidualVQ, ResidualVQ, VectorQuantizer, kmeans
+from suite.codecs.group_quantize import GroupResidualVQ
+from suite.codecs.quantize import ResidualVQ, VectorQuantizer, kmeans
 
 DIM = 16
 
