@@ -142,18 +142,18 @@ class CaptionTask(Task):
         return train_tokenizer(recipe.model.tokenizer, texts, directory)
 
     def dataset(self, recipe: Recipe, model: nn.Module, training: bool, seed: int) -> Any:
-        from suite.tasks.caption.audio_data import AudioCaptionDataset
+        from suite.tasks.caption.audio_data import audio_caption_batch
         from suite.tasks.caption.dataset import CaptionDataset
-        from suite.tasks.caption.video_data import VideoCaptionDataset
+        from suite.tasks.caption.video_data import video_caption_batch
 
         train = getattr(self, "_train", None) or self.load_split(recipe, "train")
         # Its own frontend: images and features are prepared on the CPU, in the data loader's
         # workers.
         frontend = registry.create_from_spec("frontend", recipe.model.frontend)
         if isinstance(train, SoundManifest):
-            return AudioCaptionDataset(train, frontend, model.tokenizer, training)
+            return CaptionDataset(train, frontend, model.tokenizer, training, audio_caption_batch)
         if isinstance(train, ClipManifest):
-            return VideoCaptionDataset(train, frontend, model.tokenizer, training)
+            return CaptionDataset(train, frontend, model.tokenizer, training, video_caption_batch)
         return CaptionDataset(train, frontend, model.tokenizer, training)
 
     def sampler(

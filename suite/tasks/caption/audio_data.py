@@ -147,27 +147,3 @@ def audio_caption_batch(
         ids=[scenes[i].id for i in indices],
         prompts=["caption"] * len(texts),
     )
-
-
-class AudioCaptionDataset:
-    """``dataset[(indices, seed)]`` (or ``dataset[indices]``) is an
-    :func:`audio_caption_batch`; in training each batch draws its phrasings from its seed.
-
-    Args:
-        scenes: the split's sound scenes.
-        frontend: the model's audio frontend (features are computed in the loader).
-        tokenizer: the model's tokenizer.
-        training: draw a random phrasing per scene (else the first caption).
-    """
-
-    def __init__(
-        self, scenes: SoundManifest, frontend: Frontend, tokenizer: Tokenizer, training: bool
-    ) -> None:
-        self.scenes, self.frontend, self.tokenizer = scenes, frontend, tokenizer
-        self.training = training
-
-    def __getitem__(self, item: Any) -> Batch:
-        indices, seed = item if isinstance(item, tuple) else (item, 0)
-        return audio_caption_batch(
-            self.scenes, indices, self.frontend, self.tokenizer, seed if self.training else None
-        )

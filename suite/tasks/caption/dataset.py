@@ -6,7 +6,7 @@ Dims legend: B - batch, C/H/W - the frontend's channels and ``input_size``, U - 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -75,28 +75,31 @@ def caption_targets(
 
 
 class CaptionDataset:
-    """``dataset[(indices, seed)]`` (or ``dataset[indices]``) is a :func:`caption_batch`; in
-    training each batch draws its phrasings from its seed.
+    """``dataset[(indices, seed)]`` (or ``dataset[indices]``) is ``make_batch(items, indices,
+    frontend, tokenizer, seed)``; in training each batch draws its phrasings from its seed.
 
     Args:
-        scenes: the split's scenes.
-        frontend: the model's image frontend.
+        items: the split's scenes, sound scenes or clips.
+        frontend: the model's frontend (inputs are prepared in the loader).
         tokenizer: the model's tokenizer.
-        training: draw a random phrasing per scene (else the first caption).
+        training: draw a random phrasing per item (else the first caption).
+        make_batch: the modality's batch function: :func:`caption_batch` (images, the default),
+            ``audio_caption_batch`` or ``video_caption_batch``.
     """
 
     def __init__(
         self,
-        scenes: SceneManifest,
-        frontend: ImageFrontend,
+        items: Any,
+        frontend: Any,
         tokenizer: Tokenizer,
         training: bool,
+        make_batch: Callable[..., Batch] = caption_batch,
     ) -> None:
-        self.scenes, self.frontend, self.tokenizer = scenes, frontend, tokenizer
-        self.training = training
+        self.items, self.frontend, self.tokenizer = items, frontend, tokenizer
+        self.training, self.make_batch = training, make_batch
 
     def __getitem__(self, item: Any) -> Batch:
         indices, seed = item if isinstance(item, tuple) else (item, 0)
-        return caption_batch(
-            self.scenes, indices, self.frontend, self.tokenizer, seed if self.training else None
+        return self.make_batch(
+            self.items, indices, self.frontend, self.tokenizer, seed if self.training else None
         )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from suite.data.videos import ClipManifest
 from suite.frontends.video import VideoFrontend
@@ -55,27 +54,3 @@ def video_caption_batch(
         ids=[clips[i].id for i in indices],
         prompts=["caption"] * len(texts),
     )
-
-
-class VideoCaptionDataset:
-    """``dataset[(indices, seed)]`` (or ``dataset[indices]``) is a :func:`video_caption_batch`;
-    in training each batch draws its phrasings from its seed.
-
-    Args:
-        clips: the split's clips.
-        frontend: the model's video frontend (frames are prepared in the loader).
-        tokenizer: the model's tokenizer.
-        training: draw a random phrasing per clip (else the first caption).
-    """
-
-    def __init__(
-        self, clips: ClipManifest, frontend: VideoFrontend, tokenizer: Tokenizer, training: bool
-    ) -> None:
-        self.clips, self.frontend, self.tokenizer = clips, frontend, tokenizer
-        self.training = training
-
-    def __getitem__(self, item: Any) -> Batch:
-        indices, seed = item if isinstance(item, tuple) else (item, 0)
-        return video_caption_batch(
-            self.clips, indices, self.frontend, self.tokenizer, seed if self.training else None
-        )
