@@ -152,6 +152,29 @@ def test_cli_captions_images_and_evaluates_scene_manifests(package, scenes, caps
     assert "is an image, not a manifest" in capsys.readouterr().err
 
 
+def test_evaluate_json_feeds_the_model_card(package, scenes, capsys, tmp_path):
+    from suite.tasks.caption.card import main as card
+
+    model = str(package / "model")
+    results = tmp_path / "results"
+    results.mkdir()
+    for name, decoding in (("test_beam", "beam"), ("test_greedy", "greedy")):
+        args = ["evaluate", model, str(scenes / "test.jsonl"), "--decoding", decoding, "--json"]
+        assert cli(args) == 0
+        line = capsys.readouterr().out.strip()
+        result = json.loads(line)
+        assert result["scenes"] == 6 and result["decoding"] == decoding
+        assert 0.0 <= result["attribute_accuracy"] <= result["fact_recall"] <= 1.0
+        (results / f"{name}.json").write_text(line)
+    assert card([model, str(results), "--name", "tiny-captioner", "--write"]) == 0
+    text = (package / "model" / "README.md").read_text()
+    row = next(r for r in text.splitlines() if r.startswith("| test, greedy"))
+    assert f"{result['attribute_accuracy']:.1%}" in row and f"{result['cider']:.3f}" in row
+    dev = next(r for r in text.splitlines() if r.startswith("| dev"))
+    assert "| - |" in dev  # not measured shows as a dash, never a number
+    assert "tiny-captioner" in text and "Fashion-MNIST" in text
+
+
 @pytest.mark.slow  # a second captioner: the AED one above checks the shared plumbing
 def test_the_llm_adapter_recipe_trains_and_captions(scenes, tmp_path):
     run = tmp_path / "run"

@@ -76,6 +76,11 @@ class JsonlManifest(Sequence[ItemT]):
             raise cls.error(f"{cls.noun} manifest {path} holds no {cls.plural}")
         return cls(items)
 
+    @classmethod
+    def from_dicts(cls, rows: Iterable[dict[str, Any]]) -> Self:
+        """The rows given as the decoded lines of a ``.jsonl`` manifest."""
+        return cls(cls._item(dict(row)) for row in rows)
+
     def __len__(self) -> int:
         return len(self._items)
 

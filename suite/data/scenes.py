@@ -431,7 +431,9 @@ def _png(image: np.ndarray) -> bytes:
 _POOLS: dict[tuple[str, str], ObjectPool] = {}
 
 
-def _pool(config: SceneConfig, split: str) -> ObjectPool | None:
+def object_pool(config: SceneConfig, split: str) -> ObjectPool | None:
+    """The object images of `split`'s scenes (None when the scenes hold shapes only), read once
+    per process and settings."""
     if not set(config.sources) - {"shape"}:
         return None
     key = (json.dumps(asdict(config), sort_keys=True), split)
@@ -449,7 +451,7 @@ def write_shard(out: str, config: SceneConfig, split: str, shard: int) -> Path:
         return part
     comps = load_compositions(Path(out))
     held = {k: set(v) for k, v in comps.items()}
-    pool = _pool(config, split)
+    pool = object_pool(config, split)
     start = shard * config.shard_size
     stop = min(start + config.shard_size, config.counts[split])
     lines = []
@@ -496,7 +498,7 @@ def write_scenes(
     atomic_write_text(out / "compositions.json", json.dumps(comps, indent=2) + "\n")
     for split in SPLITS:  # a missing source fails here, before workers start
         if config.counts.get(split):
-            _pool(config, split)
+            object_pool(config, split)
     manifests = write_shards(out, config, config.counts, config.shard_size, write_shard, jobs)
     for split, path in manifests.items():
         # The images alone, as an image manifest (for the mae task: pretraining on the scenes).

@@ -44,9 +44,9 @@ from suite.data.scenes import (
     SIZES,
     SceneConfig,
     _object_patch,
-    _pool,
     add_composition_arguments,
     composition_settings,
+    object_pool,
 )
 from suite.data.shards import SPLITS, check_settings, write_shards
 from suite.data.video_captions import (
@@ -319,7 +319,7 @@ def write_shard(out: str, config: VideoConfig, split: str, shard: int) -> Path:
     if part.is_file():
         return part
     held = json.loads((Path(out) / "compositions.json").read_text())
-    pool = _pool(config.scenes(), split)
+    pool = object_pool(config.scenes(), split)
     start = shard * config.shard_size
     stop = min(start + config.shard_size, config.counts[split])
     lines, arrays = [], {}
@@ -357,7 +357,7 @@ def write_videos(
     atomic_write_text(out / "compositions.json", json.dumps(held, indent=2) + "\n")
     for split in SPLITS:  # a missing source fails here, before workers start
         if config.counts.get(split):
-            _pool(config.scenes(), split)
+            object_pool(config.scenes(), split)
     manifests = write_shards(out, config, config.counts, config.shard_size, write_shard, jobs)
     for split, path in manifests.items():
         log(f"{path}: {config.counts[split]} clips")

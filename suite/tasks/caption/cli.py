@@ -4,6 +4,7 @@ package reads), and what ``suite evaluate`` does with a caption package."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -153,12 +154,29 @@ def evaluate(args: argparse.Namespace) -> int:
     scores = CaptionTask().score(model, scenes, **_options(args))
     out = Path(args.results or manifest.with_name(manifest.name.split(".")[0] + ".results.jsonl"))
     write_rows(scores, out)
+    novel = [row for row in scores.rows if row["novel"]]
+    if getattr(args, "json", False):
+        options = _options(args)
+        print(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "manifest": str(manifest),
+                    "scenes": len(scenes),
+                    "held_out_scenes": len(novel),
+                    "decoding": options.get("method", "greedy"),
+                    "beam_size": options.get("beam_size"),
+                    **scores.metrics(),
+                    "results": str(out),
+                }
+            )
+        )
+        return 0
     print(
         f"BLEU-4 {scores.bleu4:.3f}  CIDEr {scores.cider:.3f}  ROUGE-L {scores.rouge_l:.3f}  "
         f"attribute accuracy {scores.attribute_accuracy:.1%}  fact recall "
         f"{scores.fact_recall:.1%}  ({len(scenes)} scenes)"
     )
-    novel = [row for row in scores.rows if row["novel"]]
     if novel and len(novel) < len(scenes):
         right = sum(not row["missing"] for row in novel)
         print(f"  held-out compositions: attribute accuracy {right / len(novel):.1%}")

@@ -102,6 +102,29 @@ def as_image_list(images: Any) -> list[Any]:
     )
 
 
+def prepare_images(model: TaskModel, images: Any, who: str) -> Tensor:
+    """``images`` (see :class:`Captioner`) as the normalized ``(B, C, H, W)`` batch ``model``'s
+    image frontend reads, on its device; ``who`` names the model in errors (an audio array
+    given to an image model, an unreadable file, a float image outside [0, 1], ...)."""
+    if isinstance(images, (np.ndarray, Tensor)):
+        _refuse_audio(images, "the input array", who, batched=True)
+    items = as_image_list(images)
+    if not items:
+        raise UserError("no images given; pass a non-empty list")
+    frontend = model.frontend
+    tensors = []
+    for i, image in enumerate(items):
+        where = str(image) if isinstance(image, (str, Path)) else f"image {i}"
+        _refuse_audio(image, where, who)
+        tensor = _one_image(image, where)
+        try:
+            tensors.append(frontend.prepare(tensor))
+        except UserError as e:
+            raise ImageDataError(f"{where}: {e}") from None
+    device = next(model.parameters()).device
+    return frontend.normalize(torch.stack(tensors).to(device))
+
+
 class Captioner:
     """Captions images, audio or videos with a ``caption`` package's model (:attr:`modality`).
 
@@ -133,22 +156,7 @@ class Captioner:
 
     def prepare(self, images: Any) -> Tensor:
         """Normalized ``(B, C, H, W)`` on the model's device."""
-        if isinstance(images, (np.ndarray, Tensor)):
-            _refuse_audio(images, "the input array", self._who, batched=True)
-        items = as_image_list(images)
-        if not items:
-            raise UserError("no images given; pass a non-empty list")
-        frontend = self.model.frontend
-        tensors = []
-        for i, image in enumerate(items):
-            where = str(image) if isinstance(image, (str, Path)) else f"image {i}"
-            _refuse_audio(image, where, self._who)
-            tensor = _one_image(image, where)
-            try:
-                tensors.append(frontend.prepare(tensor))
-            except UserError as e:
-                raise ImageDataError(f"{where}: {e}") from None
-        return frontend.normalize(torch.stack(tensors).to(self.device))
+        return prepare_images(self.model, images, self._who)
 
     @torch.inference_mode()
     def caption(
