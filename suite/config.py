@@ -77,6 +77,9 @@ class DataConfig:
     segment: float = 1.0
     generated_sentences: int = 0
     generator_seed: int = 1
+    # Image classification: the share of each class's training images whose labels are used
+    # (seeded; e.g. 0.1 for 10% of the labels), the rest left out.
+    label_fraction: float = 1.0
 
     def manifest(self, split: str) -> Path:
         """Path of the cut manifest of ``split`` (``train``, ``dev`` or ``test``); for a mixed

@@ -7,8 +7,9 @@ from what an encoder declares:
 * image encoders expose ``input_size = (C, H, W)`` and take ``(B, C, H, W)`` with full lengths;
 * video encoders expose ``input_size = (N, C, H, W)`` and take whole clips ``(B, N, C, H, W)``.
 
-Heads are built as ``create_head(name, input_dim=..., vocab_size=...)`` (plus their ``tiny``
-preset when they have one) and tested over every encoder: heads x encoders.
+Heads are built as ``create_head(name, input_dim=..., vocab_size=...)`` (a classifier with as
+many ``labels`` instead; plus their ``tiny`` preset when they have one) and tested over every
+encoder: heads x encoders.
 
 Streaming encoders (subclasses of ``StreamingEncoder``) also stream with ``causal=True`` and a
 chunked context: any chunking of a batch of streams of different ages reproduces ``forward``.
@@ -214,8 +215,12 @@ def test_lookahead_context_is_refused_where_it_is_not_built():
 
 
 def tiny_head(name: str, input_dim: int) -> torch.nn.Module:
+    """A head over ``VOCAB`` outputs: tokens, or for a classifier (``labels``) classes."""
     preset = "tiny" if "tiny" in registry.presets("head", name) else None
     torch.manual_seed(0)
+    if "labels" in inspect.signature(registry.lookup("head", name)).parameters:
+        labels = [f"class{k}" for k in range(VOCAB)]
+        return suite.create_head(name, preset=preset, input_dim=input_dim, labels=labels)
     return suite.create_head(name, preset=preset, input_dim=input_dim, vocab_size=VOCAB)
 
 

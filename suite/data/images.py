@@ -252,6 +252,24 @@ class ImageManifest(Sequence[ImageItem]):
         rest = [i for i in range(len(self)) if i not in chosen]
         return self.subset(rest), self.subset(sorted(chosen))
 
+    def per_class(self, fraction: float, seed: int = 0) -> ImageManifest:
+        """``fraction`` of each label's items (at least one each), drawn by ``seed``, in
+        manifest order: the labelled share of a semi-supervised split (e.g. 10% of CIFAR-10's
+        training labels, 500 images per class). Every item needs a label."""
+        if not 0 < fraction <= 1:
+            raise ImageDataError(f"the labelled fraction must be in (0, 1], got {fraction}")
+        by_label: dict[str, list[int]] = {}
+        for index, item in enumerate(self._items):
+            if item.label is None:
+                raise ImageDataError(f"image {item.id} has no label; a labelled split needs one")
+            by_label.setdefault(item.label, []).append(index)
+        rng = random.Random(seed)
+        chosen = []
+        for label in sorted(by_label):
+            indices = by_label[label]
+            chosen += rng.sample(indices, max(1, round(fraction * len(indices))))
+        return self.subset(sorted(chosen))
+
     # --- images ---------------------------------------------------------------------------
     def load(self, index: int) -> Tensor:
         """The image of item ``index``, ``uint8 (C, H, W)``."""

@@ -26,19 +26,33 @@ from torch import Tensor, nn
 
 from suite import registry
 from suite.config import ModelConfig, Recipe
-from suite.data.images import ImageManifest, load_image_manifest, read_image
+from suite.data.images import ImageManifest, read_image
 from suite.encoders.mae import MaskedAutoencoder, build_mae
 from suite.errors import UserError
 from suite.frontends.image import ImageFrontend
 from suite.interfaces import EncoderOutput, Tokenizer
 from suite.tasks.base import IndexSampler, Task
-from suite.tasks.mae.dataset import ImageDataset
+from suite.tasks.mae.dataset import ImageDataset, image_split
 from suite.tasks.mae.evaluation import reconstruction_grid, reconstruction_loss, write_png
 
-__all__ = ["ImageAutoencoder", "MaeTask", "build_mae_model"]
+__all__ = ["ImageAutoencoder", "MaeTask", "build_mae_model", "decay_groups"]
 
 # Tokens that weight decay leaves alone besides biases and gains (as MAE and timm).
 _NO_DECAY = ("pos_embed", "cls_token", "reg_token", "mask_token")
+
+
+def decay_groups(model: nn.Module) -> list[dict[str, Any]]:
+    """AdamW groups with weight decay on weight matrices and kernels only (not on norms,
+    biases, positions or class and mask tokens), as MAE and timm; frozen parameters left out."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+    def decays(name: str, param: Tensor) -> bool:
+        return param.dim() >= 2 and not name.endswith(_NO_DECAY)
+
+    return [
+        {"params": [p for n, p in named if decays(n, p)]},
+        {"params": [p for n, p in named if not decays(n, p)], "weight_decay": 0.0},
+    ]
 
 
 def build_mae_model(spec: dict[str, Any]) -> MaskedAutoencoder:
@@ -66,21 +80,6 @@ def build_mae_model(spec: dict[str, Any]) -> MaskedAutoencoder:
     return model
 
 
-def _split(recipe: Recipe, split: str, held_out: int) -> ImageManifest | None:
-    """The images of ``split``. When ``data.dev`` names the training source itself, the dev
-    split is a seeded sample of ``held_out`` training images, and training never sees them."""
-    data = recipe.data
-    path = data.single_manifest(split, "mae")
-    shared = split in ("train", "dev") and data.manifest("dev") == data.manifest("train")
-    if split != "train" and not path.exists():
-        return None
-    items = load_image_manifest(path)
-    if not shared:
-        return items
-    rest, held = items.split(min(held_out, len(items) // 2), seed=0)
-    return rest if split == "train" else held
-
-
 @registry.register("task", "mae")
 class MaeTask(Task):
     """Masked-autoencoder pretraining; see the module docstring.
@@ -97,7 +96,7 @@ class MaeTask(Task):
     grid_images = 8
 
     def load_split(self, recipe: Recipe, split: str) -> ImageManifest | None:
-        items = _split(recipe, split, self.eval_items)
+        items = image_split(recipe, split, self.eval_items, self.name)
         if split == "train":
             self._train = items
         return items
@@ -124,17 +123,7 @@ class MaeTask(Task):
         return build_mae_model(spec)
 
     def optimizer_groups(self, model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-        """Weight decay on weight matrices and kernels only (not on norms, biases, positions
-        or class and mask tokens), as MAE."""
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-
-        def decays(name: str, param: Tensor) -> bool:
-            return param.dim() >= 2 and not name.endswith(_NO_DECAY)
-
-        return [
-            {"params": [p for n, p in named if decays(n, p)]},
-            {"params": [p for n, p in named if not decays(n, p)], "weight_decay": 0.0},
-        ]
+        return decay_groups(model)
 
     def describe(self, config: ModelConfig) -> str:
         mae = dict(config.mae)

@@ -11,7 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from suite.data.images import ImageManifest
+from suite.config import Recipe
+from suite.data.images import ImageManifest, load_image_manifest
 from suite.errors import UserError
 from suite.frontends.image import ImageFrontend
 from suite.interfaces import Batch
@@ -61,6 +62,22 @@ def mae_augment(size: tuple[int, int], min_scale: float = 0.35) -> Augment:
             T.RandomHorizontalFlip(),
         ]
     )
+
+
+def image_split(recipe: Recipe, split: str, held_out: int, task: str) -> ImageManifest | None:
+    """The images of ``split`` (``None`` for a missing dev or test source). When ``data.dev``
+    names the training source itself, the dev split is a seeded sample of ``held_out`` training
+    images, and training never sees them (so checkpoints are never chosen on test images)."""
+    data = recipe.data
+    path = data.single_manifest(split, task)
+    shared = split in ("train", "dev") and data.manifest("dev") == data.manifest("train")
+    if split != "train" and not path.exists():
+        return None
+    items = load_image_manifest(path)
+    if not shared:
+        return items
+    rest, held = items.split(min(held_out, len(items) // 2), seed=0)
+    return rest if split == "train" else held
 
 
 class ImageDataset:
