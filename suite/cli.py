@@ -93,6 +93,21 @@ def _models(args: argparse.Namespace) -> None:
         out = attach_lm(resolve(args.model), args.lm, args.out, args.head, dtype, **given)
         print(f"wrote {out}: its CTC head decodes with {args.lm} ({args.out}/README.md)")
         return
+    if args.models_command == "copy":
+        import torch
+
+        from suite.model import load_package, package_task, resolve, save_package
+
+        source = resolve(args.model)
+        dtype = None if args.weights_dtype == "float32" else getattr(torch, args.weights_dtype)
+        model = load_package(source)
+        card = (source / "README.md").read_text() if (source / "README.md").is_file() else None
+        out = save_package(
+            model, args.out, card=card, task=package_task(source), weights_dtype=dtype
+        )
+        size = (out / "model.safetensors").stat().st_size / 1e6
+        print(f"wrote {out} ({args.weights_dtype} parameters, {size:.1f} MB)")
+        return
     for name, task in suite.list_models().items():
         print(f"{name}\t{task}")
 
@@ -292,6 +307,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="store the parameters in this dtype (float16: half the size; loading casts back)",
     )
     add_beam_options(attach)
+    copy = models_commands.add_parser(
+        "copy", help="copy a model package of any task, its parameters in another dtype"
+    )
+    copy.add_argument("model", help="a shipped model name or a package folder")
+    copy.add_argument("--out", required=True, help="the new package folder")
+    copy.add_argument(
+        "--weights-dtype",
+        choices=("float32", "float16", "bfloat16"),
+        default="float16",
+        help="store the parameters in this dtype (default float16: half the size; loading "
+        "casts back)",
+    )
     models.set_defaults(func=_models)
 
     bench = commands.add_parser("bench", help="run a benchmark (results go in BENCHMARKS.md)")
