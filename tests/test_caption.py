@@ -175,6 +175,44 @@ def test_evaluate_json_feeds_the_model_card(package, scenes, capsys, tmp_path):
     assert "tiny-captioner" in text and "Fashion-MNIST" in text
 
 
+def test_a_package_copies_in_half_precision_and_captions_alike(package, scenes, capsys):
+    from safetensors import safe_open
+
+    manifest = SceneManifest.from_jsonl(scenes / "test.jsonl")
+    half = package / "half"
+    assert cli(["models", "copy", str(package / "model"), "--out", str(half)]) == 0
+    assert "float16" in capsys.readouterr().out
+    with safe_open(str(half / "model.safetensors"), framework="pt") as f:
+        dtypes = {f.get_tensor(k).dtype for k in f.keys()}  # noqa: SIM118
+    assert torch.float16 in dtypes
+    full_size = (package / "model" / "model.safetensors").stat().st_size
+    assert (half / "model.safetensors").stat().st_size < 0.6 * full_size
+    images = [manifest.load(i) for i in range(len(manifest))]
+    ours = suite.load(half)
+    assert next(ours.model.parameters()).dtype == torch.float32  # cast back on loading
+    before = suite.load(package / "model").caption(images)
+    same = sum(a == b for a, b in zip(ours.caption(images), before, strict=True))
+    assert same >= len(images) - 1
+
+
+def test_the_demo_captions_the_test_split_s_held_out_scenes(package, scenes, capsys):
+    from suite.demo import demo_scenes, run_captioning
+
+    config = SceneConfig(size=32, sources=["shape"], counts={"test": 6})
+    manifest = SceneManifest.from_jsonl(scenes / "test.jsonl")
+    composed = demo_scenes(3, config)
+    for index, (image, item) in enumerate(composed):
+        assert np.array_equal(image, manifest.load(index).permute(1, 2, 0).numpy())
+        assert item.caption == manifest[index].caption and item.facts() == manifest[index].facts()
+        assert item.novel  # every test scene shows a held-out composition
+    accuracy = run_captioning(str(package / "model"), 3, config)
+    out = capsys.readouterr().out
+    assert out.count("REF: ") == out.count("HYP: ") == 3
+    hypotheses = [line.split("HYP: ", 1)[1] for line in out.splitlines() if "HYP: " in line]
+    expected = score_captions(manifest[:3], hypotheses).attribute_accuracy
+    assert accuracy == expected and f"attribute accuracy {expected:.0%}" in out
+
+
 @pytest.mark.slow  # a second captioner: the AED one above checks the shared plumbing
 def test_the_llm_adapter_recipe_trains_and_captions(scenes, tmp_path):
     run = tmp_path / "run"
