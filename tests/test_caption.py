@@ -18,6 +18,7 @@ import suite
 from suite.cli import main as cli
 from suite.config import load_recipe
 from suite.data.images import ImageDataError
+from suite.data.scene_captions import caption_facts
 from suite.data.scenes import SceneConfig, SceneManifest, write_scenes
 from suite.tasks.caption import Captioner
 from suite.tasks.caption.evaluation import score_captions
@@ -211,6 +212,23 @@ def test_the_demo_captions_the_test_split_s_held_out_scenes(package, scenes, cap
     hypotheses = [line.split("HYP: ", 1)[1] for line in out.splitlines() if "HYP: " in line]
     expected = score_captions(manifest[:3], hypotheses).attribute_accuracy
     assert accuracy == expected and f"attribute accuracy {expected:.0%}" in out
+
+
+def test_the_shipped_captioner_writes_grammar_captions_of_shape_scenes():
+    """default-captioner loads by name, within the package size limit, with its card, and
+    captions scenes of shapes (no dataset needed) in the scene grammar."""
+    from suite.demo import demo_scenes
+    from suite.model import resolve
+
+    package = resolve("default-captioner")
+    assert (package / "model.safetensors").stat().st_size < 30e6
+    assert "## Results" in (package / "README.md").read_text()
+    captioner = suite.load("default-captioner")
+    scenes = demo_scenes(6, SceneConfig(sources=["shape"]))
+    captions = captioner.caption([image for image, _ in scenes])
+    assert all(caption_facts(c) for c in captions)  # every caption parses as the grammar
+    found = [caption_facts(c) & item.facts() for c, (_, item) in zip(captions, scenes, strict=True)]
+    assert sum(map(len, found)) > 0  # and states some of the scenes' facts
 
 
 @pytest.mark.slow  # a second captioner: the AED one above checks the shared plumbing

@@ -131,10 +131,15 @@ def test_a_registered_task_trains_exports_and_loads_through_the_shared_parts(tmp
 
 
 def test_builtin_tasks_are_registered_with_their_metric():
-    assert {"asr", "lm"} <= set(registry.names("task"))
+    assert {"asr", "lm", "caption", "classify"} <= set(registry.names("task"))
     assert registry.create("task", "asr").metric == ("wer", "min")
     assert registry.create("task", "lm").metric == ("perplexity", "min")
-    assert suite.list_models() == {"default-asr": "asr", "streaming-asr": "asr"}
+    assert registry.create("task", "classify").metric == ("accuracy", "max")
+    assert suite.list_models() == {
+        "default-asr": "asr",
+        "streaming-asr": "asr",
+        "default-captioner": "caption",
+    }
 
 
 def test_index_sampler_shards_one_global_order_across_ranks():
