@@ -56,12 +56,14 @@ class Task(ABC):
         """A map-style dataset: ``dataset[(items, seed)]`` (or ``dataset[items]``) is a
         :class:`~suite.interfaces.Batch`; ``seed`` fixes the batch's random draws."""
 
-    @abstractmethod
     def sampler(
         self, recipe: Recipe, train: Any, model: nn.Module, seed: int, rank: int, world_size: int
     ) -> Any:
         """This rank's batches of training items: ``set_epoch(epoch)``, then iterate. Every
-        rank yields the same number of batches per epoch."""
+        rank yields the same number of batches per epoch. Default: shuffled batches of
+        ``data.batch_size`` items (:class:`IndexSampler`) of a training split that has a
+        length."""
+        return IndexSampler(len(train), recipe.data.batch_size, seed, rank, world_size)
 
     def batch_amount(self, batch: Batch, model: nn.Module) -> float:
         """How much of :attr:`amount` ``batch`` holds (default: its items)."""

@@ -110,13 +110,17 @@ ENGINES = {
 }  # fmt: skip
 
 
-def load_results(results_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """The :data:`RESULT_FILES` that are in ``results_dir``, by key (each a JSON object)."""
+def load_results(
+    results_dir: str | Path, files: dict[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The result ``files`` (default :data:`RESULT_FILES`; key -> file name) that are in
+    ``results_dir``, by key (each the last JSON object of its file)."""
+    files = RESULT_FILES if files is None else files
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise UserError(f"results folder {results_dir} does not exist; run the evaluation first")
     found = {}
-    for key, name in RESULT_FILES.items():
+    for key, name in files.items():
         path = results_dir / name
         if path.is_file() and path.stat().st_size:
             try:
@@ -124,7 +128,7 @@ def load_results(results_dir: str | Path) -> dict[str, dict[str, Any]]:
             except json.JSONDecodeError:
                 raise UserError(f"{path} is not `suite evaluate --json` output") from None
     if not found:
-        raise UserError(f"{results_dir} holds none of {', '.join(RESULT_FILES.values())}")
+        raise UserError(f"{results_dir} holds none of {', '.join(files.values())}")
     return found
 
 

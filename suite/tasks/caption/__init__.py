@@ -47,7 +47,7 @@ from suite.data.videos import ClipManifest
 from suite.errors import UserError
 from suite.interfaces import Batch, Tokenizer
 from suite.model import TaskModel, build_model, model_spec
-from suite.tasks.base import IndexSampler, Task
+from suite.tasks.base import Task
 from suite.tasks.caption.audio_data import SoundManifest, is_sound_manifest
 from suite.tasks.caption.pipeline import Captioner, CaptionSegment, ModalityError
 from suite.tasks.caption.video_data import is_clip_manifest
@@ -155,17 +155,6 @@ class CaptionTask(Task):
         if isinstance(train, ClipManifest):
             return CaptionDataset(train, frontend, model.tokenizer, training, video_caption_batch)
         return CaptionDataset(train, frontend, model.tokenizer, training)
-
-    def sampler(
-        self,
-        recipe: Recipe,
-        train: SceneManifest,
-        model: nn.Module,
-        seed: int,
-        rank: int,
-        world_size: int,
-    ) -> IndexSampler:
-        return IndexSampler(len(train), recipe.data.batch_size, seed, rank, world_size)
 
     def batch_amount(self, batch: Batch, model: nn.Module) -> float:
         if self.amount == "audio_sec":

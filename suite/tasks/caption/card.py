@@ -15,12 +15,12 @@ A result that is missing shows as "-" (not measured), never as a number.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from suite.errors import UserError
+from suite.tasks.asr import card as asr_card
 from suite.tasks.asr.card import describe_package
 
 # Results folder: what each file holds (`suite evaluate ... --json`).
@@ -54,19 +54,8 @@ DATA = (
 
 
 def load_results(results_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """The results folder's JSON objects by key (missing files are left out)."""
-    results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        raise UserError(f"{results_dir}: no such results folder")
-    out = {}
-    for key, name in RESULT_FILES.items():
-        path = results_dir / name
-        if path.is_file():
-            try:
-                out[key] = json.loads(path.read_text())
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}: not a `suite evaluate --json` object ({e})") from None
-    return out
+    """The :data:`RESULT_FILES` that are in ``results_dir``, by key."""
+    return asr_card.load_results(results_dir, RESULT_FILES)
 
 
 def results_table(results: dict[str, dict[str, Any]]) -> str:

@@ -34,7 +34,7 @@ from suite.data.images import ImageManifest, load_image_manifest
 from suite.errors import UserError
 from suite.interfaces import Batch, Tokenizer
 from suite.model import TaskModel, build_model, model_spec
-from suite.tasks.base import IndexSampler, Task
+from suite.tasks.base import Task
 from suite.tasks.mae.dataset import image_batch, image_split, mae_augment
 
 __all__ = ["ClassifyDataset", "ClassifyTask", "ImageClassifier"]
@@ -114,17 +114,6 @@ class ClassifyTask(Task):
     def dataset(self, recipe: Recipe, model: nn.Module, training: bool, seed: int) -> Any:
         train = getattr(self, "_train", None) or self.load_split(recipe, "train")
         return ClassifyDataset(train, model.frontend, _head(model).labels, training)
-
-    def sampler(
-        self,
-        recipe: Recipe,
-        train: ImageManifest,
-        model: nn.Module,
-        seed: int,
-        rank: int,
-        world_size: int,
-    ) -> IndexSampler:
-        return IndexSampler(len(train), recipe.data.batch_size, seed, rank, world_size)
 
     def optimizer_groups(self, model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
         from suite.tasks.mae import decay_groups

@@ -23,7 +23,7 @@ from suite import registry
 from suite.config import ModelConfig, Recipe
 from suite.errors import UserError
 from suite.interfaces import Batch, Tokenizer
-from suite.tasks.base import IndexSampler, Task
+from suite.tasks.base import Task
 from suite.tasks.codec.dataset import crop_dataset, load_split
 from suite.tasks.codec.pipeline import AudioCodec, CodecSession
 
@@ -67,11 +67,6 @@ class CodecTask(Task):
 
     def dataset(self, recipe: Recipe, model: nn.Module, training: bool, seed: int) -> Any:
         return crop_dataset(recipe, load_split(recipe, "train"), model.sample_rate, training)
-
-    def sampler(
-        self, recipe: Recipe, train: CutSet, model: nn.Module, seed: int, rank: int, world_size: int
-    ) -> IndexSampler:
-        return IndexSampler(len(train), recipe.data.batch_size, seed, rank, world_size)
 
     def batch_amount(self, batch: Batch, model: nn.Module) -> float:
         return float(batch.lengths.sum()) / model.sample_rate

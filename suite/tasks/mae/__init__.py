@@ -31,7 +31,7 @@ from suite.encoders.mae import MaskedAutoencoder, build_mae
 from suite.errors import UserError
 from suite.frontends.image import ImageFrontend
 from suite.interfaces import EncoderOutput, Tokenizer
-from suite.tasks.base import IndexSampler, Task
+from suite.tasks.base import Task
 from suite.tasks.mae.dataset import ImageDataset, image_split
 from suite.tasks.mae.evaluation import reconstruction_grid, reconstruction_loss, write_png
 
@@ -104,17 +104,6 @@ class MaeTask(Task):
     def dataset(self, recipe: Recipe, model: nn.Module, training: bool, seed: int) -> Any:
         train = getattr(self, "_train", None) or self.load_split(recipe, "train")
         return ImageDataset(train, model.frontend, training)
-
-    def sampler(
-        self,
-        recipe: Recipe,
-        train: ImageManifest,
-        model: nn.Module,
-        seed: int,
-        rank: int,
-        world_size: int,
-    ) -> IndexSampler:
-        return IndexSampler(len(train), recipe.data.batch_size, seed, rank, world_size)
 
     def build_model(self, config: ModelConfig, tokenizer: Tokenizer | None) -> nn.Module:
         spec = {"frontend": config.frontend, "encoder": config.encoder}
