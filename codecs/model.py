@@ -306,6 +306,7 @@ def seanet_codec(
     codebook_dim: int | None = None,
     l2_normalize: bool = False,
     whiten: bool = False,
+    codebook_update: str = "ema",
     quantizer_dropout: float = 0.5,
     bitrate_stages: list[int] | None = None,
     dead_threshold: float = 0.05,
@@ -329,6 +330,9 @@ def seanet_codec(
         l2_normalize: l2-normalized codes (DAC).
         whiten: codebooks in whitened coordinates (every direction of the input at unit
             variance; see :mod:`suite.codecs.quantize`).
+        codebook_update: ``"ema"`` (EnCodec's moving averages, in standardized coordinates) or
+            ``"gradient"`` (DAC's codebook loss, no data statistics: evaluation codes as
+            training does).
         quantizer_dropout: the probability a training sample drops later stages.
         bitrate_stages: stage counts dropout draws from (default: every count).
         dead_threshold: the fraction of the mean EMA count under which an entry restarts.
@@ -353,6 +357,7 @@ def seanet_codec(
         codebook_dim=codebook_dim,
         l2_normalize=l2_normalize,
         whiten=whiten,
+        update=codebook_update,
         dead_threshold=dead_threshold,
         init_after=quantizer_warmup,
     )

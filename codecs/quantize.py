@@ -15,8 +15,12 @@ What differs from the papers:
 - The decoder sees ``sum_i out_i + (x - sg(x))``: the codewords' value, the encoder's gradient
   straight through once (not once per stage), and each stage's output projection trained by the
   reconstruction loss.
-- Codebooks are EMA-updated (EnCodec) also in the factorized l2-normalized space, where DAC
-  learns them by gradient; entries are normalized when looked up.
+- Codebooks are EMA-updated (EnCodec) by default, also in the factorized l2-normalized space
+  (entries normalized when looked up), or learned by gradient as DAC's (``update="gradient"``:
+  a codebook loss, the search by direction, values unnormalized, no data statistics). The
+  statistics below hold only for EMA codebooks: training standardizes by the batch's, and
+  evaluation by running ones, which with ``whiten`` coded held-out speech with a few entries
+  (``recipes/codec/README.md``); gradient codebooks code alike in both modes.
 - Each codebook lives in standardized coordinates: its input minus its per-channel mean,
   divided by its RMS (the affine reparameterization of Huh et al., "Straightening Out the
   Straight-Through Estimator", 2023, with statistics instead of learned parameters): in training
@@ -175,6 +179,17 @@ class VectorQuantizer(nn.Module):
             one RMS, so every direction has unit variance (see the module docstring). Needs
             ``standardize``.
         epsilon: Laplace smoothing of the counts.
+        update: how entries learn: ``"ema"`` (EnCodec: moving averages of the inputs each
+            entry wins, in standardized coordinates) or ``"gradient"`` (DAC: the entries are a
+            parameter pulled toward their inputs by a codebook loss, and no data statistics
+            are kept, so evaluation codes exactly as training does). As in DAC, under
+            ``l2_normalize`` only the search compares directions: an entry's value, the losses
+            and the output are the unnormalized vectors (gradients through a normalization
+            scale with one over the input's norm, and a codec's small latent made them explode).
+            Under ``"gradient"`` the per-frame ``commitment`` that :meth:`forward` returns is
+            ``beta * |u - sg(e)|^2 + |sg(u) - e|^2`` and ``standardize`` defaults to off.
+        beta: the commitment's weight against the codebook loss under ``"gradient"`` (DAC's
+            0.25).
     """
 
     def __init__(
@@ -186,13 +201,20 @@ class VectorQuantizer(nn.Module):
         decay: float = 0.99,
         kmeans_iters: int = 10,
         dead_threshold: float = 0.05,
-        standardize: bool = True,
+        standardize: bool | None = None,
         whiten: bool = False,
         epsilon: float = 1e-5,
+        update: str = "ema",
+        beta: float = 0.25,
     ) -> None:
         super().__init__()
+        if update not in ("ema", "gradient"):
+            raise ValueError(f"codebook update must be 'ema' or 'gradient', got {update!r}")
+        if standardize is None:
+            standardize = update == "ema"
         if whiten and not standardize:
             raise ValueError("whiten=True needs standardize=True (whitening standardizes)")
+        self.update, self.beta = update, beta
         code_dim = codebook_dim or dim
         self.codebook_size, self.code_dim, self.l2 = codebook_size, code_dim, l2_normalize
         self.decay, self.kmeans_iters = decay, kmeans_iters
@@ -201,7 +223,10 @@ class VectorQuantizer(nn.Module):
         factorized = code_dim != dim
         self.in_proj = nn.Linear(dim, code_dim) if factorized else nn.Identity()
         self.out_proj = nn.Linear(code_dim, dim) if factorized else nn.Identity()
-        self.register_buffer("embed", torch.randn(codebook_size, code_dim))
+        if update == "gradient":  # same state-dict name, learned by the codebook loss
+            self.embed = nn.Parameter(torch.randn(codebook_size, code_dim))
+        else:
+            self.register_buffer("embed", torch.randn(codebook_size, code_dim))
         self.register_buffer("embed_sum", self.embed.clone())
         self.register_buffer("cluster_size", torch.ones(codebook_size))
         self.register_buffer("usage", torch.ones(codebook_size))
@@ -213,8 +238,13 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("covariance", torch.eye(code_dim))  # (d, d), used under ``whiten``
 
     def codebook(self) -> Tensor:
-        """The entries ``(K, d)`` as looked up (normalized under ``l2_normalize``)."""
+        """The entries ``(K, d)`` as searched (normalized under ``l2_normalize``)."""
         return F.normalize(self.embed, dim=-1) if self.l2 else self.embed
+
+    def values(self) -> Tensor:
+        """The entries ``(K, d)`` as decoded: as searched, or under ``update="gradient"`` the
+        unnormalized vectors (in the input's own coordinates)."""
+        return self.embed if self.update == "gradient" else self.codebook()
 
     def _running(self) -> tuple[Tensor, Tensor, Tensor]:
         """The running statistics as ``(mean (d,), to codes, from codes)``."""
@@ -261,6 +291,7 @@ class VectorQuantizer(nn.Module):
         self.scale = torch.lerp(self.scale, scale, 1 - decay)
         return mean, 1 / scale, scale
 
+    @torch.no_grad()
     def nearest(self, z: Tensor) -> Tensor:
         """Indices ``(N,)`` of the nearest entries to ``z (N, d)`` (fp32 distances)."""
         book = self.codebook().float()
@@ -272,7 +303,7 @@ class VectorQuantizer(nn.Module):
 
     def lookup(self, codes: Tensor) -> Tensor:
         """Entries of ``codes (...)`` in input space ``(..., D)``."""
-        return self._output(F.embedding(codes, self.codebook()))
+        return self._output(F.embedding(codes, self.values()))
 
     @torch.no_grad()
     def initialize(self, batches: list[Tensor]) -> list[Tensor]:
@@ -289,13 +320,17 @@ class VectorQuantizer(nn.Module):
             else:
                 self.scale = torch.stack([st[2] for st in stats]).mean(0)
         zs = [self._standardized(u, st) for u, st in zip(us, stats, strict=True)]
-        self._init(torch.cat(zs))
-        book = self.codebook()
+        self._init(torch.cat(zs), torch.cat(us))
+        book = self.values()
         return [self._output(book[self.nearest(z)], st) for z, st in zip(zs, stats, strict=True)]
 
     @torch.no_grad()
-    def _init(self, z: Tensor) -> None:
+    def _init(self, z: Tensor, u: Tensor) -> None:
+        """K-means on the searched vectors ``z (N, d)``; under ``update="gradient"`` with
+        ``l2_normalize`` the directions found take the mean norm of the inputs ``u (N, d)``."""
         centroids = kmeans(z.float(), self.codebook_size, self.kmeans_iters, cosine=self.l2)
+        if self.update == "gradient" and self.l2:
+            centroids = centroids * u.float().norm(dim=-1).mean()  # rank 0's, broadcast below
         self.embed.copy_(_broadcast(centroids))
         share = z.shape[0] / self.codebook_size  # a uniform share of the batch
         self.embed_sum.copy_(self.embed * share)
@@ -306,12 +341,11 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _update(self, z: Tensor, codes: Tensor) -> float:
-        """EMA step on the valid vectors ``z (N, d)`` and their ``codes (N,)``; restarts dead
-        entries. Returns the dead fraction before the restart."""
-        onehot_sum = torch.bincount(codes, minlength=self.codebook_size).to(z.dtype)
-        embed_sum = torch.zeros_like(self.embed).index_add_(0, codes, z.float())
-        _all_reduce(onehot_sum)
-        _all_reduce(embed_sum)
+        """Usage (and under ``"ema"`` the EMA) step on the valid vectors ``z (N, d)``, in the
+        entries' value space (:meth:`values`), and their ``codes (N,)``; restarts dead entries
+        at inputs. Returns the dead fraction before the restart."""
+        onehot_sum = _all_reduce(torch.bincount(codes, minlength=self.codebook_size).to(z.dtype))
+        self.usage.lerp_(onehot_sum, 1 - USAGE_DECAY)
         # A short memory at first (TensorFlow's ExponentialMovingAverage with num_updates):
         # the encoder moves fastest in its first steps, and a 100-step average of where its
         # outputs were would hold the entries there.
@@ -319,11 +353,12 @@ class VectorQuantizer(nn.Module):
         decay = min(self.decay, (1 + steps) / (10 + steps))
         self.updates += 1
         self.cluster_size.lerp_(onehot_sum, 1 - decay)
-        self.usage.lerp_(onehot_sum, 1 - USAGE_DECAY)
-        self.embed_sum.lerp_(embed_sum, 1 - decay)
-        n = self.cluster_size.sum()
-        smoothed = (self.cluster_size + self.epsilon) / (n + self.codebook_size * self.epsilon) * n
-        self.embed.copy_(self.embed_sum / smoothed[:, None])
+        if self.update == "ema":
+            embed_sum = torch.zeros_like(self.embed).index_add_(0, codes, z.float())
+            self.embed_sum.lerp_(_all_reduce(embed_sum), 1 - decay)
+            n = self.cluster_size.sum()
+            smoothed = (self.cluster_size + self.epsilon) / (n + self.codebook_size * self.epsilon)
+            self.embed.copy_(self.embed_sum / (smoothed * n)[:, None])
         dead = self.usage < self.dead_threshold * self.usage.mean()
         fraction = float(dead.float().mean())
         if dead.any():
@@ -360,10 +395,13 @@ class VectorQuantizer(nn.Module):
             if seen.shape[0] > 1:
                 decay = STATS_DECAY if bool(self.initialized) else 0.0
                 batch_stats = self._track(seen.detach(), decay)
-        z = self._standardized(u, batch_stats)  # (B, T, d)
+        z = self._standardized(u, batch_stats)  # (B, T, d), as searched
+        # What the entries stand for: the input itself under "gradient", else as searched.
+        raw = u if self.update == "gradient" else z
         valid = z[mask] if mask is not None else z.reshape(-1, z.shape[-1])  # (N, d)
+        valid_raw = raw[mask] if mask is not None else raw.reshape(-1, raw.shape[-1])
         if self.training and not bool(self.initialized) and valid.shape[0] > 0:
-            self._init(valid.detach())
+            self._init(valid.detach(), valid_raw.detach())
         codes = self.nearest(z.reshape(-1, z.shape[-1])).view(z.shape[:-1])  # (B, T)
         stats: dict[str, float] = {}
         if self.training and valid.shape[0] > 0:
@@ -371,9 +409,13 @@ class VectorQuantizer(nn.Module):
             counts = torch.bincount(used, minlength=self.codebook_size).float()
             p = counts / counts.sum()
             stats["perplexity"] = float(torch.exp(-(p * torch.log(p + 1e-10)).sum()))
-            stats["dead"] = self._update(valid.detach(), used)
-        codeword = F.embedding(codes, self.codebook()).detach()  # (B, T, d)
-        commitment = (z - codeword).pow(2).mean(-1)  # (B, T)
+            stats["dead"] = self._update(valid_raw.detach(), used)
+        entries = F.embedding(codes, self.values())  # (B, T, d)
+        codeword = entries.detach()
+        commitment = (raw - codeword).pow(2).mean(-1)  # (B, T)
+        if self.update == "gradient":  # the codebook loss moves the entries, only them
+            codebook_loss = (raw.detach() - entries).pow(2).mean(-1)
+            commitment = self.beta * commitment + codebook_loss
         return self._output(codeword, batch_stats), codes, commitment, stats
 
 

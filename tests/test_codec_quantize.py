@@ -31,6 +31,9 @@ QUANTIZERS = {
         DIM, 4, 32, codebook_dim=4, l2_normalize=True, whiten=True
     ),
     "rvq-whitened": lambda: ResidualVQ(DIM, 4, 32, whiten=True),
+    "rvq-factorized-l2-gradient": lambda: ResidualVQ(
+        DIM, 4, 32, codebook_dim=4, l2_normalize=True, update="gradient"
+    ),
     "grvq": lambda: GroupResidualVQ(DIM, 4, 32, groups=2),
 }
 
@@ -95,6 +98,35 @@ def test_encode_matches_the_training_forward_and_lower_bitrates_are_prefixes():
         low = quantizer.encode(x, quantizer.bitrate_stages[0])
         assert torch.equal(low, full.codes[:, : low.shape[1]])
         assert torch.allclose(quantizer.decode(full.codes), full.quantized, atol=1e-5)
+
+
+def test_gradient_codebooks_learn_by_their_loss_and_code_alike_in_evaluation():
+    # DAC's scheme: the entries are a parameter that only the codebook loss moves, and no data
+    # statistics are kept, so a batch gets the same codes in training and in evaluation (the
+    # standardized EMA codebooks code training batches by their own statistics instead).
+    torch.manual_seed(0)
+    vq = VectorQuantizer(DIM, 32, codebook_dim=4, l2_normalize=True, update="gradient")
+    vq.dead_threshold = 0.0  # no restarts: they would move entries between the two passes
+    assert isinstance(vq.embed, torch.nn.Parameter) and "embed" in vq.state_dict()
+    optimizer = torch.optim.Adam(vq.parameters(), lr=1e-2)
+    vq.train()
+    for step in range(20):
+        x = _data(seed=step) + 0.1 * step  # a drifting latent
+        hard, codes, loss, _ = vq(x)
+        optimizer.zero_grad()
+        (loss.mean() + (hard - x).pow(2).mean()).backward()
+        assert vq.embed.grad is not None and vq.embed.grad.abs().sum() > 0
+        optimizer.step()
+    with torch.no_grad():
+        _, training_codes, _, _ = vq(x)
+        vq.eval()
+        _, evaluation_codes, _, _ = vq(x)
+    assert torch.equal(training_codes, evaluation_codes)
+    assert len(evaluation_codes.unique()) > 8
+    # EMA entries stay buffers, out of the optimizer's reach.
+    assert "embed" not in dict(VectorQuantizer(DIM, 32).named_parameters())
+    with pytest.raises(ValueError, match="'ema' or 'gradient'"):
+        VectorQuantizer(DIM, 32, update="adam")
 
 
 def test_dead_codes_are_restarted_at_the_data():
@@ -248,6 +280,16 @@ def _usage(vq: VectorQuantizer, dim: int, steps: int = 30) -> list[float]:
         return [vq(_fresh_encoder_latent(step, dim))[3]["perplexity"] for step in range(steps)]
 
 
+def _trained_encoder_latent(step: int, dim: int, n: int = 800) -> torch.Tensor:
+    """``(1, n, dim)``: a latent after the recipes' unquantized warm-up, roughly: an offset of
+    half the spread, 90% of the variance on one direction, a new batch every step."""
+    basis = torch.linalg.qr(torch.randn(dim, dim, generator=torch.Generator().manual_seed(1)))[0]
+    spread = torch.full((dim,), math.sqrt(0.1 / (dim - 1)))
+    spread[0] = math.sqrt(0.9)
+    x = spread * torch.randn(n, dim, generator=torch.Generator().manual_seed(100 + step))
+    return (0.5 + x @ basis.t())[None]
+
+
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
 def test_the_recipes_codebooks_stay_in_use_on_a_fresh_encoders_latent(recipe):
     # Each recipe's codebook options, at the latent width one codebook of its `small` preset
@@ -260,6 +302,32 @@ def test_the_recipes_codebooks_stay_in_use_on_a_fresh_encoders_latent(recipe):
     dim = 64 // codec.get("groups", 1)
     usage = _usage(VectorQuantizer(dim, 1024, **options), dim)
     assert min(usage[1:]) > 300, [round(u) for u in usage]
+
+
+def test_gradient_codebooks_code_a_new_batch_in_evaluation_as_widely_as_in_training():
+    # 8-dimensional l2-normalized codes, trained as a codec trains them (Adam on the
+    # commitment, codebook and reconstruction losses) on a latent shaped like a warmed-up
+    # encoder's, keep hundreds of the 1024 entries in use per batch of 800 frames. Learned by
+    # gradient, they code a new batch in evaluation as widely (no data statistics).
+    dim = 64
+    options = {"codebook_dim": 8, "l2_normalize": True, "dead_threshold": 0.5, "update": "gradient"}
+    torch.manual_seed(0)
+    vq = VectorQuantizer(dim, 1024, **options).train()
+    optimizer = torch.optim.Adam(vq.parameters(), lr=3e-4)
+    training = []
+    for step in range(30):
+        x = _trained_encoder_latent(step, dim)
+        hard, codes, commitment, stats = vq(x)
+        optimizer.zero_grad()
+        (commitment.mean() + (hard - x).pow(2).mean()).backward()
+        optimizer.step()
+        training.append(stats["perplexity"])
+    vq.eval()
+    with torch.no_grad():
+        _, codes, _, _ = vq(_trained_encoder_latent(999, dim))
+    evaluation = _perplexity(codes, 1024)
+    assert min(training[1:]) > 300, [round(u) for u in training]
+    assert evaluation > 0.8 * training[-1], (evaluation, training[-1])
 
 
 def test_full_width_codebooks_collapse_on_a_fresh_encoders_latent():

@@ -81,6 +81,9 @@ def test_a_recipe_trains_the_codec_through_the_shared_trainer(trained):
     assert any(k.endswith("_perplexity") for k in steps[0])
     dev = [line for line in lines if "dev_mel_distance" in line]
     assert dev and "dev_si_sdr_1.2kbps" in dev[-1]
+    # Evaluation-mode codebook use, per stage and the worst stage's.
+    assert 1.0 <= dev[-1]["dev_perplexity_min"] <= dev[-1]["dev_q0_perplexity"] <= 64
+    assert 0.0 <= dev[-1]["dev_q3_unused"] <= dev[-1]["dev_unused_max"] < 1.0
     assert (run / "model" / "model.safetensors").is_file()
 
 

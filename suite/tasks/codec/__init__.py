@@ -92,7 +92,9 @@ class CodecTask(Task):
         return f"codec `{config.codec}`"
 
     def format_metrics(self, metrics: dict[str, float]) -> str:
-        shown = {k: v for k, v in metrics.items() if k in ("mel_distance", "si_sdr")}
+        shown = {
+            k: v for k, v in metrics.items() if k in ("mel_distance", "si_sdr", "perplexity_min")
+        }
         return "  ".join(f"{k} {v:.3f}" for k, v in shown.items())
 
     def pipeline(self, model: nn.Module, name: str = "") -> AudioCodec:

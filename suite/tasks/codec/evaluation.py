@@ -1,5 +1,7 @@
 """Evaluation of a codec on held-out utterances: at every bitrate, the multi-scale mel distance
-(the training loss's, lower is better) and SI-SDR of the round trip.
+(the training loss's, lower is better) and SI-SDR of the round trip; and how the codes the
+evaluation-mode encoder emits use each codebook (perplexity over every frame, the share of
+entries never used).
 
 Dims legend: B - batch (one utterance), S - audio samples.
 """
@@ -27,14 +29,19 @@ def si_sdr(estimate: Tensor, reference: Tensor) -> float:
 @torch.no_grad()
 def evaluate_codec(model: NeuralCodec, items: CropDataset) -> dict[str, float]:
     """Mean ``mel_distance`` and ``si_sdr`` at every bitrate (``mel_distance_1.5kbps``, ...);
-    the unsuffixed names are the highest bitrate's."""
+    the unsuffixed names are the highest bitrate's. Codebook use over all frames: per stage
+    ``q{i}_perplexity`` and ``q{i}_unused`` (the share of entries no frame used), and the worst
+    stage's as ``perplexity_min`` and ``unused_max``."""
     device = next(model.parameters()).device
     stages = list(getattr(model.quantizer, "bitrate_stages", range(1, model.num_quantizers + 1)))
     sums: dict[str, float] = {}
+    counts = torch.zeros(model.num_quantizers, model.codebook_size)
     for index in range(len(items)):
         batch = items[[index]]
         audio, lengths = batch.inputs.to(device), batch.lengths.to(device)
         codes, code_lengths = model.encode(audio, lengths)
+        used = codes[0, :, : int(code_lengths[0])].cpu()  # (Q, T)
+        counts.scatter_add_(1, used, torch.ones(used.shape))
         for q in stages:
             decoded, _ = model.decode(codes[:, :q], code_lengths)
             decoded = decoded[:, : audio.shape[-1]]
@@ -47,4 +54,10 @@ def evaluate_codec(model: NeuralCodec, items: CropDataset) -> dict[str, float]:
                 sums[key] = sums.get(key, 0.0) + value
     out = {k: v / max(len(items), 1) for k, v in sums.items()}
     top = f"{stages[-1] * model.bits_per_stage / 1000:g}kbps"
+    p = counts / counts.sum(1, keepdim=True).clamp(min=1)
+    perplexity = torch.exp(-(p * torch.log(p + 1e-10)).sum(1))  # (Q,)
+    unused = (counts == 0).float().mean(1)  # (Q,)
+    for i in range(model.num_quantizers):
+        out[f"q{i}_perplexity"], out[f"q{i}_unused"] = float(perplexity[i]), float(unused[i])
+    out["perplexity_min"], out["unused_max"] = float(perplexity.min()), float(unused.max())
     return {"mel_distance": out[f"mel_distance_{top}"], "si_sdr": out[f"si_sdr_{top}"], **out}
