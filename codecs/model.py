@@ -307,6 +307,7 @@ def seanet_codec(
     l2_normalize: bool = False,
     whiten: bool = False,
     codebook_update: str = "ema",
+    latent_norm: bool = False,
     quantizer_dropout: float = 0.5,
     bitrate_stages: list[int] | None = None,
     dead_threshold: float = 0.05,
@@ -333,6 +334,8 @@ def seanet_codec(
         codebook_update: ``"ema"`` (EnCodec's moving averages, in standardized coordinates) or
             ``"gradient"`` (DAC's codebook loss, no data statistics: evaluation codes as
             training does).
+        latent_norm: the encoder ends with a per-frame RMS normalization (bounds the
+            latent's scale; see :class:`~suite.codecs.seanet.FrameRMSNorm`).
         quantizer_dropout: the probability a training sample drops later stages.
         bitrate_stages: stage counts dropout draws from (default: every count).
         dead_threshold: the fraction of the mean EMA count under which an entry restarts.
@@ -345,7 +348,9 @@ def seanet_codec(
     """
     ratios = list(ratios or [2, 4, 5, 8])
     dilations = list(dilations or [1, 3, 9])
-    encoder = SEANetEncoder(channels, latent_dim, tuple(ratios), tuple(dilations))
+    encoder = SEANetEncoder(
+        channels, latent_dim, tuple(ratios), tuple(dilations), latent_norm=latent_norm
+    )
     decoder = SEANetDecoder(channels, latent_dim, tuple(reversed(ratios)), tuple(dilations))
     quantizer = build_quantizer(
         latent_dim,

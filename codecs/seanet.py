@@ -118,6 +118,18 @@ class Activation(nn.Module):
         return self.fn(x), state
 
 
+class FrameRMSNorm(nn.Module):
+    """Each frame ``(B, C, T)`` divided by its root mean square over the channels: per frame,
+    so chunked and whole-file outputs agree, and training and evaluation too."""
+
+    def __init__(self, epsilon: float = 1e-5) -> None:
+        super().__init__()
+        self.epsilon = epsilon
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + self.epsilon)
+
+
 class StreamingSequential(nn.ModuleList):
     """Layers applied in order, offline (``forward``) or chunk by chunk (``step``)."""
 
@@ -173,6 +185,8 @@ class SEANetEncoder(StreamingSequential):
         ratios: downsampling factors, first to last (EnCodec's 16 kHz: ``[2, 4, 5, 8]``).
         dilations: one residual unit per dilation before each downsampling.
         kernel_size: the first and last convolutions' taps.
+        latent_norm: end with :class:`FrameRMSNorm`, so the latent's scale is bounded (trained
+            without it, nothing bounds it: l2-normalized codes and the decoder adapt to any).
     """
 
     def __init__(
@@ -182,6 +196,7 @@ class SEANetEncoder(StreamingSequential):
         ratios: tuple[int, ...] = (2, 4, 5, 8),
         dilations: tuple[int, ...] = (1, 3, 9),
         kernel_size: int = 7,
+        latent_norm: bool = False,
     ) -> None:
         layers: list[nn.Module] = [CausalConv1d(1, channels, kernel_size)]
         width = channels
@@ -190,6 +205,8 @@ class SEANetEncoder(StreamingSequential):
             layers += [Activation(nn.ELU()), CausalConv1d(width, width * 2, 2 * ratio, ratio)]
             width *= 2
         layers += [Activation(nn.ELU()), CausalConv1d(width, latent_dim, 3)]
+        if latent_norm:
+            layers.append(Activation(FrameRMSNorm()))
         super().__init__(layers)
 
 

@@ -20,6 +20,8 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "codec"
 CODECS = [(name, {}) for name in registry.list_codecs()] + [
     ("seanet", {"groups": 2}),
     ("seanet", {"codebook_dim": 8, "l2_normalize": True}),
+    ("seanet", {"codebook_dim": 8, "l2_normalize": True, "codebook_update": "gradient"}),
+    ("seanet", {"latent_norm": True}),
 ]
 
 
@@ -198,7 +200,7 @@ def test_training_with_the_recipes_quantizer_keeps_the_first_codebook_in_use(rec
     # the options the recipes had before (64-dimensional EMA codes) it falls to 2-3 entries
     # within 20 steps on the same signals.
     spec = yaml.safe_load(recipe.read_text())["model"]["codec"]
-    keys = ("groups", "codebook_dim", "l2_normalize", "whiten", "dead_threshold")
+    keys = ("groups", "codebook_dim", "l2_normalize", "whiten", "dead_threshold", "latent_norm")
     codec = _codec("seanet", {k: spec[k] for k in keys if k in spec}, discriminator_channels=0)
     codec.train()
     optimizer = torch.optim.AdamW(codec.parameters(), lr=3e-4, betas=(0.8, 0.99))
