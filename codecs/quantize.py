@@ -89,6 +89,13 @@ def _broadcast(tensor: Tensor) -> Tensor:
     return tensor
 
 
+def perplexity(counts: Tensor) -> Tensor:
+    """``exp`` of the entropy of each row of entry ``counts (..., K)``: how many entries a
+    code's use is worth (``K`` when all are used alike, 1 when one takes everything)."""
+    p = counts.float() / counts.float().sum(-1, keepdim=True).clamp(min=1)
+    return torch.exp(-(p * torch.log(p + 1e-10)).sum(-1))
+
+
 def kmeans(samples: Tensor, k: int, iters: int, cosine: bool = False) -> Tensor:
     """``k`` centroids ``(k, d)`` of ``samples (N, d)`` by Lloyd's algorithm from ``k`` random
     samples (drawn with replacement when ``N < k``); empty clusters keep their centroid."""
@@ -406,9 +413,8 @@ class VectorQuantizer(nn.Module):
         stats: dict[str, float] = {}
         if self.training and valid.shape[0] > 0:
             used = codes[mask] if mask is not None else codes.reshape(-1)
-            counts = torch.bincount(used, minlength=self.codebook_size).float()
-            p = counts / counts.sum()
-            stats["perplexity"] = float(torch.exp(-(p * torch.log(p + 1e-10)).sum()))
+            counts = torch.bincount(used, minlength=self.codebook_size)
+            stats["perplexity"] = float(perplexity(counts))
             stats["dead"] = self._update(valid_raw.detach(), used)
         entries = F.embedding(codes, self.values())  # (B, T, d)
         codeword = entries.detach()

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from suite.codecs.group_quantize import GroupResidualVQ
-from suite.codecs.quantize import ResidualVQ, VectorQuantizer, kmeans
+from suite.codecs.quantize import ResidualVQ, VectorQuantizer, kmeans, perplexity
 
 DIM = 16
 
@@ -181,9 +181,7 @@ def test_group_residual_vq_refuses_bitrates_that_split_a_group():
 
 
 def _perplexity(codes: torch.Tensor, k: int) -> float:
-    p = torch.bincount(codes.flatten(), minlength=k).float()
-    p = p / p.sum()
-    return float(torch.exp(-(p * torch.log(p + 1e-10)).sum()))
+    return float(perplexity(torch.bincount(codes.flatten(), minlength=k)))
 
 
 @pytest.mark.parametrize("standardize", [True, False])

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from suite.codecs.model import NeuralCodec
+from suite.codecs.quantize import perplexity
 from suite.tasks.codec.dataset import CropDataset
 
 
@@ -54,10 +55,9 @@ def evaluate_codec(model: NeuralCodec, items: CropDataset) -> dict[str, float]:
                 sums[key] = sums.get(key, 0.0) + value
     out = {k: v / max(len(items), 1) for k, v in sums.items()}
     top = f"{stages[-1] * model.bits_per_stage / 1000:g}kbps"
-    p = counts / counts.sum(1, keepdim=True).clamp(min=1)
-    perplexity = torch.exp(-(p * torch.log(p + 1e-10)).sum(1))  # (Q,)
+    spread = perplexity(counts)  # (Q,)
     unused = (counts == 0).float().mean(1)  # (Q,)
     for i in range(model.num_quantizers):
-        out[f"q{i}_perplexity"], out[f"q{i}_unused"] = float(perplexity[i]), float(unused[i])
-    out["perplexity_min"], out["unused_max"] = float(perplexity.min()), float(unused.max())
+        out[f"q{i}_perplexity"], out[f"q{i}_unused"] = float(spread[i]), float(unused[i])
+    out["perplexity_min"], out["unused_max"] = float(spread.min()), float(unused.max())
     return {"mel_distance": out[f"mel_distance_{top}"], "si_sdr": out[f"si_sdr_{top}"], **out}
